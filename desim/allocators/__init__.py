@@ -1,0 +1,19 @@
+"""Allocators: decide which device trains which block and how bandwidth is split.
+
+Importing this package registers every built-in allocator; see :data:`ALLOCATORS`.
+"""
+
+from desim.allocators import baselines as _baselines  # noqa: F401  (registers)
+from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
+from desim.allocators.registry import ALLOCATORS, allocator_info, make_allocator, register
+
+__all__ = [
+    "ALLOCATORS",
+    "Allocation",
+    "Allocator",
+    "RoundContext",
+    "allocator_info",
+    "check_allocation",
+    "make_allocator",
+    "register",
+]

@@ -1,0 +1,233 @@
+"""Allocator interface: the round snapshot an allocator sees and the decision it returns.
+
+An allocator is a small strategy (STYLE §3): ``allocate(ctx, rng) -> Allocation``. It sees only
+an immutable :class:`RoundContext` of numpy arrays and never the engine. :func:`check_allocation`
+is the engine's feasibility check, exposed so tests can apply it to any allocator's output.
+
+Notation (DESIGN §2): ``K`` devices, ``N`` blocks; block ``n`` is stored at index ``n - 1``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from desim.channel import shannon_rate_bps
+from desim.errors import AllocationError, InfeasibleError
+
+BANDWIDTH_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class RoundContext:
+    """Snapshot of one round at its start time, as the allocator plans with it.
+
+    Attributes:
+        round_index: 0-based round number.
+        time_s: round start time.
+        device_names: ``(K,)`` names.
+        compute_s: ``(K, N)`` planned compute seconds ``ĉ = w_n(h_k) / (σ_k ρ_k(t0))``; ``inf``
+            where a device cannot compute (unavailable or zero speed).
+        memory_bytes: ``(N,)`` peak memory of training each block (m_n).
+        memory_budget_bytes: ``(K,)`` device memory budgets (M_k).
+        upload_bits: ``(N,)`` gradient bits of each block (D_n).
+        snr_coef_hz: ``(K,)`` ``p_k g_k(t0) / N0`` in Hz.
+        available: ``(K,)`` whether each device may take a block this round.
+        total_bandwidth_hz: total uplink bandwidth B.
+        aggregation_s: server aggregation time added to every round.
+    """
+
+    round_index: int
+    time_s: float
+    device_names: tuple[str, ...]
+    compute_s: np.ndarray
+    memory_bytes: np.ndarray
+    memory_budget_bytes: np.ndarray
+    upload_bits: np.ndarray
+    snr_coef_hz: np.ndarray
+    available: np.ndarray
+    total_bandwidth_hz: float
+    aggregation_s: float = 0.0
+
+    @property
+    def num_devices(self) -> int:
+        """``K``."""
+        return int(self.compute_s.shape[0])
+
+    @property
+    def num_blocks(self) -> int:
+        """``N``."""
+        return int(self.compute_s.shape[1])
+
+    def eligible(self) -> np.ndarray:
+        """``(K, N)`` mask: the device is available, can compute, and the block fits in memory."""
+        fits = self.memory_bytes[None, :] <= self.memory_budget_bytes[:, None]
+        return fits & self.available[:, None] & np.isfinite(self.compute_s)
+
+    def upload_s(self, bandwidth_hz: np.ndarray) -> np.ndarray:
+        """``(K, N)`` planned upload seconds ``D_n / r_k(B_k)`` at the snapshot SNR."""
+        rate = shannon_rate_bps(bandwidth_hz, self.snr_coef_hz)
+        with np.errstate(divide="ignore"):
+            return self.upload_bits[None, :] / rate[:, None]
+
+    def latency_matrix_s(self, bandwidth_hz: np.ndarray) -> np.ndarray:
+        """``(K, N)`` planned ``t_{k,n} = ĉ_{k,n} + D_n / r_k(B_k)``; ``inf`` where ineligible."""
+        t = self.compute_s + self.upload_s(bandwidth_hz)
+        return np.where(self.eligible(), t, np.inf)
+
+    def round_latency_s(self, allocation: Allocation) -> float:
+        """Planned round latency of an allocation: bottleneck pair latency plus aggregation."""
+        return float(np.max(self.pair_latency_s(allocation))) + self.aggregation_s
+
+    def pair_latency_s(self, allocation: Allocation) -> np.ndarray:
+        """``(N,)`` planned latency of each block on its assigned device."""
+        k = allocation.block_device
+        rate = shannon_rate_bps(allocation.bandwidth_hz[k], self.snr_coef_hz[k])
+        with np.errstate(divide="ignore"):
+            return self.compute_s[k, np.arange(self.num_blocks)] + self.upload_bits / rate
+
+
+@dataclass(frozen=True, eq=False)
+class Allocation:
+    """An allocator's decision for one round.
+
+    Attributes:
+        block_device: ``(N,)`` device index training block ``n`` (at index ``n - 1``).
+        bandwidth_hz: ``(K,)`` uplink bandwidth of every device (0 for idle devices).
+        estimated_latency_s: the allocator's own latency estimate, if it makes one.
+        diagnostics: allocator-specific read-only details (iteration traces, fallbacks).
+    """
+
+    block_device: np.ndarray
+    bandwidth_hz: np.ndarray
+    estimated_latency_s: float | None = None
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_device", np.asarray(self.block_device, dtype=np.intp))
+        object.__setattr__(self, "bandwidth_hz", np.asarray(self.bandwidth_hz, dtype=float))
+        object.__setattr__(self, "diagnostics", MappingProxyType(dict(self.diagnostics)))
+
+
+class Allocator(BaseModel, ABC):
+    """Base of all allocators: frozen, validated parameters and one ``allocate`` method."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    registry_name: ClassVar[str] = ""
+
+    @abstractmethod
+    def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
+        """Decide block placement and bandwidth for one round.
+
+        Raises:
+            InfeasibleError: when no allocation satisfies the constraints.
+        """
+
+
+def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
+    """Raise :class:`AllocationError` unless ``alloc`` is feasible for ``ctx``.
+
+    Checks: every block is placed on a valid device, at most one block per device, memory fits,
+    the device is available and can compute, bandwidths are non-negative, sum to at most B, and
+    are positive for every device with bits to send.
+    """
+    K, N = ctx.num_devices, ctx.num_blocks
+    r = ctx.round_index
+    bd, bw = alloc.block_device, alloc.bandwidth_hz
+    if bd.shape != (N,):
+        raise AllocationError(f"round {r}: block_device has shape {bd.shape}, expected ({N},)")
+    if bw.shape != (K,):
+        raise AllocationError(f"round {r}: bandwidth_hz has shape {bw.shape}, expected ({K},)")
+    placed = (bd >= 0) & (bd < K)
+    if not placed.all():
+        n = int(np.flatnonzero(~placed)[0])
+        raise AllocationError(f"round {r}: block {n + 1} is not placed (device index {bd[n]})")
+    blocks = np.arange(N)
+    ok = (
+        ctx.available[bd]
+        & np.isfinite(ctx.compute_s[bd, blocks])
+        & (ctx.memory_bytes <= ctx.memory_budget_bytes[bd])
+        & ((ctx.upload_bits <= 0) | (bw[bd] > 0))
+    )
+    if np.bincount(bd, minlength=K).max() > 1 or not ok.all():
+        _explain_bad_pairs(ctx, alloc)
+    if not np.all(np.isfinite(bw)) or np.any(bw < 0):
+        k = int(np.flatnonzero(~np.isfinite(bw) | (bw < 0))[0])
+        raise AllocationError(f"round {r}: device {ctx.device_names[k]} has bandwidth {bw[k]} Hz")
+    total = float(bw.sum())
+    if total > ctx.total_bandwidth_hz * (1 + BANDWIDTH_TOLERANCE):
+        raise AllocationError(
+            f"round {r}: bandwidths sum to {total:.6g} Hz, "
+            f"more than B = {ctx.total_bandwidth_hz:.6g} Hz"
+        )
+
+
+def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
+    """Raise an :class:`AllocationError` for the first bad (block, device) pair."""
+    r = ctx.round_index
+    bw = alloc.bandwidth_hz
+    seen: dict[int, int] = {}
+    for n, k in enumerate(alloc.block_device.tolist(), start=1):
+        name = ctx.device_names[k]
+        if k in seen:
+            raise AllocationError(
+                f"round {r}: device {name} got blocks {seen[k]} and {n}; at most one per device"
+            )
+        seen[k] = n
+        if not ctx.available[k] or not np.isfinite(ctx.compute_s[k, n - 1]):
+            raise AllocationError(f"round {r}: device {name} got block {n} but is unavailable")
+        if ctx.memory_bytes[n - 1] > ctx.memory_budget_bytes[k]:
+            raise AllocationError(
+                f"round {r}: block {n} needs {ctx.memory_bytes[n - 1]:.4g} bytes but device "
+                f"{name} has a budget of {ctx.memory_budget_bytes[k]:.4g} bytes"
+            )
+        if ctx.upload_bits[n - 1] > 0 and not bw[k] > 0:
+            raise AllocationError(
+                f"round {r}: device {name} trains block {n} with bandwidth {bw[k]} Hz"
+            )
+
+
+def assign_deepest_first(ctx: RoundContext, preference: np.ndarray) -> np.ndarray:
+    """Give blocks ``N..1`` in turn to the most-preferred unused eligible device.
+
+    Args:
+        ctx: the round snapshot.
+        preference: ``(K,)`` device indices, most preferred first.
+
+    Returns:
+        ``(N,)`` device index per block.
+
+    Raises:
+        InfeasibleError: naming the first block that no unused device can hold.
+    """
+    eligible = ctx.eligible()
+    used = np.zeros(ctx.num_devices, dtype=bool)
+    block_device = np.full(ctx.num_blocks, -1, dtype=np.intp)
+    for j in range(ctx.num_blocks - 1, -1, -1):
+        for k in preference:
+            if not used[k] and eligible[k, j]:
+                block_device[j] = k
+                used[k] = True
+                break
+        else:
+            raise infeasible(ctx, j + 1)
+    return block_device
+
+
+def infeasible(ctx: RoundContext, block: int) -> InfeasibleError:
+    """An :class:`InfeasibleError` explaining why ``block`` (1-based) cannot be placed."""
+    eligible = ctx.eligible()
+    holders = int(eligible[:, block - 1].sum())
+    need = ctx.num_blocks - block + 1
+    return InfeasibleError(
+        f"round {ctx.round_index}: block {block} (needs {ctx.memory_bytes[block - 1]:.4g} bytes) "
+        f"cannot be placed: {holders} available device(s) can hold it, but blocks {block}..."
+        f"{ctx.num_blocks} need {need} distinct devices "
+        f"({int(ctx.available.sum())} of {ctx.num_devices} devices available)"
+    )

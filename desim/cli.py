@@ -1,0 +1,204 @@
+"""The ``desim`` command: a thin layer over the library (parse, call, print).
+
+Every :class:`~desim.errors.DesimError` becomes one ``error:`` line on stderr and its exit code
+(README "Exit codes"); no traceback reaches the user. Set ``DESIM_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from desim import __version__
+from desim.errors import DesimError
+
+app = typer.Typer(
+    help="desim: discrete-event simulator of device-edge cooperative fine-tuning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks (measured figures for the README).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"desim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """desim: discrete-event simulator of device-edge cooperative fine-tuning."""
+
+
+@app.command()
+def run(
+    scenario: Annotated[
+        Path | None, typer.Argument(help="Scenario TOML (default: the built-in scenario).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a scenario key: section.key=value (repeatable)."),
+    ] = None,
+    allocator: Annotated[
+        str | None, typer.Option(help="Allocator name (desim allocators).")
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Number of rounds.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results directory (default: results/<name>).")
+    ] = None,
+) -> None:
+    """Simulate a scenario and write rounds/device_rounds tables and run.json."""
+    from desim.components import build_simulation
+    from desim.io import load_scenario, write_results
+
+    overrides = list(set_ or [])
+    if allocator is not None:
+        overrides.insert(0, f'allocator.name="{allocator}"')
+    if rounds is not None:
+        overrides.append(f"run.rounds={rounds}")
+    if seed is not None:
+        overrides.append(f"run.seed={seed}")
+    scen = load_scenario(scenario, overrides)
+    sim = build_simulation(scen)
+    with Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("rounds", total=scen.run.rounds)
+        result = sim.run(on_round=lambda _: progress.advance(task))
+    name = "default" if scenario is None else scenario.stem
+    target = out_dir or Path("results") / f"{name}-{scen.allocator.name}-seed{scen.run.seed}"
+    write_results(result, target)
+    _print_summary(result.rounds_frame(), scen.allocator.name, result.metadata, target)
+
+
+def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None:  # type: ignore[no-untyped-def]
+    lat, plan = rounds["latency_s"].to_numpy(), rounds["planned_latency_s"].to_numpy()
+    table = Table(title=f"desim run: {allocator}, {len(rounds)} rounds", show_header=True)
+    table.add_column("metric")
+    table.add_column("realised", justify="right")
+    table.add_column("planned", justify="right")
+    for label, fn in (
+        ("mean", np.mean),
+        ("p50", np.median),
+        ("p95", lambda x: np.percentile(x, 95)),
+    ):
+        table.add_row(f"round latency {label} (s)", f"{fn(lat):.4f}", f"{fn(plan):.4f}")
+    table.add_row("total simulated time (s)", f"{rounds['end_s'].iloc[-1]:.2f}", "")
+    solve = rounds["solve_wall_s"].to_numpy() * 1e3
+    table.add_row("solver time mean / max (ms)", f"{solve.mean():.3f} / {solve.max():.3f}", "")
+    head = rounds["min_memory_headroom_bytes"].min() / 1e6
+    table.add_row("min memory headroom (MB)", f"{head:.1f}", "")
+    table.add_row("cost model", ", ".join(metadata.get("cost_model", [])), "")
+    out.print(table)
+    out.print(
+        f"results written to {target}/ (rounds, device_rounds as .parquet and .csv; run.json)"
+    )
+
+
+@app.command("allocators")
+def list_allocators() -> None:
+    """List the registered allocators and their parameters."""
+    from desim.allocators import ALLOCATORS
+
+    table = Table(show_header=True)
+    table.add_column("name")
+    table.add_column("description")
+    table.add_column("parameters")
+    for name in sorted(ALLOCATORS):
+        info = ALLOCATORS[name]
+        params = ", ".join(f"{k}: {v}" for k, v in info.parameters().items())
+        table.add_row(name, info.description, params)
+    out.print(table)
+
+
+@bench_app.command("engine")
+def bench_engine_cmd(
+    rounds: Annotated[int, typer.Option(help="Rounds to simulate.")] = 1000,
+    devices: Annotated[int, typer.Option(help="Number of devices.")] = 100,
+    repeats: Annotated[int, typer.Option(help="Best of this many runs.")] = 3,
+) -> None:
+    """Simulated rounds per second, and wall time relative to a bare SimPy loop (goal ≤ 3)."""
+    from desim.bench import bench_engine
+
+    b = bench_engine(rounds=rounds, devices=devices, repeats=repeats)
+    table = Table(title="desim bench engine", show_header=True)
+    for col in (
+        "rounds",
+        "devices",
+        "blocks",
+        "desim wall (s)",
+        "bare SimPy (s)",
+        "rounds/s",
+        "ratio",
+    ):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(b.rounds),
+        str(b.devices),
+        str(b.blocks),
+        f"{b.desim_wall_s:.3f}",
+        f"{b.bare_wall_s:.3f}",
+        f"{b.rounds_per_s:,.0f}",
+        f"{b.ratio:.2f}",
+    )
+    out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, mapping desim errors to one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except DesimError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:  # usage errors: unknown option, bad value
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # a bug: still no raw traceback unless asked for
+        if os.environ.get("DESIM_DEBUG"):
+            raise
+        err.print(
+            f"internal error: {type(exc).__name__}: {exc} (set DESIM_DEBUG=1 for a traceback)",
+            markup=False,
+            highlight=False,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Assembly: turn a validated :class:`Scenario` into a ready :class:`Simulation`.
+
+This is where scenario names become component instances (model config, cost model, channel,
+compute timeline, allocator) and where the run's named random streams are handed out.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+
+from desim import __version__
+from desim.allocators import make_allocator
+from desim.channel import generated_channel
+from desim.compute import SignalTimeline
+from desim.cost import AnalyticCostModel, Workload
+from desim.engine import Simulation
+from desim.io import load_model_config
+from desim.records import SCHEMA_VERSION
+from desim.scenario import Scenario, resolve_devices
+from desim.streams import rng_streams
+
+
+def workload_of(scenario: Scenario) -> Workload:
+    """The workload a scenario trains."""
+    m = scenario.model
+    return Workload(
+        config=load_model_config(m.name),
+        method=m.method,
+        batch_size=m.batch_size,
+        seq_len=m.seq_len,
+        num_blocks=m.num_blocks,
+        lora_rank=m.lora_rank,
+        gradient_bits=m.gradient_bits,
+    )
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded with every run."""
+    import pandas
+    import scipy
+    import simpy
+
+    return {
+        "desim": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pandas.__version__,
+        "simpy": simpy.__version__,
+    }
+
+
+def build_simulation(scenario: Scenario) -> Simulation:
+    """Build the simulation a scenario describes.
+
+    The channel draws from the run's ``channel`` stream and the allocator from ``allocator``,
+    so changing the allocator never changes the channel realisation.
+    """
+    devices = resolve_devices(scenario.devices)
+    streams = rng_streams(scenario.run.seed)
+    channel = generated_channel(
+        devices, scenario.channel, scenario.server.noise_psd_dbm_per_hz, streams["channel"]
+    )
+    cost = AnalyticCostModel(flops_per_s=scenario.cost.analytic_flops_per_s)
+    metadata: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": scenario.model_dump(mode="json"),
+        "seed": scenario.run.seed,
+        "versions": versions(),
+    }
+    return Simulation(
+        devices=devices,
+        workload=workload_of(scenario),
+        server=scenario.server,
+        cost_model=cost,
+        channel=channel,
+        compute=SignalTimeline.constant(len(devices)),
+        allocator=make_allocator(scenario.allocator.name, scenario.allocator.params),
+        rounds=scenario.run.rounds,
+        seed=scenario.run.seed,
+        metadata=metadata,
+    )

@@ -1,0 +1,46 @@
+"""Error types. Every failure desim reports to a user is a :class:`DesimError` subclass.
+
+The CLI turns these into one line on stderr and a documented exit code; anything else is a bug.
+"""
+
+
+class DesimError(Exception):
+    """Base class of all errors desim reports to users."""
+
+    exit_code = 1
+
+
+class InputError(DesimError):
+    """A file, field, option or value given by the user is invalid (exit code 2)."""
+
+    exit_code = 2
+
+
+class ScenarioError(InputError):
+    """A scenario (TOML or ``--set`` override) failed validation."""
+
+
+class TraceError(InputError):
+    """A channel or compute trace file is malformed."""
+
+
+class UnknownNameError(InputError):
+    """A name (allocator, model, hardware class, format) is not registered."""
+
+
+class AllocationError(DesimError):
+    """An allocator returned an allocation that breaks the round's constraints (exit code 3)."""
+
+    exit_code = 3
+
+
+class InfeasibleError(DesimError):
+    """No allocation can satisfy the round's constraints (exit code 3)."""
+
+    exit_code = 3
+
+
+class SimulationError(DesimError):
+    """The simulation cannot continue, e.g. an upload whose rate stays zero forever (exit 3)."""
+
+    exit_code = 3

@@ -1,0 +1,102 @@
+"""Result records: flat per-round and per-device-round rows, and the run result.
+
+Rows are plain dataclasses collected during a run and turned into DataFrames at the end
+(STYLE §7). Columns carry units. ``planned_latency_s`` is the engine's evaluation of the chosen
+allocation under the round-start snapshot (equal terms for every allocator); the allocator's own
+claim, if any, is kept separately in ``allocator_estimate_s``. Wall-clock columns end in
+``_wall_s`` and are the only columns that differ between reruns with the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMA_VERSION = 1
+WALL_CLOCK_COLUMNS = ("solve_wall_s",)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """One fine-tuning round."""
+
+    round: int
+    start_s: float
+    end_s: float
+    latency_s: float
+    planned_latency_s: float
+    allocator_estimate_s: float
+    solve_wall_s: float
+    active_devices: int
+    available_devices: int
+    bottleneck_device: str
+    bottleneck_block: int
+    min_memory_headroom_bytes: float
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DeviceRounds:
+    """The active devices of one round, one entry per block (columnar for speed).
+
+    Every attribute is an ``(N,)`` array except ``round``; row ``i`` is the device training
+    block ``block[i]``.
+    """
+
+    round: int
+    device: np.ndarray
+    block: np.ndarray
+    bandwidth_hz: np.ndarray
+    compute_start_s: np.ndarray
+    compute_end_s: np.ndarray
+    upload_start_s: np.ndarray
+    upload_end_s: np.ndarray
+    upload_bits: np.ndarray
+    mean_rate_bps: np.ndarray
+    planned_compute_s: np.ndarray
+    planned_upload_s: np.ndarray
+    memory_bytes: np.ndarray
+    memory_budget_bytes: np.ndarray
+
+
+def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
+    cols = [f.name for f in fields(cls)]
+    if not rows:
+        return pd.DataFrame({c: [] for c in cols})
+    return pd.DataFrame([asdict(r) for r in rows], columns=cols)
+
+
+def _batch_frame(batches: list[DeviceRounds]) -> pd.DataFrame:
+    cols = [f.name for f in fields(DeviceRounds)]
+    if not batches:
+        return pd.DataFrame({c: [] for c in cols})
+    data = {
+        "round": np.concatenate([np.full(len(b.block), b.round) for b in batches]),
+        **{c: np.concatenate([getattr(b, c) for b in batches]) for c in cols[1:]},
+    }
+    return pd.DataFrame(data, columns=cols)
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced, in memory (the engine writes no files).
+
+    Attributes:
+        rounds: one :class:`RoundRecord` per round.
+        device_rounds: one :class:`DeviceRounds` batch per round.
+        metadata: resolved scenario, seed, cost model used and versions (for ``run.json``).
+    """
+
+    rounds: list[RoundRecord] = field(default_factory=list)
+    device_rounds: list[DeviceRounds] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def rounds_frame(self) -> pd.DataFrame:
+        """The rounds table."""
+        return _frame(self.rounds, RoundRecord)
+
+    def device_rounds_frame(self) -> pd.DataFrame:
+        """The per-device-round table."""
+        return _batch_frame(self.device_rounds)

@@ -1,0 +1,309 @@
+"""Scenario: the validated, frozen description of one simulation (no I/O).
+
+A scenario names the model and fine-tuning workload, the edge server, the devices, the channel,
+the device compute behaviour, the cost model, the allocator and the run length. Every key carries
+its unit (``total_bandwidth_hz``, ``memory_bytes``, ``tx_power_dbm``). Validation errors name the
+dotted field, the offending value and what was expected; :mod:`desim.io` reads files into it.
+Devices are given either as an explicit list or as a seeded population (:func:`resolve_devices`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from desim.errors import ScenarioError
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class ModelSpec(_Frozen):
+    """The transformer and fine-tuning workload.
+
+    ``num_blocks`` must divide the model's layer count; block 1 is next to the output.
+    """
+
+    name: str = "roberta-base"
+    method: Literal["lora", "full"] = "lora"
+    lora_rank: Annotated[int, Field(ge=1, le=4096)] = 8
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 8
+    seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    num_blocks: Annotated[int, Field(ge=1, le=10_000)] = 12
+    gradient_bits: Annotated[int, Field(ge=1, le=64)] = 32
+
+
+class ServerSpec(_Frozen):
+    """The edge server: uplink bandwidth, receiver noise and aggregation time."""
+
+    total_bandwidth_hz: PositiveFloat = 20e6
+    noise_psd_dbm_per_hz: FiniteFloat = -174.0
+    aggregation_s: NonNegFloat = 0.01
+
+
+class Uniform(_Frozen):
+    """Uniform distribution on ``[low, high]``."""
+
+    dist: Literal["uniform"]
+    low: FiniteFloat
+    high: FiniteFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` values."""
+        return rng.uniform(self.low, self.high, n)
+
+
+class LogUniform(_Frozen):
+    """Log-uniform distribution on ``[low, high]`` (both > 0)."""
+
+    dist: Literal["loguniform"]
+    low: PositiveFloat
+    high: PositiveFloat
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LogUniform:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` values."""
+        return np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
+
+
+class Choice(_Frozen):
+    """Discrete choice among ``values`` with optional ``weights``."""
+
+    dist: Literal["choice"]
+    values: Annotated[list[FiniteFloat], Field(min_length=1)]
+    weights: list[NonNegFloat] | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> Choice:
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("weights must have as many entries as values")
+            if sum(self.weights) <= 0:
+                raise ValueError("weights must not all be zero")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` values."""
+        p = None if self.weights is None else np.asarray(self.weights) / sum(self.weights)
+        return rng.choice(np.asarray(self.values, dtype=float), size=n, p=p)
+
+
+Distribution = Annotated[Uniform | LogUniform | Choice, Field(discriminator="dist")]
+DistOrValue = FiniteFloat | Distribution
+
+
+def _sample(spec: DistOrValue, rng: np.random.Generator, n: int) -> np.ndarray:
+    if isinstance(spec, int | float):
+        return np.full(n, float(spec))
+    return spec.sample(rng, n)
+
+
+class DeviceSpec(_Frozen):
+    """One edge device.
+
+    Attributes:
+        name: unique device name.
+        hardware: hardware class naming a cost profile.
+        speed_factor: speed relative to the hardware class profile (σ_k).
+        memory_bytes: memory budget available to fine-tuning (M_k).
+        tx_power_dbm: uplink transmit power (p_k).
+        distance_m: distance to the edge server (drives path loss).
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    hardware: str = "cpu-reference"
+    speed_factor: PositiveFloat = 1.0
+    memory_bytes: PositiveFloat = 2e9
+    tx_power_dbm: FiniteFloat = 23.0
+    distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 100.0
+
+
+class PopulationSpec(_Frozen):
+    """A seeded population of devices; each attribute is a number or a distribution."""
+
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    seed: Annotated[int, Field(ge=0)] = 0
+    hardware: str = "cpu-reference"
+    name_prefix: str = "dev"
+    speed_factor: DistOrValue = 1.0
+    memory_bytes: DistOrValue = 2e9
+    tx_power_dbm: DistOrValue = 23.0
+    distance_m: DistOrValue = 100.0
+
+
+class DevicesSpec(_Frozen):
+    """Devices as an explicit ``list`` or a generated ``population`` (exactly one)."""
+
+    list: tuple[DeviceSpec, ...] | None = None
+    population: PopulationSpec | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DevicesSpec:
+        if (self.list is None) == (self.population is None):
+            raise ValueError("give exactly one of devices.list or devices.population")
+        if self.list is not None:
+            names = [d.name for d in self.list]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate device names: {sorted(dup)}")
+            if not names:
+                raise ValueError("devices.list must not be empty")
+        return self
+
+
+class ChannelSpec(_Frozen):
+    """Uplink channel: path loss plus block fading (``rayleigh``) or path loss only (``static``).
+
+    The fading realisation covers ``duration_s`` and then loops (documented in the README).
+    """
+
+    kind: Literal["rayleigh", "static"] = "rayleigh"
+    path_loss: Literal["umi-nlos", "uma-nlos", "free-space"] = "umi-nlos"
+    carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = 3.5
+    coherence_s: PositiveFloat = 0.1
+    duration_s: PositiveFloat = 3600.0
+
+
+class ComputeSpec(_Frozen):
+    """Device compute behaviour over time. ``constant``: speed factor 1, always available."""
+
+    kind: Literal["constant"] = "constant"
+
+
+class CostSpec(_Frozen):
+    """Which cost model prices a block: ``analytic`` (FLOP and byte counts)."""
+
+    model: Literal["analytic"] = "analytic"
+    analytic_flops_per_s: PositiveFloat = 5e10
+
+
+class AllocatorSpec(BaseModel):
+    """The allocator by registered ``name``; every other key is one of its parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
+
+    name: str = "greedy"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The allocator parameters (every key except ``name``)."""
+        return dict(self.model_extra or {})
+
+
+class RunSpec(_Frozen):
+    """Run length and the seed of all random streams."""
+
+    rounds: Annotated[int, Field(ge=1, le=10_000_000)] = 100
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class Scenario(_Frozen):
+    """A complete, validated simulation description."""
+
+    model: ModelSpec = ModelSpec()
+    server: ServerSpec = ServerSpec()
+    devices: DevicesSpec
+    channel: ChannelSpec = ChannelSpec()
+    compute: ComputeSpec = ComputeSpec()
+    cost: CostSpec = CostSpec()
+    allocator: AllocatorSpec = AllocatorSpec()
+    run: RunSpec = RunSpec()
+
+    @field_validator("allocator")
+    @classmethod
+    def _known_allocator(cls, spec: AllocatorSpec) -> AllocatorSpec:
+        from desim.allocators import make_allocator  # registry lookup only; no I/O
+        from desim.errors import DesimError
+
+        try:
+            make_allocator(spec.name, spec.params)
+        except DesimError as exc:
+            raise ValueError(str(exc)) from None
+        return spec
+
+
+def resolve_devices(spec: DevicesSpec) -> tuple[DeviceSpec, ...]:
+    """Expand a devices section into concrete devices (deterministic in the population seed)."""
+    if spec.list is not None:
+        return spec.list
+    pop = spec.population
+    assert pop is not None
+    rng = np.random.default_rng(pop.seed)
+    n = pop.count
+    columns = {
+        key: _sample(getattr(pop, key), rng, n)
+        for key in ("speed_factor", "memory_bytes", "tx_power_dbm", "distance_m")
+    }
+    width = len(str(n - 1))
+    try:
+        return tuple(
+            DeviceSpec(
+                name=f"{pop.name_prefix}{i:0{width}d}",
+                hardware=pop.hardware,
+                **{key: float(col[i]) for key, col in columns.items()},
+            )
+            for i in range(n)
+        )
+    except ValidationError as exc:
+        raise ScenarioError(format_validation_error(exc, "devices.population")) from None
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One readable line per problem: ``dotted.field: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        # discriminated unions add the tag name to the path; keep the user's key path
+        loc = ".".join(p for p in loc.split(".") if p not in ("uniform", "loguniform", "choice"))
+        if prefix:
+            loc = f"{prefix}.{loc}" if loc else prefix
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        if isinstance(got, dict):
+            shown = ""
+        lines.append(f"{loc or '<scenario>'}: {msg}{shown}")
+    return "; ".join(lines)
+
+
+def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    """Validate a plain mapping (parsed TOML) into a :class:`Scenario`.
+
+    Args:
+        data: the parsed scenario.
+        source: where it came from, for error messages (a file path).
+
+    Raises:
+        ScenarioError: naming the source, each bad field, its value and what was expected.
+    """
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(f"{source}: {format_validation_error(exc)}") from None

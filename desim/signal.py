@@ -1,0 +1,199 @@
+"""Piecewise-constant signals over time and their exact integration.
+
+Channel gains and device speed factors are both modelled as piecewise-constant functions of
+time, one row per device, on a shared grid of breakpoints. This module is the single mechanism
+that answers "when has a device accumulated this much?" for compute work (integrating speed)
+and for uploads (integrating the Shannon rate). Refining a piecewise-constant grid never changes
+the function, so rows with different native grids can always share the union of breakpoints.
+
+Assumptions: the grid starts at ``t = 0``; segment ``i`` holds ``values[:, i]`` on
+``[times_s[i], times_s[i + 1])`` and the last one on ``[times_s[-1], end_s)``. After ``end_s`` the
+signal either repeats with period ``end_s`` (``loop``) or keeps its last value forever (``hold``).
+A rate of zero stalls accumulation; it does not fail. Integration is exact up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+EndPolicy = Literal["loop", "hold"]
+RateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``rate_fn(values, which)`` maps signal values ``(m, W)`` to accumulation rates ``(m, W)``;
+``which`` ``(m,)`` indexes the caller's query arrays so per-query parameters can be applied."""
+
+
+@dataclass(frozen=True, eq=False)
+class PiecewiseSignals:
+    """A bundle of ``K`` piecewise-constant signals on a shared time grid.
+
+    Attributes:
+        times_s: segment start times ``(T,)``, strictly increasing, starting at 0.
+        values: signal values ``(K, T)``, finite and non-negative.
+        end_s: end of the last segment in seconds (``> times_s[-1]``).
+        end_policy: ``"loop"`` to repeat with period ``end_s``, ``"hold"`` to keep the last value.
+    """
+
+    times_s: np.ndarray
+    values: np.ndarray
+    end_s: float
+    end_policy: EndPolicy = "hold"
+
+    def __post_init__(self) -> None:
+        times = np.ascontiguousarray(self.times_s, dtype=float)
+        values = np.ascontiguousarray(self.values, dtype=float)
+        if values.ndim == 1:
+            values = values[None, :]
+        if times.ndim != 1 or times.size == 0 or times[0] != 0.0:
+            raise ValueError("times_s must be a non-empty 1-D array starting at 0")
+        if np.any(np.diff(times) <= 0):
+            raise ValueError("times_s must be strictly increasing")
+        if values.shape[1] != times.size:
+            raise ValueError(f"values has {values.shape[1]} columns, expected {times.size}")
+        if not np.all(np.isfinite(values)) or np.any(values < 0):
+            raise ValueError("values must be finite and non-negative")
+        if not self.end_s > times[-1]:
+            raise ValueError("end_s must exceed the last segment start")
+        if self.end_policy not in ("loop", "hold"):
+            raise ValueError(f"end_policy must be 'loop' or 'hold', got {self.end_policy!r}")
+        object.__setattr__(self, "times_s", times)
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "_bounds", np.append(times, float(self.end_s)))
+
+    @classmethod
+    def constant(cls, values: np.ndarray) -> PiecewiseSignals:
+        """Signals that hold ``values`` ``(K,)`` for all time."""
+        return cls(np.zeros(1), np.asarray(values, dtype=float)[:, None], 1.0, "hold")
+
+    @property
+    def num_rows(self) -> int:
+        """Number of signals ``K``."""
+        return int(self.values.shape[0])
+
+    def _local(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map absolute times to ``(cycle, segment index)``; cycle is 0 under ``hold``."""
+        t = np.asarray(t_s, dtype=float)
+        if self.end_policy == "loop":
+            cycle = np.floor(t / self.end_s)
+            local = t - cycle * self.end_s
+            wrapped = local >= self.end_s  # float rounding at a period boundary
+            cycle = np.where(wrapped, cycle + 1, cycle)
+            local = np.where(wrapped, 0.0, local)
+        else:
+            cycle = np.zeros_like(t)
+            local = t
+        # times_s[0] == 0 and local >= 0, so the index is always in [0, T - 1]
+        return cycle, np.searchsorted(self.times_s, local, side="right") - 1
+
+    def at(self, t_s: float) -> np.ndarray:
+        """Values of every signal at time ``t_s`` (seconds ≥ 0), shape ``(K,)``."""
+        _, seg = self._local(np.asarray(t_s))
+        return self.values[:, int(seg)]
+
+    def _window(
+        self, t_s: np.ndarray, width: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Segments ``[lo, hi)`` ``(m, width)`` from each query time on, with grid indices.
+
+        The first column starts at the query time itself. Under ``hold`` the last segment has
+        ``hi = inf`` and later columns are empty; ``forever`` ``(m,)`` flags queries whose
+        window reached that held segment.
+        """
+        n_seg = self.times_s.size
+        steps = np.arange(width)
+        if self.end_policy == "loop":
+            cycle, local = np.divmod(t_s, self.end_s)
+            j = (np.searchsorted(self.times_s, local, side="right") - 1)[:, None] + steps
+            if j[:, -1].max() < n_seg:  # no wrap inside the window (the common case)
+                seg, base = j, (cycle * self.end_s)[:, None]
+            else:
+                wraps, seg = np.divmod(j, n_seg)
+                base = (cycle[:, None] + wraps) * self.end_s
+            lo = base + self.times_s[seg]
+            hi = base + self._bounds[seg + 1]
+            forever = np.zeros(t_s.size, dtype=bool)
+        else:
+            j = (np.searchsorted(self.times_s, t_s, side="right") - 1)[:, None] + steps
+            seg = np.minimum(j, n_seg - 1)
+            lo = np.where(j > n_seg - 1, np.inf, self.times_s[seg])
+            hi = np.where(j >= n_seg - 1, np.inf, self._bounds[np.minimum(j + 1, n_seg)])
+            forever = j[:, -1] >= n_seg - 1
+        lo[:, 0] = t_s
+        return lo, hi, seg, forever
+
+    def integrate_until(
+        self,
+        rows: np.ndarray,
+        start_s: np.ndarray,
+        amount: np.ndarray,
+        rate_fn: RateFn | None = None,
+        window: int = 16,
+    ) -> np.ndarray:
+        """Earliest times at which each query has accumulated its amount.
+
+        Solves ``∫_{start}^{end} rate(v_row(t)) dt = amount`` for ``end``, exactly over the
+        piecewise-constant segments, for many queries at once.
+
+        Args:
+            rows: signal row of each query ``(m,)``.
+            start_s: start time of each query in seconds ``(m,)``.
+            amount: amount to accumulate ``(m,)`` (work seconds, bits, ...), ≥ 0.
+            rate_fn: maps values to rates (identity when ``None``).
+            window: segments examined per query per pass (grows geometrically).
+
+        Returns:
+            End times ``(m,)`` in seconds; ``inf`` where the rate stays zero forever.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        start = np.asarray(start_s, dtype=float)
+        remaining = np.array(amount, dtype=float)
+        if self.times_s.size == 1:  # constant signal: one closed-form division
+            values = self.values[rows, :1]
+            rate = (values if rate_fn is None else rate_fn(values, np.arange(rows.size)))[:, 0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                dur = np.where(remaining > 0, remaining / rate, 0.0)
+            return start + np.where(np.isnan(dur), np.inf, dur)
+        end = np.where(remaining <= 0, start, np.inf)
+        t = start.copy()
+        active = np.flatnonzero(remaining > 0)
+        n_seg = self.times_s.size
+        width = max(1, int(window))
+        while active.size:
+            lo, hi, seg, forever = self._window(t[active], width)
+            values = self.values[rows[active][:, None], seg]
+            rate = values if rate_fn is None else rate_fn(values, active)
+            if self.end_policy == "loop":  # all segments finite: no inf * 0 to guard against
+                inc = rate * (hi - lo)
+            else:
+                dur = np.subtract(hi, lo, out=np.zeros_like(lo), where=hi > lo)
+                inc = np.multiply(rate, dur, out=np.zeros_like(lo), where=rate > 0)
+            cum = np.cumsum(inc, axis=1)
+            need = remaining[active]
+            done = cum[:, -1] >= need
+            if done.all():  # the common case: finish every query without sub-indexing
+                rows_all = np.arange(active.size)
+                k = np.sum(cum < need[:, None], axis=1)  # first segment reaching the need
+                before = np.where(k > 0, cum[rows_all, k - 1], 0.0)
+                finish = lo[rows_all, k] + (need - before) / rate[rows_all, k]
+                end[active] = np.minimum(finish, hi[rows_all, k])
+                break
+            if done.any():
+                d = np.flatnonzero(done)
+                k = np.sum(cum[d] < need[d, None], axis=1)
+                before = np.where(k > 0, cum[d, k - 1], 0.0)
+                finish = lo[d, k] + (need[d] - before) / rate[d, k]
+                end[active[d]] = np.minimum(finish, hi[d, k])
+            progress = cum[:, -1]
+            # a query stalls forever when it reached the held last segment, or when a looping
+            # signal gave it nothing over a whole period
+            stalled = forever | ((width >= n_seg) & (progress <= 0))
+            go_on = ~done & ~stalled
+            nxt = active[go_on]
+            remaining[nxt] -= progress[go_on]
+            t[nxt] = hi[go_on, -1]
+            active = nxt
+            width = min(width * 2, 4096)
+        return end

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+
+from desim.components import build_simulation
+from desim.errors import InputError, ScenarioError
+from desim.io import load_scenario, write_results
+from desim.records import WALL_CLOCK_COLUMNS
+from desim.scenario import resolve_devices
+
+
+def test_default_scenario_has_documented_shape():
+    s = load_scenario()
+    devices = resolve_devices(s.devices)
+    assert len(devices) == 20
+    assert s.model.name == "roberta-base" and s.model.method == "lora"
+    assert s.model.num_blocks == 12
+    assert s.server.total_bandwidth_hz == 20e6
+    assert len({d.name for d in devices}) == 20
+
+
+def test_population_is_deterministic_in_its_seed():
+    a = resolve_devices(load_scenario().devices)
+    b = resolve_devices(load_scenario().devices)
+    c = resolve_devices(load_scenario(None, ["devices.population.seed=1"]).devices)
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        (
+            "server.total_bandwidth_hz=-1",
+            "server.total_bandwidth_hz: Input should be greater than 0",
+        ),
+        ("server.bogus=1", "server.bogus: unknown key"),
+        ("model.batch_size='x'", "model.batch_size"),
+        ("allocator.name='nope'", "unknown allocator 'nope'; known: greedy, random"),
+        ("allocator.speed=3", "allocator.speed: unknown parameter of 'greedy'"),
+        ("allocator.bandwidth='weird'", "unknown bandwidth split 'weird'"),
+        (
+            "devices.population.speed_factor={dist='uniform', low=2, high=1}",
+            "high (1.0) must be >= low",
+        ),
+        ("run.rounds=0", "run.rounds"),
+    ],
+)
+def test_bad_values_name_the_field(override, fragment):
+    with pytest.raises(ScenarioError, match="default scenario") as exc:
+        load_scenario(None, [override])
+    assert fragment in str(exc.value)
+
+
+def test_nan_is_rejected():
+    with pytest.raises(ScenarioError, match="server.aggregation_s"):
+        load_scenario(None, ["server.aggregation_s=nan"])
+
+
+def test_unknown_file_and_bad_toml(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        load_scenario(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(InputError, match=r"bad.toml: invalid TOML.*line 1"):
+        load_scenario(bad)
+
+
+def test_explicit_device_list(tmp_path):
+    path = tmp_path / "s.toml"
+    devices = "\n".join(
+        f'[[devices.list]]\nname = "d{i}"\nspeed_factor = {1 + i}\nmemory_bytes = 4e9\n'
+        for i in range(12)
+    )
+    path.write_text(devices + "\n[run]\nrounds = 3\n")
+    s = load_scenario(path)
+    assert [d.name for d in resolve_devices(s.devices)][:2] == ["d0", "d1"]
+    assert len(build_simulation(s).run().rounds) == 3
+
+
+def _frames(seed, allocator="greedy"):
+    s = load_scenario(None, [f"run.seed={seed}", "run.rounds=15", f'allocator.name="{allocator}"'])
+    sim = build_simulation(s)
+    res = sim.run()
+    return sim, res.rounds_frame().drop(columns=list(WALL_CLOCK_COLUMNS)), res.device_rounds_frame()
+
+
+def test_same_seed_gives_identical_tables():
+    _, r1, d1 = _frames(3)
+    _, r2, d2 = _frames(3)
+    assert r1.equals(r2) and d1.equals(d2)
+    _, r3, _ = _frames(4)
+    assert not r1.equals(r3)
+
+
+def test_changing_the_allocator_keeps_the_channel_realisation():
+    g, _, _ = _frames(5, "greedy")
+    r, _, _ = _frames(5, "random")
+    np.testing.assert_array_equal(g.channel.signals.values, r.channel.signals.values)
+
+
+def test_results_are_written_with_run_json_last(tmp_path):
+    s = load_scenario(None, ["run.rounds=4"])
+    res = build_simulation(s).run()
+    paths = write_results(res, tmp_path / "out")
+    names = [p.name for p in paths]
+    assert names[-1] == "run.json"
+    assert {"rounds.parquet", "rounds.csv", "device_rounds.parquet", "device_rounds.csv"} <= set(
+        names
+    )
+    import json
+
+    import pandas as pd
+
+    meta = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert meta["schema_version"] == 1 and meta["seed"] == 0
+    assert meta["scenario"]["model"]["name"] == "roberta-base"
+    assert len(pd.read_parquet(tmp_path / "out" / "rounds.parquet")) == 4
+    assert not list((tmp_path / "out").glob("*.tmp"))
