@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from desim import __version__
-from desim.errors import DesimError
+from desim.errors import DesimError, InputError
 
 app = typer.Typer(
     help="desim: discrete-event simulator of device-edge cooperative fine-tuning.",
@@ -168,6 +168,59 @@ def bench_engine_cmd(
         f"{b.ratio:.2f}",
     )
     out.print(table)
+
+
+@app.command()
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec TOML (see experiments/README.md).")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Results directory (default: results/sweeps/<name>).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and exit.")] = False,
+    backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs (ray).")] = 1,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip runs already completed.")] = False,
+) -> None:
+    """Run a parameter sweep (resumable; identical results on every backend)."""
+    from desim.sweep import completed_keys, expand, load_sweep_spec, run_sweep
+
+    if backend not in ("local", "ray"):
+        raise InputError(f"--backend: expected local or ray, got {backend!r}")
+    if workers < 1:
+        raise InputError(f"--workers: expected at least 1, got {workers}")
+    sweep_spec, spec_dir = load_sweep_spec(spec)
+    runs = expand(sweep_spec, spec_dir)
+    target = out_dir or Path("results") / "sweeps" / sweep_spec.name
+    if dry_run:
+        done = completed_keys(target)
+        table = Table(title=f"sweep {sweep_spec.name}: {len(runs)} runs", show_header=True)
+        for col in ("#", "key", *sweep_spec.axis_keys, "allocator", "seed", "stored"):
+            table.add_column(col)
+        for r in runs:
+            table.add_row(str(r.index), r.key, *(str(r.axes[k]) for k in sweep_spec.axis_keys),
+                          r.allocator, str(r.seed), "yes" if r.key in done else "")
+        out.print(table)
+        return
+    with Progress(
+        TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
+        TimeRemainingColumn(), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task("runs", total=len(runs), fail="")
+        failures = 0
+
+        def tick(ok: bool) -> None:
+            nonlocal failures
+            failures += not ok
+            progress.update(task, advance=1, fail=f"{failures} failed" if failures else "")
+
+        report = run_sweep(runs, target, backend=backend,  # type: ignore[arg-type]
+                           workers=workers, address=address, resume=resume, progress=tick)
+        progress.update(task, completed=len(runs))
+    out.print(f"sweep {sweep_spec.name}: {report.succeeded} run, {report.skipped} already done, "
+              f"{report.failed} failed of {report.total}; summary: {report.summary_path}")
+    if report.failed:
+        out.print(f"failed runs are described in {target / 'failures'}/")
 
 
 def main(argv: list[str] | None = None) -> int:

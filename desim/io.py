@@ -7,6 +7,7 @@ field or line. Writing is atomic per file (write to a temporary name, then ``os.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -63,22 +64,35 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
-def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with every ``section.key=value`` override applied."""
-    out = json.loads(json.dumps(data))  # deep copy of plain TOML data
-    for text in overrides:
-        path, value = parse_override(text)
+def apply_overrides(
+    data: dict[str, Any], overrides: Iterable[str | tuple[str, Any]]
+) -> dict[str, Any]:
+    """Return a copy of ``data`` with every override applied.
+
+    Each override is a ``"section.key=value"`` string (value read as TOML) or a
+    ``("section.key", value)`` pair (sweeps pass typed values this way).
+    """
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if isinstance(item, str):
+            path, value = parse_override(item)
+            label = f"--set {item!r}"
+        else:
+            path, value = item[0].split("."), item[1]
+            label = item[0]
         node = out
         for part in path[:-1]:
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, dict):
-                raise ScenarioError(f"--set {text!r}: {part} is not a section")
+                raise ScenarioError(f"{label}: {part} is not a section")
             node = nxt
         node[path[-1]] = value
     return out
 
 
-def load_scenario(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Scenario:
+def load_scenario(
+    path: str | Path | None = None, overrides: Iterable[str | tuple[str, Any]] = ()
+) -> Scenario:
     """Read and validate a scenario TOML (the built-in default when ``path`` is ``None``).
 
     Args:
