@@ -63,3 +63,47 @@ def bench_engine(rounds: int = 1000, devices: int = 100, repeats: int = 3) -> En
         bare_event_loop(comp, up, scenario.server.aggregation_s)
         best_bare = min(best_bare, perf_counter() - tic)
     return EngineBench(rounds, devices, sim.workload.num_blocks, best_desim, best_bare)
+
+
+@dataclass(frozen=True)
+class SweepBench:
+    """Result of :func:`bench_sweep`."""
+
+    runs: int
+    rounds_per_run: int
+    wall_1_s: float
+    wall_2_s: float
+
+    @property
+    def speedup(self) -> float:
+        """Wall time with 1 worker ÷ wall time with 2 workers (goal ≥ 1.8 on 2 cores)."""
+        return self.wall_1_s / self.wall_2_s
+
+
+def bench_sweep(runs: int = 200, rounds: int = 100, workdir: str | None = None) -> SweepBench:
+    """Run the same ``runs``-run sweep with 1 and with 2 local workers and time both.
+
+    The runs are the default scenario with ``rounds`` rounds, over 4 device counts × 2 allocators
+    × ``runs / 8`` seeds. Each timing includes writing every run's results.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from desim.sweep import AllocatorEntry, SweepSpec, expand, run_sweep
+
+    seeds = max(1, runs // 8)
+    spec = SweepSpec(
+        name="bench",
+        seeds=list(range(seeds)),
+        set={"run.rounds": rounds},
+        grid={"devices.population.count": [12, 16, 20, 24]},
+        allocators=[AllocatorEntry(name="greedy"), AllocatorEntry(name="random")],
+    )
+    todo = expand(spec)
+    walls = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for workers in (1, 2):
+            tic = perf_counter()
+            run_sweep(todo, Path(tmp) / f"w{workers}", workers=workers)
+            walls.append(perf_counter() - tic)
+    return SweepBench(len(todo), rounds, walls[0], walls[1])

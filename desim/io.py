@@ -189,3 +189,13 @@ def write_results(result: RunResult, out_dir: str | Path) -> list[Path]:
     paths += write_table(result.device_rounds_frame(), out / "device_rounds")
     paths.append(write_json(result.metadata, done))
     return paths
+
+
+def write_chrome_trace(result: RunResult, path: str | Path) -> Path:
+    """Write a Chrome/Perfetto JSON trace of a run (open it in ui.perfetto.dev)."""
+    from desim.records import chrome_trace_events
+
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        raise InputError(f"{p}: directory {p.parent} does not exist")
+    return write_json({"traceEvents": chrome_trace_events(result), "displayTimeUnit": "ms"}, p)

@@ -100,3 +100,43 @@ class RunResult:
     def device_rounds_frame(self) -> pd.DataFrame:
         """The per-device-round table."""
         return _batch_frame(self.device_rounds)
+
+
+def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:
+    """Chrome/Perfetto trace events of a run: one track per device plus a server track.
+
+    Compute and upload phases become complete ("X") slices on their device's track and every
+    round a slice on the server track, with instant markers at round starts. Times are in
+    microseconds as the trace format requires.
+    """
+    us = 1e6
+    events: list[dict[str, Any]] = [
+        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "desim"}},
+        {"ph": "M", "pid": 1, "tid": 0, "name": "thread_name", "args": {"name": "server"}},
+    ]
+    tids: dict[str, int] = {}
+    for batch in result.device_rounds:
+        for dev in batch.device.tolist():
+            if dev not in tids:
+                tids[dev] = len(tids) + 1
+                events.append({"ph": "M", "pid": 1, "tid": tids[dev], "name": "thread_name",
+                               "args": {"name": str(dev)}})
+    for rec in result.rounds:
+        events.append({"ph": "X", "pid": 1, "tid": 0, "name": f"round {rec.round}",
+                       "ts": rec.start_s * us, "dur": rec.latency_s * us,
+                       "args": {"planned_latency_s": rec.planned_latency_s}})
+        events.append({"ph": "i", "pid": 1, "tid": 0, "s": "g", "name": f"round {rec.round} start",
+                       "ts": rec.start_s * us})
+    for b in result.device_rounds:
+        for i, dev in enumerate(b.device.tolist()):
+            tid, block = tids[dev], int(b.block[i])
+            events.append({"ph": "X", "pid": 1, "tid": tid, "name": f"compute block {block}",
+                           "ts": float(b.compute_start_s[i]) * us,
+                           "dur": float(b.compute_end_s[i] - b.compute_start_s[i]) * us,
+                           "args": {"round": b.round, "block": block}})
+            events.append({"ph": "X", "pid": 1, "tid": tid, "name": f"upload block {block}",
+                           "ts": float(b.upload_start_s[i]) * us,
+                           "dur": float(b.upload_end_s[i] - b.upload_start_s[i]) * us,
+                           "args": {"round": b.round, "bits": float(b.upload_bits[i]),
+                                    "bandwidth_hz": float(b.bandwidth_hz[i])}})
+    return events

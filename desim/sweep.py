@@ -6,8 +6,9 @@ lists of equal length that vary together), allocators and replicate seeds. Every
 resolved :class:`~desim.scenario.Scenario`; its **run key** is a content hash of that scenario
 (allocator, parameters and seed included) and the desim version.
 
-Workers only simulate and return tables; the driver writes each run atomically: into a staging
-directory, then one ``rename`` to ``runs/<key>/``. So after a hard kill a run is either complete
+Each run is written atomically: into a staging directory, then one ``rename`` to
+``runs/<key>/`` (by the local worker that ran it, so writing is parallel too; Ray tasks return
+their tables and the driver writes them, so a cluster needs no shared file system). So after a hard kill a run is either complete
 or absent, and ``--resume`` skips every completed key. A failed run is recorded in
 ``failures/<key>.json`` and never stops the sweep. Results do not depend on the backend or the
 number of workers: each run is a pure function of its scenario.
@@ -239,23 +240,30 @@ def completed_keys(out: Path) -> set[str]:
 ProgressFn = Callable[[bool], None]
 
 
-def _local_backend(todo: list[Run], workers: int) -> Iterator[tuple[Run, RunOutcome]]:
+def execute_and_store(run: Run, out: Path) -> tuple[bool, str | None]:
+    """Simulate one run and store it atomically (in a local worker: writes run in parallel)."""
+    outcome = execute(run.key, run.scenario.model_dump(mode="json"))
+    return _store(outcome, run, out), outcome.error
+
+
+def _local_backend(todo: list[Run], workers: int, out: Path) -> Iterator[tuple[Run, bool]]:
     if workers <= 1:
         for run in todo:
-            yield run, execute(run.key, run.scenario.model_dump(mode="json"))
+            yield run, execute_and_store(run, out)[0]
         return
     ctx = mp.get_context("forkserver")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {pool.submit(execute, r.key, r.scenario.model_dump(mode="json")): r for r in todo}
+        pending = {pool.submit(execute_and_store, r, out): r for r in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                yield pending.pop(fut), fut.result()
+                yield pending.pop(fut), fut.result()[0]
 
 
 def _ray_backend(
-    todo: list[Run], workers: int, address: str | None
-) -> Iterator[tuple[Run, RunOutcome]]:
+    todo: list[Run], workers: int, address: str | None, out: Path
+) -> Iterator[tuple[Run, bool]]:
+    """Ray tasks return tables; the driver stores them (no shared file system needed)."""
     try:
         import ray
     except ImportError:
@@ -275,7 +283,8 @@ def _ray_backend(
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
-                yield refs.pop(ref), ray.get(ref)
+                run = refs.pop(ref)
+                yield run, _store(ray.get(ref), run, out)
     finally:
         if started:
             ray.shutdown()
@@ -324,17 +333,16 @@ def run_sweep(
     (out / "runs").mkdir(exist_ok=True)
     shutil.rmtree(out / ".staging", ignore_errors=True)  # leftovers of a killed sweep
     todo = [r for r in runs if r.key not in done]
-    source = (
-        _ray_backend(todo, workers, address) if backend == "ray" else _local_backend(todo, workers)
-    )
+    if backend == "ray":
+        source = _ray_backend(todo, workers, address, out)
+    else:
+        source = _local_backend(todo, workers, out)
     ok = failed = 0
-    for run, outcome in source:
-        if _store(outcome, run, out):
-            ok += 1
-        else:
-            failed += 1
+    for _run, success in source:
+        ok += success
+        failed += not success
         if progress is not None:
-            progress(outcome.error is None)
+            progress(success)
     summary = summarize(runs, out)
     path = out / "summary"
     write_table(summary, path)

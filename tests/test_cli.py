@@ -60,3 +60,24 @@ def test_entry_point_has_no_traceback(tmp_path):
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and out.startswith("desim ")
+
+
+def test_trace_out_writes_perfetto_json(tmp_path, capsys):
+    import json
+
+    trace = tmp_path / "t.json"
+    code, out, err = run_cli(
+        capsys, "run", "--rounds", "3", "--out", str(tmp_path / "r"), "--trace-out", str(trace)
+    )
+    assert code == 0, err
+    events = json.loads(trace.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    # 3 round slices + 3 rounds x 12 blocks x (compute + upload)
+    assert len(slices) == 3 + 3 * 12 * 2
+    tracks = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert "server" in tracks and len(tracks) >= 13
+    dev = pd.read_csv(tmp_path / "r" / "device_rounds.csv")
+    first = [e for e in slices if e["name"] == "upload block 12"][0]
+    row = dev[(dev["round"] == 0) & (dev.block == 12)].iloc[0]
+    assert first["ts"] == pytest.approx(row.upload_start_s * 1e6)
+    assert first["dur"] == pytest.approx((row.upload_end_s - row.upload_start_s) * 1e6)
