@@ -247,6 +247,39 @@ def sweep(
         out.print(f"failed runs are described in {target / 'failures'}/")
 
 
+@app.command()
+def figures(
+    names: Annotated[list[str] | None, typer.Argument(help="Figure names (default: all).")] = None,
+    results: Annotated[
+        Path, typer.Option(help="Directory holding one folder per sweep.")
+    ] = Path("results/sweeps"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Where figures go.")] = Path("figures"),
+    all_: Annotated[
+        bool, typer.Option("--all", help="Run missing sweeps first (resumable), then draw all.")
+    ] = False,
+    specs: Annotated[Path, typer.Option(help="Directory of sweep specs.")] = Path("experiments"),
+    workers: Annotated[int, typer.Option(help="Workers for missing sweeps.")] = 1,
+) -> None:
+    """Draw paper figures (PNG, PDF and the plotted CSV) from stored sweep results."""
+    from desim.figures import FIGURES, draw_figures
+    from desim.sweep import expand, load_sweep_spec, run_sweep
+
+    chosen = list(names or FIGURES)
+    if all_:
+        for sweep_name in dict.fromkeys(FIGURES[n].sweep for n in chosen if n in FIGURES):
+            if sweep_name is None:
+                continue
+            spec, spec_dir = load_sweep_spec(specs / f"{sweep_name}.toml")
+            runs = expand(spec, spec_dir)
+            err.print(f"sweep {sweep_name}: {len(runs)} runs")
+            report = run_sweep(runs, results / sweep_name, workers=workers, resume=True)
+            if report.failed:
+                err.print(f"  {report.failed} run(s) failed; see {results / sweep_name}/failures")
+    written = draw_figures(chosen, results, out_dir)
+    for name, paths in written.items():
+        out.print(f"{name}: " + ", ".join(str(p) for p in paths))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, mapping desim errors to one line and an exit code."""
     try:

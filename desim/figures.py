@@ -1,0 +1,412 @@
+"""Paper figures drawn from stored results (matplotlib, imported lazily).
+
+Every figure is written as PNG and PDF together with the CSV of exactly the data it plots.
+Sweep-based figures read a sweep's ``summary.parquet``; the others read a stored run, a profile
+or a JBBA iteration trace. ``experiments/README.md`` maps each figure to its spec and command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from desim.errors import InputError
+
+LATENCY = "latency_s_mean"
+
+
+@dataclass(frozen=True)
+class FigureData:
+    """What a figure plots: a tidy table and how to draw it."""
+
+    table: pd.DataFrame
+    draw: Callable[[Any, pd.DataFrame], None]
+    title: str
+    size: tuple[float, float] = (6.4, 4.2)
+
+
+def _matplotlib() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InputError('figures need matplotlib: pip install ".[plot]"') from None
+    return plt
+
+
+def save_figure(data: FigureData, out_dir: Path, name: str) -> list[Path]:
+    """Draw ``data`` and write ``<name>.png``, ``<name>.pdf`` and ``<name>.csv`` into ``out_dir``."""
+    from desim.io import write_csv
+
+    plt = _matplotlib()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=data.size, constrained_layout=True)
+    data.draw(ax, data.table)
+    ax.set_title(data.title, fontsize=10)
+    paths = []
+    for ext in ("png", "pdf"):
+        path = out_dir / f"{name}.{ext}"
+        fig.savefig(path, dpi=150)
+        paths.append(path)
+    plt.close(fig)
+    paths.append(write_csv(data.table, out_dir / f"{name}.csv"))
+    return paths
+
+
+def seed_stats(summary: pd.DataFrame, x: str, value: str = LATENCY) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of ``value`` per (allocator, x)."""
+    ok = summary[summary["status"] == "ok"]
+    g = ok.groupby(["allocator", x], sort=False)[value]
+    table = g.agg(["mean", "std", "count"]).reset_index()
+    table["std"] = table["std"].fillna(0.0)
+    return table.rename(columns={"mean": f"{value}", "std": f"{value}_std", "count": "seeds"})
+
+
+def line_figure(
+    summary: pd.DataFrame,
+    x: str,
+    xlabel: str,
+    title: str,
+    value: str = LATENCY,
+    ylabel: str = "round latency (s), mean over rounds",
+    log: bool = False,
+) -> FigureData:
+    """One line per allocator of ``value`` against axis ``x``, error bars over seeds."""
+    table = seed_stats(summary, x, value)
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        for label, grp in t.groupby("allocator", sort=False):
+            grp = grp.sort_values(x)
+            ax.errorbar(
+                grp[x],
+                grp[value],
+                yerr=grp[f"{value}_std"],
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=str(label),
+            )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+
+    return FigureData(table, draw, title)
+
+
+def reduction_figure(summary: pd.DataFrame, reference: str = "jbba") -> FigureData:
+    """Bar chart: latency reduction of ``reference`` over every other allocator (paired seeds)."""
+    ok = summary[summary["status"] == "ok"]
+    keys = [c for c in ok.columns if c not in _SUMMARY_VALUE_COLUMNS and c != "allocator"]
+    pivot = ok.pivot_table(index=keys, columns="allocator", values=LATENCY)
+    if reference not in pivot:
+        raise InputError(f"reduction figure: allocator {reference!r} is not in the results")
+    rows = []
+    for other in pivot.columns:
+        if other == reference:
+            continue
+        red = 100.0 * (1.0 - pivot[reference] / pivot[other])
+        rows.append(
+            {
+                "baseline": other,
+                "reduction_pct": float(red.mean()),
+                "reduction_pct_std": float(red.std(ddof=1)) if len(red) > 1 else 0.0,
+                "pairs": int(red.count()),
+            }
+        )
+    table = pd.DataFrame(rows)
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        ax.bar(t["baseline"], t["reduction_pct"], yerr=t["reduction_pct_std"], capsize=3)
+        ax.set_ylabel(f"latency reduction of {reference} (%)")
+        ax.set_xlabel("baseline")
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.grid(alpha=0.3, axis="y")
+
+    return FigureData(table, draw, f"Round-latency reduction of {reference} over each baseline")
+
+
+_SUMMARY_VALUE_COLUMNS = {
+    "run_key",
+    "status",
+    "rounds",
+    "error",
+    "total_time_s",
+    "min_memory_headroom_bytes",
+    *(
+        f"{c}_{s}"
+        for c in ("latency_s", "planned_latency_s")
+        for s in ("mean", "p50", "p95", "max")
+    ),
+    "solve_wall_s_mean",
+}
+
+
+def gantt_figure(device_rounds: pd.DataFrame, rounds: int = 3) -> FigureData:
+    """Per-device timeline of the first ``rounds`` rounds: compute and upload bars."""
+    t = device_rounds[device_rounds["round"] < rounds].copy()
+    t = t[
+        [
+            "round",
+            "device",
+            "block",
+            "compute_start_s",
+            "compute_end_s",
+            "upload_start_s",
+            "upload_end_s",
+        ]
+    ].reset_index(drop=True)
+
+    def draw(ax: Any, tab: pd.DataFrame) -> None:
+        devices = sorted(tab["device"].unique())
+        ypos = {d: i for i, d in enumerate(devices)}
+        for i, row in tab.iterrows():
+            y = ypos[row["device"]]
+            ax.barh(
+                y,
+                row["compute_end_s"] - row["compute_start_s"],
+                left=row["compute_start_s"],
+                color="tab:blue",
+                height=0.6,
+                label="compute" if i == 0 else None,
+            )
+            ax.barh(
+                y,
+                row["upload_end_s"] - row["upload_start_s"],
+                left=row["upload_start_s"],
+                color="tab:orange",
+                height=0.6,
+                label="upload" if i == 0 else None,
+            )
+        ax.set_yticks(range(len(devices)), devices, fontsize=6)
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("device")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3, axis="x")
+
+    return FigureData(t, draw, f"Per-device timeline of the first {rounds} rounds", (7.0, 4.8))
+
+
+def cdf_figure(rounds_table: pd.DataFrame) -> FigureData:
+    """Empirical CDFs of planned and realised round latency."""
+    rows = []
+    for col, label in (("planned_latency_s", "planned"), ("latency_s", "realised")):
+        x = np.sort(rounds_table[col].to_numpy(dtype=float))
+        rows.append(
+            pd.DataFrame(
+                {"series": label, "latency_s": x, "cdf": np.arange(1, x.size + 1) / x.size}
+            )
+        )
+    table = pd.concat(rows, ignore_index=True)
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        for label, grp in t.groupby("series", sort=False):
+            ax.step(grp["latency_s"], grp["cdf"], where="post", label=str(label))
+        ax.set_xlabel("round latency (s)")
+        ax.set_ylabel("CDF")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return FigureData(table, draw, "Round latency under real-trace replay: planned vs realised")
+
+
+def depth_figure(profile: pd.DataFrame) -> FigureData:
+    """Training-step latency and peak memory against block depth (twin axes)."""
+    t = profile.sort_values("block").reset_index(drop=True)
+
+    def draw(ax: Any, tab: pd.DataFrame) -> None:
+        ax.plot(tab["block"], tab["compute_s"], "o-", color="tab:blue", ms=3, label="latency")
+        ax.set_xlabel("block depth n (1 = next to the output)")
+        ax.set_ylabel("training-step latency (s)", color="tab:blue")
+        ax2 = ax.twinx()
+        ax2.plot(
+            tab["block"],
+            tab["peak_memory_bytes"] / 1e9,
+            "s--",
+            color="tab:red",
+            ms=3,
+            label="memory",
+        )
+        ax2.set_ylabel("peak memory (GB)", color="tab:red")
+        ax.grid(alpha=0.3)
+
+    return FigureData(t, draw, "Measured cost of training block n")
+
+
+def convergence_figure(trace: pd.DataFrame) -> FigureData:
+    """JBBA dual value and best primal latency against iteration."""
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        ax.plot(t["iteration"], t["dual_value"], label="dual value (lower bound)")
+        ax.plot(t["iteration"], t["best_primal_latency_s"], label="best primal latency")
+        if "optimum_s" in t:
+            ax.axhline(float(t["optimum_s"].iloc[0]), color="black", ls=":", label="jbba-exact")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("latency (s)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return FigureData(trace, draw, "JBBA dual ascent convergence")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A named figure: the sweep it needs (a spec under ``experiments/``) and how to build it."""
+
+    name: str
+    description: str
+    sweep: str | None
+    build: Callable[[Path], FigureData]
+
+
+def _summary(results: Path, sweep: str) -> pd.DataFrame:
+    path = results / sweep / "summary.parquet"
+    if not path.is_file():
+        raise InputError(
+            f"{path}: no stored sweep; run `desim sweep experiments/{sweep}.toml` "
+            "or `desim figures --all`"
+        )
+    return pd.read_parquet(path)
+
+
+def _first_run(results: Path, sweep: str) -> Path:
+    summary = _summary(results, sweep)
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        raise InputError(f"{results / sweep}: no successful run to draw from")
+    return results / sweep / "runs" / str(ok["run_key"].iloc[0])
+
+
+def _spread(summary: pd.DataFrame) -> pd.DataFrame:
+    s = summary.copy()
+    s["speed_spread"] = (
+        s["devices.population.speed_factor.high"] / s["devices.population.speed_factor.low"]
+    )
+    return s
+
+
+def _mean_budget(summary: pd.DataFrame) -> pd.DataFrame:
+    s = summary.copy()
+    s["memory_budget_gb"] = s["devices.population.memory_bytes.values"].map(
+        lambda v: float(np.mean(v)) / 1e9
+    )
+    return s
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def _register(spec: FigureSpec) -> None:
+    FIGURES[spec.name] = spec
+
+
+_register(
+    FigureSpec(
+        "a-devices",
+        "round latency against the number of devices K",
+        "fig_a_devices",
+        lambda r: line_figure(
+            _summary(r, "fig_a_devices"),
+            "devices.population.count",
+            "number of devices K",
+            "Round latency against the number of devices",
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "b-bandwidth",
+        "round latency against total bandwidth B",
+        "fig_b_bandwidth",
+        lambda r: line_figure(
+            _summary(r, "fig_b_bandwidth"),
+            "server.total_bandwidth_hz",
+            "total uplink bandwidth B (Hz)",
+            "Round latency against bandwidth",
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "c-memory",
+        "round latency against device memory budget",
+        "fig_c_memory",
+        lambda r: line_figure(
+            _mean_budget(_summary(r, "fig_c_memory")),
+            "memory_budget_gb",
+            "mean device memory budget (GB)",
+            "Round latency against memory budget",
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "d-heterogeneity",
+        "round latency against compute heterogeneity",
+        "fig_d_heterogeneity",
+        lambda r: line_figure(
+            _spread(_summary(r, "fig_d_heterogeneity")),
+            "speed_spread",
+            "speed-factor spread high/low (log-uniform)",
+            "Round latency against compute heterogeneity",
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "e-solve-time",
+        "allocator solve time against K (log-log)",
+        "fig_e_solve_time",
+        lambda r: line_figure(
+            _summary(r, "fig_e_solve_time"),
+            "devices.population.count",
+            "number of devices K",
+            "Allocator solve time against K",
+            value="solve_wall_s_mean",
+            ylabel="solve time per round (s)",
+            log=True,
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "h-gantt",
+        "per-device Gantt timeline of a few rounds",
+        "fig_h_timeline",
+        lambda r: gantt_figure(
+            pd.read_parquet(_first_run(r, "fig_h_timeline") / "device_rounds.parquet")
+        ),
+    )
+)
+_register(
+    FigureSpec(
+        "j-reduction",
+        "latency reduction of jbba over each baseline",
+        "fig_a_devices",
+        lambda r: reduction_figure(_summary(r, "fig_a_devices")),
+    )
+)
+
+
+def figure_names() -> list[str]:
+    """Registered figure names, in order."""
+    return list(FIGURES)
+
+
+def draw_figures(names: list[str], results: Path, out: Path) -> dict[str, list[Path]]:
+    """Build and save each named figure; unknown names get an error listing the known ones."""
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        raise InputError(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    return {n: save_figure(FIGURES[n].build(results), out, n) for n in names}
