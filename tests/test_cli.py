@@ -27,7 +27,7 @@ def test_run_default_prints_summary_and_writes_tables(tmp_path, capsys):
         (["run", "--set", "server.total_bandwidth_hz=-1"], 2, "server.total_bandwidth_hz"),
         (["run", "--set", "server.nope=1"], 2, "server.nope: unknown key"),
         (["run", "/definitely/missing.toml"], 2, "missing.toml: file not found"),
-        (["run", "--allocator", "nope"], 2, "known: greedy, random"),
+        (["run", "--allocator", "nope"], 2, "unknown allocator 'nope'; known: "),
         (["run", "--set", "devices.population.count=5"], 2, "5 devices for 12 blocks"),
         (["run", "--set", "devices.population.memory_bytes=1e8"], 3, "block 12"),
         (["run", "--set", "garbage"], 2, "expected section.key=value"),
