@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +41,9 @@ class RoundContext:
         available: ``(K,)`` whether each device may take a block this round.
         total_bandwidth_hz: total uplink bandwidth B.
         aggregation_s: server aggregation time added to every round.
+        sample_bits: bits of one device's mini-batch (token ids), uploaded when offloading.
+        server_compute_s: ``(N,)`` seconds for the edge server to train down to block ``n`` on
+            one mini-batch at speed factor 1 on its hardware class; ``None`` if not priced.
     """
 
     round_index: int
@@ -54,6 +57,8 @@ class RoundContext:
     available: np.ndarray
     total_bandwidth_hz: float
     aggregation_s: float = 0.0
+    sample_bits: float = 0.0
+    server_compute_s: np.ndarray | None = None
 
     @property
     def num_devices(self) -> int:
@@ -82,32 +87,74 @@ class RoundContext:
         return np.where(self.eligible(), t, np.inf)
 
     def round_latency_s(self, allocation: Allocation) -> float:
-        """Planned round latency of an allocation: bottleneck pair latency plus aggregation."""
-        return float(np.max(self.pair_latency_s(allocation))) + self.aggregation_s
+        """Planned round latency of an allocation.
+
+        ``deft`` and ``grouped``: the slowest block plus aggregation. ``offload``: the last
+        mini-batch upload plus the server's training time (the server holds the model, so
+        there is no aggregation).
+        """
+        last = float(np.max(self.pair_latency_s(allocation)))
+        if allocation.mode == "offload":
+            return last + allocation.server_compute_s
+        return last + self.aggregation_s
 
     def pair_latency_s(self, allocation: Allocation) -> np.ndarray:
-        """``(N,)`` planned latency of each block on its assigned device."""
+        """``(N,)`` planned latency of each block's device (compute, then upload)."""
         k = allocation.block_device
         rate = shannon_rate_bps(allocation.bandwidth_hz[k], self.snr_coef_hz[k])
-        with np.errstate(divide="ignore"):
-            return self.compute_s[k, np.arange(self.num_blocks)] + self.upload_bits / rate
+        compute, bits = self.device_work(allocation)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return compute + np.where(bits > 0, bits / rate, 0.0)
+
+    def device_work(self, allocation: Allocation) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` planned compute seconds and upload bits of each block's device.
+
+        ``deft``: the block's own cost. ``grouped``: a device trains all its blocks in one
+        backward pass, so it computes as long as its deepest block and uploads the sum of their
+        bits. ``offload``: no device compute, one mini-batch upload.
+        """
+        k = allocation.block_device
+        n = np.arange(self.num_blocks)
+        if allocation.mode == "offload":
+            return np.zeros(self.num_blocks), np.full(self.num_blocks, self.sample_bits)
+        if allocation.mode == "grouped":
+            deepest = np.zeros(self.num_devices, dtype=np.intp)
+            np.maximum.at(deepest, k, n)
+            bits = np.bincount(k, weights=self.upload_bits, minlength=self.num_devices)
+            return self.compute_s[k, deepest[k]], bits[k]
+        return self.compute_s[k, n], self.upload_bits
 
 
 @dataclass(frozen=True, eq=False)
 class Allocation:
     """An allocator's decision for one round.
 
+    ``mode`` says how the blocks are executed:
+
+    - ``deft`` (DESIGN §2): one block per device; the device computes it, then uploads its
+      gradient. Every DEFT allocator returns this, and the engine checks it strictly.
+    - ``grouped``: a device may train several blocks in one backward pass (``single-device``):
+      it computes as long as its deepest block, needs that block's memory, and uploads the sum
+      of its blocks' bits.
+    - ``offload``: ``block_device`` lists the (distinct) devices that upload one mini-batch
+      (``sample_bits``) each; after the last upload the edge server trains every block for
+      ``server_compute_s`` (``offload``, traditional computation offloading).
+
     Attributes:
-        block_device: ``(N,)`` device index training block ``n`` (at index ``n - 1``).
+        block_device: ``(N,)`` device index of block ``n`` (at index ``n - 1``).
         bandwidth_hz: ``(K,)`` uplink bandwidth of every device (0 for idle devices).
         estimated_latency_s: the allocator's own latency estimate, if it makes one.
         diagnostics: allocator-specific read-only details (iteration traces, fallbacks).
+        mode: ``deft``, ``grouped`` or ``offload`` (above).
+        server_compute_s: the edge server's training time in ``offload`` mode.
     """
 
     block_device: np.ndarray
     bandwidth_hz: np.ndarray
     estimated_latency_s: float | None = None
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
+    mode: Literal["deft", "grouped", "offload"] = "deft"
+    server_compute_s: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_device", np.asarray(self.block_device, dtype=np.intp))
@@ -135,7 +182,9 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
 
     Checks: every block is placed on a valid device, at most one block per device, memory fits,
     the device is available and can compute, bandwidths are non-negative, sum to at most B, and
-    are positive for every device with bits to send.
+    are positive for every device with bits to send. ``grouped`` allocations may put several
+    blocks on one device; ``offload`` allocations need distinct available uploaders with
+    bandwidth, and no memory.
     """
     K, N = ctx.num_devices, ctx.num_blocks
     r = ctx.round_index
@@ -149,14 +198,21 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
         n = int(np.flatnonzero(~placed)[0])
         raise AllocationError(f"round {r}: block {n + 1} is not placed (device index {bd[n]})")
     blocks = np.arange(N)
-    ok = (
-        ctx.available[bd]
-        & np.isfinite(ctx.compute_s[bd, blocks])
-        & (ctx.memory_bytes <= ctx.memory_budget_bytes[bd])
-        & ((ctx.upload_bits <= 0) | (bw[bd] > 0))
-    )
-    if np.bincount(bd, minlength=K).max() > 1 or not ok.all():
+    if alloc.mode == "offload":
+        ok = ctx.available[bd] & ((ctx.sample_bits <= 0) | (bw[bd] > 0))
+    else:
+        ok = (
+            ctx.available[bd]
+            & np.isfinite(ctx.compute_s[bd, blocks])
+            & (ctx.memory_bytes <= ctx.memory_budget_bytes[bd])
+            & ((ctx.upload_bits <= 0) | (bw[bd] > 0))
+        )
+    shared = alloc.mode != "grouped" and np.bincount(bd, minlength=K).max() > 1
+    if shared or not ok.all():
         _explain_bad_pairs(ctx, alloc)
+    server_s = alloc.server_compute_s
+    if alloc.mode == "offload" and not (np.isfinite(server_s) and server_s >= 0):
+        raise AllocationError(f"round {r}: server compute time {alloc.server_compute_s} s")
     if not np.all(np.isfinite(bw)) or np.any(bw < 0):
         k = int(np.flatnonzero(~np.isfinite(bw) | (bw < 0))[0])
         raise AllocationError(f"round {r}: device {ctx.device_names[k]} has bandwidth {bw[k]} Hz")
@@ -173,13 +229,22 @@ def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
     r = ctx.round_index
     bw = alloc.bandwidth_hz
     seen: dict[int, int] = {}
+    offload = alloc.mode == "offload"
     for n, k in enumerate(alloc.block_device.tolist(), start=1):
         name = ctx.device_names[k]
-        if k in seen:
+        if k in seen and alloc.mode != "grouped":
             raise AllocationError(
                 f"round {r}: device {name} got blocks {seen[k]} and {n}; at most one per device"
             )
         seen[k] = n
+        if offload:
+            if not ctx.available[k]:
+                raise AllocationError(f"round {r}: device {name} is unavailable to upload data")
+            if ctx.sample_bits > 0 and not bw[k] > 0:
+                raise AllocationError(
+                    f"round {r}: device {name} uploads a mini-batch with bandwidth {bw[k]} Hz"
+                )
+            continue
         if not ctx.available[k] or not np.isfinite(ctx.compute_s[k, n - 1]):
             raise AllocationError(f"round {r}: device {name} got block {n} but is unavailable")
         if ctx.memory_bytes[n - 1] > ctx.memory_budget_bytes[k]:
