@@ -2,6 +2,11 @@
 
 ``engine``: simulated rounds per second of the full engine, and its wall-time ratio to a bare
 SimPy loop that schedules the same events (:func:`desim.engine.bare_event_loop`).
+
+``allocators``: solve time against ``K`` and ``N`` (:func:`bench_allocator_times`), JBBA's gap
+to the exact P2 optimum on random instances (:func:`bench_jbba_gap`), and every allocator's
+round latency on the default scenario relative to ``jbba-exact``
+(:func:`bench_default_latency`). Each returns a DataFrame; the CLI writes them as CSV.
 """
 
 from __future__ import annotations
@@ -107,3 +112,147 @@ def bench_sweep(runs: int = 200, rounds: int = 100, workdir: str | None = None) 
             run_sweep(todo, Path(tmp) / f"w{workers}", workers=workers)
             walls.append(perf_counter() - tic)
     return SweepBench(len(todo), rounds, walls[0], walls[1])
+
+
+ALLOCATOR_TIME_TARGETS = (
+    "crunch at K=10000, N=24 <= 10 ms",
+    "crunch >= 100x faster than milp at K=1000",
+    "jbba-exact at K=200, N=24 <= 200 ms",
+    "jbba within 1% of jbba-exact on >= 95% of instances",
+)
+
+
+def _best_solve_s(allocator, ctx, repeats: int, budget_s: float = 0.3) -> float:  # type: ignore[no-untyped-def]
+    """Best solve time over at least ``repeats`` calls, more while under ``budget_s`` (≤ 200)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    best, spent, calls = float("inf"), 0.0, 0
+    while calls < repeats or (spent < budget_s and calls < 200):
+        tic = perf_counter()
+        allocator.allocate(ctx, rng)
+        took = perf_counter() - tic
+        best, spent, calls = min(best, took), spent + took, calls + 1
+    return best
+
+
+def bench_allocator_times(
+    devices: tuple[int, ...] = (10, 100, 1000, 10000),
+    blocks: tuple[int, ...] = (12, 24),
+    milp_max_devices: int = 1000,
+    repeats: int = 5,
+    seed: int = 0,
+):  # type: ignore[no-untyped-def]
+    """Best-of-``repeats`` solve time of ``crunch``, ``bottleneck-exact`` and ``milp`` per size.
+
+    Instances come from :func:`desim.allocators.instances.random_context` (memory cuts, 10%
+    unavailable devices). ``milp`` is skipped above ``milp_max_devices`` (and said so in the
+    ``note`` column) and timed once (HiGHS takes seconds). A ``jbba-exact`` row at
+    ``K = 200, N = 24`` is added for its target.
+
+    Returns:
+        DataFrame with ``allocator, devices, blocks, solve_ms, note``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from desim.allocators import make_allocator
+    from desim.allocators.instances import random_context
+
+    rows = []
+    for n in blocks:
+        for k in devices:
+            if k < n:
+                for name in ("crunch", "bottleneck-exact", "milp"):
+                    rows.append((name, k, n, float("nan"), "skipped: K < N, no feasible round"))
+                continue
+            ctx = random_context(np.random.default_rng([seed, k, n]), k, n)
+            for name in ("crunch", "bottleneck-exact", "milp"):
+                if name == "milp" and k > milp_max_devices:
+                    note = f"skipped: K > {milp_max_devices} (HiGHS on {k * n:,} binaries)"
+                    rows.append((name, k, n, float("nan"), note))
+                    continue
+                reps, budget = (1, 0.0) if name == "milp" else (repeats, 0.3)
+                secs = _best_solve_s(make_allocator(name), ctx, reps, budget)
+                rows.append((name, k, n, secs * 1e3, ""))
+    ctx = random_context(np.random.default_rng([seed, 200, 24]), 200, 24)
+    secs = _best_solve_s(make_allocator("jbba-exact"), ctx, repeats)
+    rows.append(("jbba-exact", 200, 24, secs * 1e3, ""))
+    return pd.DataFrame(rows, columns=["allocator", "devices", "blocks", "solve_ms", "note"])
+
+
+def bench_jbba_gap(
+    instances: int = 100, devices: int = 30, blocks: int = 12, seed: int = 0
+):  # type: ignore[no-untyped-def]
+    """Optimality gap of ``jbba`` (with and without its refinement step) to ``jbba-exact``.
+
+    Returns:
+        DataFrame with one row per feasible random instance: ``instance, exact_s, jbba_s,
+        gap, dual_only_s, dual_only_gap, iterations, jbba_ms, exact_ms``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from desim.allocators import make_allocator
+    from desim.allocators.instances import random_context
+    from desim.errors import InfeasibleError
+
+    exact, jbba = make_allocator("jbba-exact"), make_allocator("jbba")
+    plain = make_allocator("jbba", {"refine": False})
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(instances):
+        ctx = random_context(rng, devices, blocks)
+        try:
+            tic = perf_counter()
+            ref = ctx.round_latency_s(exact.allocate(ctx, rng))
+            t_exact = perf_counter() - tic
+        except InfeasibleError:
+            continue
+        tic = perf_counter()
+        alloc = jbba.allocate(ctx, rng)
+        t_jbba = perf_counter() - tic
+        got = ctx.round_latency_s(alloc)
+        dual_only = ctx.round_latency_s(plain.allocate(ctx, rng))
+        rows.append(
+            (i, ref, got, got / ref - 1, dual_only, dual_only / ref - 1,
+             alloc.diagnostics["iterations"], t_jbba * 1e3, t_exact * 1e3)
+        )
+    cols = ["instance", "exact_s", "jbba_s", "gap", "dual_only_s", "dual_only_gap",
+            "iterations", "jbba_ms", "exact_ms"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def bench_default_latency(rounds: int = 20, overrides: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+    """Mean round latency of every allocator on the default scenario, relative to jbba-exact.
+
+    All allocators see the same channel and compute realisation (paired streams). The ratio
+    uses the planned latency (the snapshot the allocators optimise) and, separately, the
+    realised one. ``brute-force`` is skipped when the scenario has too many assignments.
+
+    Returns:
+        DataFrame with ``allocator, planned_s, realised_s, planned_vs_exact,
+        realised_vs_exact, solve_ms, note``.
+    """
+    import pandas as pd
+
+    from desim.allocators import ALLOCATORS
+    from desim.errors import DesimError
+
+    rows = []
+    for name in sorted(ALLOCATORS):
+        scen = load_scenario(None, [*overrides, f'allocator.name="{name}"', f"run.rounds={rounds}"])
+        try:
+            rf = build_simulation(scen).run().rounds_frame()
+        except DesimError as exc:
+            rows.append((name, float("nan"), float("nan"), float("nan"), f"skipped: {exc}"))
+            continue
+        rows.append(
+            (name, rf.planned_latency_s.mean(), rf.latency_s.mean(),
+             rf.solve_wall_s.mean() * 1e3, "")
+        )
+    frame = pd.DataFrame(rows, columns=["allocator", "planned_s", "realised_s", "solve_ms", "note"])
+    ref = frame.set_index("allocator").loc["jbba-exact"]
+    frame.insert(3, "planned_vs_exact", frame.planned_s / ref.planned_s)
+    frame.insert(4, "realised_vs_exact", frame.realised_s / ref.realised_s)
+    return frame
