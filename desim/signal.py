@@ -124,6 +124,27 @@ class PiecewiseSignals:
         lo[:, 0] = t_s
         return lo, hi, seg, forever
 
+    def _skip_periods(
+        self,
+        rows: np.ndarray,
+        active: np.ndarray,
+        t: np.ndarray,
+        remaining: np.ndarray,
+        rate_fn: RateFn | None,
+    ) -> np.ndarray:
+        """Advance looping queries by whole periods while two or more remain (``t`` and
+        ``remaining`` in place); return the queries still active (zero-rate rows never finish)."""
+        values = self.values[rows[active]]
+        rate = values if rate_fn is None else rate_fn(values, active)
+        per_period = rate @ np.diff(self._bounds)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cycles = np.floor(remaining[active] / per_period) - 1.0
+        skip = (per_period > 0) & (cycles >= 1.0)
+        idx = active[skip]
+        t[idx] += cycles[skip] * self.end_s
+        remaining[idx] -= cycles[skip] * per_period[skip]
+        return active[per_period > 0]
+
     def integrate_until(
         self,
         rows: np.ndarray,
@@ -161,6 +182,8 @@ class PiecewiseSignals:
         active = np.flatnonzero(remaining > 0)
         n_seg = self.times_s.size
         width = max(1, int(window))
+        skip_periods = self.end_policy == "loop"
+        passes = 0
         while active.size:
             lo, hi, seg, forever = self._window(t[active], width)
             values = self.values[rows[active][:, None], seg]
@@ -187,13 +210,16 @@ class PiecewiseSignals:
                 finish = lo[d, k] + (need[d] - before) / rate[d, k]
                 end[active[d]] = np.minimum(finish, hi[d, k])
             progress = cum[:, -1]
-            # a query stalls forever when it reached the held last segment, or when a looping
-            # signal gave it nothing over a whole period
-            stalled = forever | ((width >= n_seg) & (progress <= 0))
-            go_on = ~done & ~stalled
+            # a query stalls forever when its window reached the held last segment
+            go_on = ~done & ~forever
             nxt = active[go_on]
             remaining[nxt] -= progress[go_on]
             t[nxt] = hi[go_on, -1]
             active = nxt
+            passes += 1
+            if skip_periods and passes == 3 and active.size:
+                # long accumulation on a looping signal: jump over whole periods arithmetically
+                # (so huge amounts at tiny rates cost O(1) passes) and stop zero-rate rows
+                active = self._skip_periods(rows, active, t, remaining, rate_fn)
             width = min(width * 2, 4096)
         return end

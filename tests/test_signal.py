@@ -90,3 +90,15 @@ def test_integration_matches_reference(durations, vals, policy, start, amount):
     end = s.integrate_until([0], [start], [amount])[0]
     assert end >= start
     assert _integral(s, 0, start, end) == pytest.approx(amount, rel=1e-9, abs=1e-9)
+
+
+def test_huge_amounts_skip_whole_periods_exactly():
+    rng = np.random.default_rng(1)
+    values = rng.exponential(1.0, (2, 5000))
+    values[1] = 0.0
+    s = PiecewiseSignals(np.arange(5000) * 0.1, values, 500.0, "loop")
+    per_period = float(values[0].sum() * 0.1)
+    end = s.integrate_until([0, 0, 1], [0.0, 250.0, 3.0], [per_period * 1e6, per_period * 7, 1.0])
+    assert end[0] == pytest.approx(500.0 * 1e6, rel=1e-12)
+    assert end[1] == pytest.approx(250.0 + 7 * 500.0, rel=1e-12)
+    assert end[2] == np.inf
