@@ -15,11 +15,11 @@ from desim import __version__
 from desim.allocators import make_allocator
 from desim.channel import generated_channel
 from desim.compute import SignalTimeline
-from desim.cost import AnalyticCostModel, Workload
+from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
 from desim.engine import Simulation
-from desim.io import load_model_config
+from desim.io import load_model_config, load_profile
 from desim.records import SCHEMA_VERSION
-from desim.scenario import Scenario, resolve_devices
+from desim.scenario import CostSpec, DeviceSpec, Scenario, resolve_devices
 from desim.streams import rng_streams
 
 
@@ -53,6 +53,19 @@ def versions() -> dict[str, str]:
     }
 
 
+def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostModel:
+    """The cost model a scenario's ``[cost]`` section describes (reads the profiles)."""
+    classes = sorted({d.hardware for d in devices} | set(spec.profiles))
+    analytic = AnalyticCostModel(
+        flops_per_s=spec.analytic_flops_per_s,
+        hardware_speed=tuple((h, 1.0) for h in classes),
+    )
+    if spec.model == "analytic":
+        return analytic
+    profiles = {h: load_profile(ref) for h, ref in spec.profiles.items()}
+    return ProfiledCostModel(profiles, fallback=analytic if spec.fallback == "analytic" else None)
+
+
 def build_simulation(scenario: Scenario) -> Simulation:
     """Build the simulation a scenario describes.
 
@@ -64,7 +77,7 @@ def build_simulation(scenario: Scenario) -> Simulation:
     channel = generated_channel(
         devices, scenario.channel, scenario.server.noise_psd_dbm_per_hz, streams["channel"]
     )
-    cost = AnalyticCostModel(flops_per_s=scenario.cost.analytic_flops_per_s)
+    cost = make_cost_model(scenario.cost, devices)
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "scenario": scenario.model_dump(mode="json"),

@@ -5,17 +5,21 @@ Training block ``n`` runs a full forward pass, backpropagates from the loss down
 layer of block ``n`` only, and computes weight gradients for block ``n`` alone. Hence compute and
 memory are non-decreasing in ``n``.
 
-:class:`AnalyticCostModel` prices a block from FLOP and byte counts of a RoBERTa encoder layer
-(formulas in its docstring); :class:`TableCostModel` returns given arrays (tests, custom costs).
-Measured profiles replace the analytic model as the default once calibrated.
+:class:`ProfiledCostModel` (the default) prices a block from measured profiles
+(``desim profile``; README "Calibration") through a fitted model of time and memory in depth,
+batch and sequence length. :class:`AnalyticCostModel` prices a block from FLOP and byte counts
+of a RoBERTa encoder layer (formulas in its docstring) and is the fallback for unprofiled
+hardware or workloads; :class:`TableCostModel` returns given arrays (tests, custom costs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from desim.errors import ScenarioError, UnknownNameError
 
@@ -180,3 +184,192 @@ class TableCostModel:
                 f"cost table has {arrays[0].shape} entries, expected {workload.num_blocks} blocks"
             )
         return BlockCosts(*arrays, source=self.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measured profiles (README "Calibration").
+
+PROFILE_FEATURES = ("1", "n", "bs", "n·bs", "bs²", "n·bs²")
+
+
+def profile_features(n: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Regressors of the fitted profile model, shape ``(..., 6)``.
+
+    With tokens ``T = b·s`` and attention size ``A = b·s²``, a block-``n`` training step is
+    modelled as ``(c0 + c1·n) + (c2 + c3·n)·T + (c4 + c5·n)·A``: a fixed part (the forward
+    pass, the head, the step of one block) plus a part per layer the backward pass crosses,
+    each affine in tokens (linear layers, layer norms, element-wise ops) and in ``b·s²``
+    (attention scores and probabilities).
+    """
+    n, b, s = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, b, s)))
+    tokens, attn = b * s, b * s * s
+    return np.stack([np.ones_like(n), n, tokens, n * tokens, attn, n * attn], axis=-1)
+
+
+def _fit_relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients minimising the sum of squared *relative* errors."""
+    from scipy.optimize import nnls
+
+    a = x / y[:, None]
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    z, _ = nnls(a / scale, np.ones(len(y)))
+    return z / scale
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileFit:
+    """The fitted model of one measured table (one hardware class, model and method).
+
+    Coefficients multiply :func:`profile_features`. They are fitted by non-negative least
+    squares on relative errors, so every term grows with depth, tokens and attention size and
+    the predictions are non-decreasing in depth by construction.
+
+    Attributes:
+        hardware, model, method: what the table describes.
+        num_blocks: profiled depths ``N`` (one encoder layer per block).
+        lora_rank: LoRA rank of the table (0 for other methods).
+        time_coef: ``(6,)`` coefficients of training-step seconds.
+        memory_coef: ``(6,)`` coefficients of peak bytes.
+        trainable_params: ``(N,)`` trainable values of block ``n`` at index ``n − 1``.
+        time_residuals: ``(R,)`` relative residuals (prediction / measurement − 1) of the rows.
+        memory_residuals: ``(R,)`` the same for memory.
+    """
+
+    hardware: str
+    model: str
+    method: str
+    num_blocks: int
+    lora_rank: int
+    time_coef: np.ndarray
+    memory_coef: np.ndarray
+    trainable_params: np.ndarray
+    time_residuals: np.ndarray
+    memory_residuals: np.ndarray
+
+    def compute_s(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray:
+        """Predicted training-step seconds of block ``n`` (broadcasts)."""
+        return profile_features(n, batch, seq_len) @ self.time_coef
+
+    def memory_bytes(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray:
+        """Predicted peak bytes of the training step of block ``n`` (broadcasts)."""
+        return profile_features(n, batch, seq_len) @ self.memory_coef
+
+
+def fit_profile(table: pd.DataFrame) -> ProfileFit:
+    """Fit :class:`ProfileFit` to the rows of one (hardware, model, method) table.
+
+    Raises:
+        ScenarioError: the rows mix several tables, or too few grid points to fit.
+    """
+    keys = table[["hardware", "model", "method", "num_blocks", "lora_rank"]].drop_duplicates()
+    if len(keys) != 1:
+        raise ScenarioError(
+            f"a profile fit needs one table; got {len(keys)}: {keys.to_dict('records')}"
+        )
+    grid = table[["batch_size", "seq_len"]].drop_duplicates()
+    tokens = grid["batch_size"] * grid["seq_len"]
+    if len(grid) < 3 or tokens.nunique() < 2 or grid["seq_len"].nunique() < 2:
+        raise ScenarioError(
+            "a profile needs at least 3 (batch, seq_len) points with 2 sequence lengths and "
+            f"2 token counts to fit; got {len(grid)}"
+        )
+    key = keys.iloc[0]
+    x = profile_features(table["block"], table["batch_size"], table["seq_len"])
+    t = table["compute_s"].to_numpy(float)
+    m = table["peak_memory_bytes"].to_numpy(float)
+    time_coef, memory_coef = _fit_relative_nnls(x, t), _fit_relative_nnls(x, m)
+    n_blocks = int(key["num_blocks"])
+    params = table.groupby("block")["trainable_params"].max()
+    return ProfileFit(
+        hardware=str(key["hardware"]),
+        model=str(key["model"]),
+        method=str(key["method"]),
+        num_blocks=n_blocks,
+        lora_rank=int(key["lora_rank"]),
+        time_coef=time_coef,
+        memory_coef=memory_coef,
+        trainable_params=params.reindex(range(1, n_blocks + 1)).to_numpy(float),
+        time_residuals=x @ time_coef / t - 1.0,
+        memory_residuals=x @ memory_coef / m - 1.0,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ProfiledCostModel:
+    """Costs from measured profiles: the default cost model (README "Calibration").
+
+    Each hardware class names a profile table (:func:`desim.io.load_profile`). For a workload
+    the rows of its model and method are fitted once (:func:`fit_profile`) and the fit answers
+    any batch and sequence length. Compute seconds are at speed factor 1; the engine divides
+    by each device's speed factor and timeline factor. Upload bits are the block's measured
+    trainable values times ``gradient_bits``.
+
+    Attributes:
+        profiles: hardware class → profile table.
+        fallback: prices classes or workloads without profile rows (``None``: raise instead);
+            its ``source`` is recorded, so a run says which model priced it.
+    """
+
+    profiles: Mapping[str, pd.DataFrame]
+    fallback: CostModel | None = None
+    name: str = "profiled"
+    _fits: dict[tuple[str, str, str], ProfileFit] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def fit(self, hardware: str, model: str, method: str) -> ProfileFit | None:
+        """The fit for ``hardware``, ``model`` and ``method``, or ``None`` without rows."""
+        key = (hardware, model, method)
+        if key not in self._fits:
+            table = self.profiles[hardware]
+            rows = table[(table["model"] == model) & (table["method"] == method)]
+            if rows.empty:
+                return None
+            self._fits[key] = fit_profile(rows)
+        return self._fits[key]
+
+    def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
+        """Return ``(N,)`` compute seconds, peak bytes and upload bits for every block.
+
+        Raises:
+            UnknownNameError: no profile for ``hardware`` or the workload, and no fallback.
+            ScenarioError: the workload's block split or LoRA rank differs from the profile's.
+        """
+        cfg = workload.config
+        fit = None
+        if hardware in self.profiles:
+            fit = self.fit(hardware, cfg.name, workload.method)
+        if fit is None:
+            if self.fallback is not None:
+                return self.fallback.block_costs(workload, hardware)
+            if hardware not in self.profiles:
+                raise UnknownNameError(
+                    f"no profile for hardware class {hardware!r}; profiled classes: "
+                    f"{', '.join(sorted(self.profiles))}"
+                )
+            table = self.profiles[hardware]
+            have = sorted({f"{m}/{t}" for m, t in zip(table["model"], table["method"])})
+            raise UnknownNameError(
+                f"profile of {hardware!r} has no rows for {cfg.name}/{workload.method}; "
+                f"it has: {', '.join(have)}"
+            )
+        if workload.num_blocks != fit.num_blocks:
+            raise ScenarioError(
+                f"model.num_blocks: the {hardware!r} profile of {cfg.name} has one layer per "
+                f"block ({fit.num_blocks} blocks), got {workload.num_blocks}; use "
+                "cost.model = 'analytic' for other block splits"
+            )
+        if fit.method == "lora" and workload.lora_rank != fit.lora_rank:
+            raise ScenarioError(
+                f"model.lora_rank: the {hardware!r} profile was measured at rank "
+                f"{fit.lora_rank}, got {workload.lora_rank}"
+            )
+        n = np.arange(1, workload.num_blocks + 1)
+        b, s = workload.batch_size, workload.seq_len
+        return BlockCosts(
+            compute_s=fit.compute_s(n, b, s),
+            memory_bytes=fit.memory_bytes(n, b, s),
+            upload_bits=fit.trainable_params * workload.gradient_bits,
+            source=f"{self.name}:{hardware}",
+        )

@@ -196,9 +196,21 @@ class ComputeSpec(_Frozen):
 
 
 class CostSpec(_Frozen):
-    """Which cost model prices a block: ``analytic`` (FLOP and byte counts)."""
+    """Which cost model prices a block (README "Calibration").
 
-    model: Literal["analytic"] = "analytic"
+    - ``profiled`` (default): measured profiles. ``profiles`` maps each hardware class to a
+      profile: a shipped hardware-class name (``cpu-reference``) or a path to a profile CSV or
+      a folder of them. A class or workload without profile rows is priced by the ``analytic``
+      model when ``fallback = "analytic"`` and is an error when ``fallback = "none"``; results
+      record which model priced each class (``cost_model`` in run.json).
+    - ``analytic``: FLOP and byte counts at ``analytic_flops_per_s``.
+    """
+
+    model: Literal["profiled", "analytic"] = "analytic"
+    profiles: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = (
+        Field(default_factory=lambda: {"cpu-reference": "cpu-reference"})
+    )
+    fallback: Literal["analytic", "none"] = "analytic"
     analytic_flops_per_s: PositiveFloat = 5e10
 
 

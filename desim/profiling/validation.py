@@ -1,0 +1,117 @@
+"""Fidelity of a profile: measure held-out grid points and score the fitted model by MAPE.
+
+For every (hardware, model, method) table in a profile, held-out ``(batch, seq_len)`` points
+(not in the table's grid) are measured exactly as the profile was (same device, thread count,
+repeats) and compared with :class:`desim.cost.ProfileFit` predictions. Latency is the training
+step ``compute_s``; memory is ``peak_memory_bytes``. MAPE is the mean over blocks and points of
+``|predicted − measured| / measured``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from desim.cost import fit_profile
+from desim.errors import InputError
+from desim.io import shipped_models
+from desim.profiling import ProfileRequest
+from desim.profiling.report import GROUP, ValidationReport, depth_violations
+from desim.profiling.runner import profile_table
+
+# candidates in the interior of the default grids, none of them a grid point
+CANDIDATES = ((2, 96), (3, 160), (6, 192), (12, 64), (2, 224), (6, 80), (12, 112), (3, 48))
+
+
+def held_out_points(grid: pd.DataFrame, count: int = 4) -> list[tuple[int, int]]:
+    """Up to ``count`` held-out points inside the grid's batch, length and token ranges."""
+    have = set(zip(grid["batch_size"], grid["seq_len"], strict=True))
+    max_b, max_s = grid["batch_size"].max(), grid["seq_len"].max()
+    max_t = (grid["batch_size"] * grid["seq_len"]).max()
+    min_s = grid["seq_len"].min()
+    pts = [
+        (b, s)
+        for b, s in CANDIDATES
+        if (b, s) not in have and b <= max_b and min_s <= s <= max_s and b * s <= max_t
+    ]
+    return pts[:count]
+
+
+def validate_profile(
+    profile: pd.DataFrame,
+    points: Sequence[tuple[int, int]] | None = None,
+    repeats: int = 3,
+    model_path: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ValidationReport:
+    """Measure held-out points for every table of ``profile`` and compare with the fit.
+
+    Args:
+        profile: a profile table (:func:`desim.io.read_profile`).
+        points: ``(batch, seq_len)`` pairs; default :func:`held_out_points` of each table.
+        repeats: timed repetitions per point.
+        model_path: model config to build, for a profile of a model that is not shipped.
+        on_progress: callback ``(done, total)``.
+
+    Raises:
+        InputError: a point lies in the grid already, or the model cannot be rebuilt.
+    """
+    rows, summary, fits, violations = [], [], [], [depth_violations(profile, "profile")]
+    tables = list(profile.groupby(["hardware", "model", "method"], sort=True))
+    for (hardware, model, method), table in tables:
+        fit = fit_profile(table)
+        grid = table[["batch_size", "seq_len"]].drop_duplicates()
+        pts = list(points) if points else held_out_points(grid)
+        inside = set(pts) & set(zip(grid["batch_size"], grid["seq_len"], strict=True))
+        if inside:
+            raise InputError(f"--points: {sorted(inside)} are grid points of the profile")
+        if not pts:
+            raise InputError(f"{model} {method}: no default held-out point fits the grid")
+        config = model_path or model
+        if model_path is None and model not in shipped_models():
+            raise InputError(f"{model} is not a shipped model; pass its config with --model")
+        first = table.iloc[0]
+        request = ProfileRequest(
+            model=config,
+            method=method,
+            batches=tuple(b for b, _ in pts),
+            seq_lens=tuple(s for _, s in pts),
+            points=tuple(pts),
+            device=str(first["device"]),
+            repeats=repeats,
+            warmup=1,
+            threads=int(first["threads"]) or None,
+            hardware=str(hardware),
+            lora_rank=int(first["lora_rank"]) or 8,
+        )
+        measured = profile_table(request, on_progress=on_progress)
+        violations.append(depth_violations(measured, "held-out"))
+        pred_t = fit.compute_s(measured["block"], measured["batch_size"], measured["seq_len"])
+        pred_m = fit.memory_bytes(measured["block"], measured["batch_size"], measured["seq_len"])
+        part = measured[[*GROUP, "block"]].copy()
+        part["measured_compute_s"] = measured["compute_s"]
+        part["predicted_compute_s"] = pred_t
+        part["compute_ape_pct"] = 100 * np.abs(pred_t / measured["compute_s"] - 1)
+        part["measured_memory_bytes"] = measured["peak_memory_bytes"]
+        part["predicted_memory_bytes"] = pred_m
+        part["memory_ape_pct"] = 100 * np.abs(pred_m / measured["peak_memory_bytes"] - 1)
+        part["compute_spread_s"] = measured["compute_spread_s"]
+        rows.append(part)
+        for (b, s), g in part.groupby(["batch_size", "seq_len"], sort=True):
+            summary.append((hardware, model, method, b, s, g["compute_ape_pct"].mean(),
+                            g["memory_ape_pct"].mean()))
+        summary.append((hardware, model, method, 0, 0, part["compute_ape_pct"].mean(),
+                        part["memory_ape_pct"].mean()))
+        fits.append((hardware, model, method, len(table),
+                     100 * np.abs(fit.time_residuals).max(),
+                     100 * np.abs(fit.time_residuals).mean(),
+                     100 * np.abs(fit.memory_residuals).max()))
+    return ValidationReport(
+        rows=pd.concat(rows, ignore_index=True),
+        summary=pd.DataFrame(summary, columns=[*GROUP, "latency_mape_pct", "memory_mape_pct"]),
+        violations=pd.concat(violations, ignore_index=True),
+        fit=pd.DataFrame(fits, columns=["hardware", "model", "method", "rows",
+                                        "latency_max_pct", "latency_mean_pct", "memory_max_pct"]),
+    )
