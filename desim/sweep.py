@@ -41,12 +41,16 @@ from desim.scenario import Scenario, format_validation_error, validate_scenario
 
 
 class AllocatorEntry(BaseModel):
-    """One allocator of a sweep: registered ``name``, optional ``label`` and ``params``."""
+    """One allocator of a sweep: registered ``name``, optional ``label``; other keys are params."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="allow")
     name: str
     label: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The allocator parameters (every key except ``name`` and ``label``)."""
+        return dict(self.model_extra or {})
 
     @property
     def display(self) -> str:
