@@ -65,7 +65,7 @@ def pair_bandwidth_hz(
     with np.errstate(divide="ignore", invalid="ignore"):
         slack = latency_s - compute_s
         rate = np.where(slack > 0, bits / slack, np.inf)
-    rate = np.where((bits == 0) & (slack > 0), 0.0, rate)
+    rate = np.where((bits == 0) & (slack >= 0), 0.0, rate)
     return least_bandwidth_hz(snr_coef_hz, rate)
 
 
@@ -121,6 +121,8 @@ def minmax_latency_s(
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(total > 0, beta / total, 1.0 / n)
     beta = beta + share * np.maximum(total_bandwidth_hz - total, 0.0)
+    # Lambert-W rounding can leave Σβ a few ulps above B at the equal-split bracket end
+    beta = beta * np.minimum(1.0, total_bandwidth_hz / np.maximum(total, total_bandwidth_hz))
     return np.where(feasible, hi, np.inf), np.where(feasible[:, None], beta, 0.0)
 
 
