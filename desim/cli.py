@@ -6,6 +6,7 @@ Every :class:`~desim.errors.DesimError` becomes one ``error:`` line on stderr an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -353,6 +354,119 @@ def figures(
     written = draw_figures(chosen, results, out_dir)
     for name, paths in written.items():
         out.print(f"{name}: " + ", ".join(str(p) for p in paths))
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{option}: expected integers separated by commas, got {text!r}") from None
+
+
+def _points(text: str) -> tuple[tuple[int, int], ...]:
+    pts = []
+    for item in text.split(","):
+        b, sep, s = item.strip().partition("x")
+        try:
+            pts.append((int(b), int(s)))
+        except ValueError:
+            raise InputError(f"--points: expected BATCHxSEQ pairs like 2x96, got {item!r}") from None
+        if not sep or pts[-1][0] <= 0 or pts[-1][1] <= 0:
+            raise InputError(f"--points: expected positive BATCHxSEQ pairs, got {item!r}")
+    return tuple(pts)
+
+
+@app.command()
+def profile(
+    model: Annotated[
+        str | None, typer.Option(help="roberta-base, roberta-large or a config .json path.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="lora, adapter, ia3 or full.")] = "lora",
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="Batch size(s), comma-separated: 1,4,8.")
+    ] = None,
+    seq_len: Annotated[
+        str | None, typer.Option("--seq-len", help="Sequence length(s), comma-separated.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    repeats: Annotated[int, typer.Option(help="Timed repetitions per grid point.")] = 3,
+    warmup: Annotated[int, typer.Option(help="Untimed repetitions per grid point.")] = 1,
+    threads: Annotated[
+        int, typer.Option(help="torch threads on CPU (0: torch's default).")
+    ] = 1,
+    hardware: Annotated[
+        str | None, typer.Option(help="Hardware-class name stored in the table.")
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Profile CSV to write (validation: report CSV).")
+    ] = None,
+    validate: Annotated[
+        Path | None,
+        typer.Option("--validate", help="Validate this profile on held-out batch/seq values."),
+    ] = None,
+    points: Annotated[
+        str | None,
+        typer.Option(help="BATCHxSEQ pairs, e.g. 2x96,6x192: the grid (instead of --batch x "
+                     "--seq-len), or the held-out points of --validate."),
+    ] = None,
+) -> None:
+    """Measure per-block training costs (or, with --validate, the fitted model's error)."""
+    from desim.profiling import ProfileRequest, require_profiling, run_profile, run_validation
+
+    require_profiling()
+    if validate is not None:
+        from desim.io import read_profile, write_report_csv
+        from desim.profiling.report import print_validation
+
+        table = read_profile(validate)
+        with _profile_progress("validating") as tick:
+            report = run_validation(
+                table, _points(points) if points else None, repeats=repeats,
+                model_path=model, on_progress=tick,
+            )
+        print_validation(report, out)
+        target = out_path or validate.with_name(validate.stem + "-validation.csv")
+        write_report_csv(report.summary, target)
+        stem = target.with_suffix("")
+        write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
+        write_report_csv(report.violations, stem.with_name(stem.name + "-monotonicity.csv"))
+        out.print(f"MAPE table written to {target} (per-block rows: {stem.name}-rows.csv, "
+                  f"depth violations: {stem.name}-monotonicity.csv)")
+        return
+    grid = _points(points) if points else ()
+    if grid:
+        batch = batch or ",".join(str(b) for b, _ in grid)
+        seq_len = seq_len or ",".join(str(s) for _, s in grid)
+    if model is None or batch is None or seq_len is None or out_path is None:
+        raise InputError("desim profile needs --model, --batch, --seq-len (or --points) and --out")
+    from desim.io import write_profile
+
+    request = ProfileRequest(
+        model=model,
+        method=method,
+        batches=_int_list(batch, "--batch"),
+        seq_lens=_int_list(seq_len, "--seq-len"),
+        points=grid,
+        device=device,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads or None,
+        hardware=hardware,
+    )
+    with _profile_progress(f"profiling {model} {method}") as tick:
+        table = run_profile(request, on_progress=tick)
+    write_profile(table, out_path)
+    out.print(f"{len(table)} rows written to {out_path}")
+
+
+@contextlib.contextmanager
+def _profile_progress(label: str):  # type: ignore[no-untyped-def]
+    with Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("repetitions"),
+        TimeRemainingColumn(), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 def main(argv: list[str] | None = None) -> int:
