@@ -379,6 +379,35 @@ _register(
         ),
     )
 )
+
+
+def jbba_trace_figure(_results: Path, iterations: int = 200) -> FigureData:
+    """Run JBBA's dual ascent (no refinement) on round 0 of the default scenario."""
+    from desim.allocators import make_allocator
+    from desim.components import build_simulation
+    from desim.io import load_scenario
+    from desim.streams import rng_streams
+
+    sim = build_simulation(load_scenario(None, ['allocator.name="jbba"']))
+    ctx = sim.context(0, 0.0)
+    rng = rng_streams(0)["allocator"]
+    jbba = make_allocator("jbba", {"refine": False, "iterations": iterations, "tolerance": 1e-6})
+    trace = pd.DataFrame(
+        list(jbba.allocate(ctx, rng).diagnostics["trace"]),
+        columns=["iteration", "dual_value", "best_primal_latency_s"],
+    )
+    trace["optimum_s"] = ctx.round_latency_s(make_allocator("jbba-exact").allocate(ctx, rng))
+    return convergence_figure(trace)
+
+
+_register(
+    FigureSpec(
+        "f-jbba-convergence",
+        "JBBA dual value and primal latency against iteration",
+        None,
+        jbba_trace_figure,
+    )
+)
 _register(
     FigureSpec(
         "h-gantt",

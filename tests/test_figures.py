@@ -76,3 +76,12 @@ def test_missing_sweep_and_unknown_figure_are_clear(tmp_path):
         draw_figures(["b-bandwidth"], tmp_path, tmp_path)
     with pytest.raises(InputError, match="unknown figure"):
         draw_figures(["zzz"], tmp_path, tmp_path)
+
+
+def test_jbba_convergence_dual_is_a_lower_bound(tmp_path):
+    draw_figures(["f-jbba-convergence"], tmp_path, tmp_path)
+    t = pd.read_csv(tmp_path / "f-jbba-convergence.csv")
+    assert (t.dual_value <= t.best_primal_latency_s + 1e-9).all()
+    assert (t.dual_value <= t.optimum_s + 1e-9).all()  # weak duality against the exact optimum
+    assert (t.best_primal_latency_s >= t.optimum_s * (1 - 1e-9)).all()
+    assert t.best_primal_latency_s.is_monotonic_decreasing
