@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from desim import __version__
+from desim.cli_traces import traces_app
 from desim.errors import DesimError, InputError
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks (measured figures for the README).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(traces_app, name="traces")
 
 out = Console()
 err = Console(stderr=True)

@@ -13,14 +13,28 @@ import numpy as np
 
 from desim import __version__
 from desim.allocators import make_allocator
-from desim.channel import generated_channel
-from desim.compute import SignalTimeline
+from desim.channel import Channel, generated_channel, trace_channel
+from desim.compute import (
+    ComputeTimeline,
+    ComputeTimelineParams,
+    SignalTimeline,
+    generate_compute,
+    trace_timeline,
+)
 from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
 from desim.engine import Simulation
-from desim.io import load_model_config, load_profile
+from desim.io import load_model_config, load_profile, read_trace, resolve_trace_path
 from desim.records import SCHEMA_VERSION
-from desim.scenario import CostSpec, DeviceSpec, Scenario, resolve_devices
+from desim.scenario import (
+    ChannelSpec,
+    ComputeSpec,
+    CostSpec,
+    DeviceSpec,
+    Scenario,
+    resolve_devices,
+)
 from desim.streams import rng_streams
+from desim.traces import TraceMeta, tidy_frame, trace_from_frame
 
 
 def workload_of(scenario: Scenario) -> Workload:
@@ -53,6 +67,44 @@ def versions() -> dict[str, str]:
     }
 
 
+def make_channel(
+    devices: tuple[DeviceSpec, ...],
+    spec: ChannelSpec,
+    noise_psd_dbm_per_hz: float,
+    rng: np.random.Generator,
+) -> Channel:
+    """The channel a scenario's ``[channel]`` section describes (reads the trace file if any)."""
+    if spec.kind == "trace":
+        trace = read_trace(resolve_trace_path(spec.path or ""))
+        return trace_channel(trace, devices, spec, noise_psd_dbm_per_hz, rng)
+    return generated_channel(devices, spec, noise_psd_dbm_per_hz, rng)
+
+
+def make_compute(
+    devices: tuple[DeviceSpec, ...], spec: ComputeSpec, rng: np.random.Generator
+) -> ComputeTimeline:
+    """The compute timeline a scenario's ``[compute]`` section describes."""
+    names = tuple(d.name for d in devices)
+    if spec.kind == "constant":
+        return SignalTimeline.constant(len(devices))
+    if spec.kind == "trace":
+        trace = read_trace(resolve_trace_path(spec.path or ""))
+    else:
+        params = ComputeTimelineParams(
+            **{f: getattr(spec, f) for f in ComputeTimelineParams.__dataclass_fields__}
+        )
+        series = generate_compute(params, len(devices), rng)
+        frame = tidy_frame(
+            names,
+            [s[0] for s in series],
+            {"speed_factor": [s[1] for s in series], "available": [s[2] for s in series]},
+        )
+        meta = TraceMeta(end_policy="loop", duration_s=spec.duration_s)
+        trace = trace_from_frame(frame, "generated compute timeline", meta)
+        spec = spec.model_copy(update={"mapping": "cyclic"})
+    return trace_timeline(trace, names, spec, rng)
+
+
 def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostModel:
     """The cost model a scenario's ``[cost]`` section describes (reads the profiles)."""
     classes = sorted({d.hardware for d in devices} | set(spec.profiles))
@@ -74,9 +126,10 @@ def build_simulation(scenario: Scenario) -> Simulation:
     """
     devices = resolve_devices(scenario.devices)
     streams = rng_streams(scenario.run.seed)
-    channel = generated_channel(
+    channel = make_channel(
         devices, scenario.channel, scenario.server.noise_psd_dbm_per_hz, streams["channel"]
     )
+    compute = make_compute(devices, scenario.compute, streams["compute"])
     cost = make_cost_model(scenario.cost, devices)
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -90,7 +143,7 @@ def build_simulation(scenario: Scenario) -> Simulation:
         server=scenario.server,
         cost_model=cost,
         channel=channel,
-        compute=SignalTimeline.constant(len(devices)),
+        compute=compute,
         allocator=make_allocator(scenario.allocator.name, scenario.allocator.params),
         rounds=scenario.run.rounds,
         seed=scenario.run.seed,

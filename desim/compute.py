@@ -3,6 +3,15 @@
 A device with profile time ``w`` and speed factor ``σ_k`` finishes its work when
 ``∫ σ_k ρ_k(t) dt = w`` (DESIGN §2). Both ``ρ`` and availability are piecewise-constant
 (:mod:`desim.signal`), so completion times are exact, and a period of zero speed stalls work.
+
+Timelines come from a replayed compute trace (``device, time_s, speed_factor, available``; the
+trace's ``speed_factor`` is ``ρ_k(t)``, multiplying the device's static ``σ_k``) or from a seeded
+generator: a background-load process (load levels ``~ Beta`` with a given mean, each held for an
+exponential time, ``ρ = 1 - load``) and on/off availability as an alternating renewal process with
+exponential up and down times (like FedScale's device behaviour traces), starting in its
+stationary state. Assumption: a device that goes unavailable mid-round pauses its work (its
+effective speed is ``ρ · available``) and resumes when it returns; allocators only give blocks to
+devices available at the round start.
 """
 
 from __future__ import annotations
@@ -12,7 +21,10 @@ from typing import Protocol
 
 import numpy as np
 
-from desim.signal import PiecewiseSignals
+from desim.errors import TraceError
+from desim.scenario import ComputeSpec
+from desim.signal import EndPolicy, PiecewiseSignals
+from desim.traces import Trace, map_devices, replay_signals
 
 
 class ComputeTimeline(Protocol):
@@ -59,3 +71,108 @@ class SignalTimeline:
     ) -> np.ndarray:
         """Integrate the speed factor from each start until the work is done."""
         return self.speed_signals.integrate_until(devices, start_s, work_s)
+
+
+@dataclass(frozen=True)
+class ComputeTimelineParams:
+    """Parameters of the generated compute timeline (see :func:`generate_compute`).
+
+    Attributes:
+        duration_s: length of the realisation (it then loops).
+        load_mean: mean background load in ``[0, 1)``; ``0`` disables the load process.
+        load_concentration: ``a + b`` of the Beta load distribution (larger: less spread).
+        load_hold_s: mean time a load level is held (exponential).
+        min_speed: floor of the speed factor ``ρ = max(1 - load, min_speed)``.
+        mean_up_s: mean available period (exponential).
+        mean_down_s: mean unavailable period (exponential); ``0``: always available.
+    """
+
+    duration_s: float = 3600.0
+    load_mean: float = 0.3
+    load_concentration: float = 4.0
+    load_hold_s: float = 60.0
+    min_speed: float = 0.05
+    mean_up_s: float = 1800.0
+    mean_down_s: float = 120.0
+
+
+def _renewal_times(mean_s: float, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Event times of a Poisson-like renewal process on ``[0, duration)``, starting with 0."""
+    times = [0.0]
+    t = 0.0
+    while True:
+        t += float(rng.exponential(mean_s))
+        if t >= duration_s:
+            return np.array(times)
+        times.append(t)
+
+
+def generate_compute(
+    params: ComputeTimelineParams, num_devices: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-device background load and on/off availability over ``[0, duration_s)``.
+
+    Args:
+        params: process parameters.
+        num_devices: number of devices ``K``.
+        rng: random generator (the run's ``compute`` stream or a CLI seed).
+
+    Returns:
+        For each device, ``(times_s, speed_factor, available)`` on its own breakpoints.
+    """
+    p = params
+    out = []
+    for _ in range(num_devices):
+        if p.load_mean > 0:
+            lt = _renewal_times(p.load_hold_s, p.duration_s, rng)
+            a = p.load_mean * p.load_concentration
+            b = (1.0 - p.load_mean) * p.load_concentration
+            speed = np.maximum(1.0 - rng.beta(a, b, lt.size), p.min_speed)
+        else:
+            lt, speed = np.zeros(1), np.ones(1)
+        if p.mean_down_s > 0:
+            up = rng.uniform() < p.mean_up_s / (p.mean_up_s + p.mean_down_s)
+            at, state, t = [0.0], [up], 0.0
+            while True:
+                t += float(rng.exponential(p.mean_up_s if state[-1] else p.mean_down_s))
+                if t >= p.duration_s:
+                    break
+                at.append(t)
+                state.append(not state[-1])
+            avail_t, avail = np.array(at), np.array(state, dtype=float)
+        else:
+            avail_t, avail = np.zeros(1), np.ones(1)
+        grid = np.union1d(lt, avail_t)
+        sp = speed[np.searchsorted(lt, grid, side="right") - 1]
+        av = avail[np.searchsorted(avail_t, grid, side="right") - 1]
+        out.append((grid, np.round(sp, 6), av))
+    return out
+
+
+def trace_timeline(
+    trace: Trace,
+    names: tuple[str, ...],
+    spec: ComputeSpec,
+    rng: np.random.Generator,
+) -> SignalTimeline:
+    """Replay a compute trace for the named scenario devices.
+
+    Args:
+        trace: a validated compute trace.
+        names: scenario device names ``(K,)``.
+        spec: the compute section (``mapping``, ``end_policy``).
+        rng: the run's ``compute`` stream (used by the ``random-offset`` mapping only).
+
+    Returns:
+        A timeline whose speed is ``speed_factor · available`` (work pauses while unavailable).
+    """
+    if trace.kind != "compute":
+        raise TraceError(f"{trace.source}: a channel trace cannot be a compute timeline")
+    rows, offsets = map_devices(trace, names, spec.mapping, rng, "compute")
+    policy: EndPolicy | None = spec.end_policy
+    avail = trace.columns["available"]
+    speed = trace.columns["speed_factor"] * avail
+    return SignalTimeline(
+        replay_signals(trace, speed, rows, offsets, policy),
+        replay_signals(trace, avail, rows, offsets, policy),
+    )

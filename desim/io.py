@@ -519,3 +519,215 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write one CSV atomically."""
     _atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
     return path
+
+# --- traces (channel and compute): tidy CSV/Parquet with metadata, importers -------------------
+
+SHIPPED_PREFIX = "shipped:"
+
+
+def shipped_traces() -> list[str]:
+    """Names of the trace files shipped with desim (``shipped:NAME`` in a scenario)."""
+    folder = _data_file("traces")
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".csv", ".parquet"))
+
+
+def resolve_trace_path(text: str) -> Path:
+    """A trace path from a scenario: ``shipped:NAME`` names a file shipped in the package."""
+    from desim.errors import TraceError
+
+    if text.startswith(SHIPPED_PREFIX):
+        name = text[len(SHIPPED_PREFIX) :]
+        if name not in shipped_traces():
+            raise TraceError(
+                f"{text}: no such shipped trace; shipped: {', '.join(shipped_traces()) or 'none'}"
+            )
+        return _data_file("traces", name)
+    return Path(text)
+
+
+def trace_sidecar(path: Path) -> Path:
+    """The JSON metadata sidecar of a trace file: ``name.csv`` -> ``name.json``."""
+    return path.with_suffix(".json")
+
+
+def _read_text_lines(path: Path) -> list[str]:
+    from desim.errors import TraceError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().splitlines()
+    except FileNotFoundError:
+        raise TraceError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise TraceError(f"{path}: is a directory, expected a trace file") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _header_meta(lines: list[str]) -> tuple[dict[str, Any], int]:
+    meta: dict[str, Any] = {}
+    count = 0
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        count += 1
+        key, sep, value = line[1:].partition(":")
+        if sep and key.strip():
+            raw = value.strip()
+            try:
+                meta[key.strip()] = json.loads(raw)
+            except json.JSONDecodeError:
+                meta[key.strip()] = raw
+    return meta, count
+
+
+def read_trace(path: str | Path) -> Any:
+    """Read and validate a tidy channel or compute trace (CSV or Parquet) with its metadata.
+
+    Metadata comes from ``# key: value`` header comments (CSV) and the JSON sidecar
+    (:func:`trace_sidecar`), the sidecar winning.
+
+    Returns:
+        A :class:`desim.traces.Trace`.
+
+    Raises:
+        TraceError: naming the file and line (CSV) or row (Parquet) of the first problem.
+    """
+    import io as _io
+
+    import numpy as np
+
+    from desim.errors import TraceError
+    from desim.traces import TraceMeta, trace_from_frame
+
+    path = Path(path)
+    meta: dict[str, Any] = {}
+    if path.suffix == ".parquet":
+        if not path.exists():
+            raise TraceError(f"{path}: file not found")
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise TraceError(f"{path}: not a readable Parquet file ({exc})") from None
+        lines, where = np.arange(1, len(frame) + 1), "row"
+    elif path.suffix in (".csv", ".txt", ""):
+        text = _read_text_lines(path)
+        meta, skip = _header_meta(text)
+        body = "\n".join(text[skip:])
+        if not body.strip():
+            raise TraceError(f"{path}: empty trace: no header or data rows")
+        try:
+            frame = pd.read_csv(
+                _io.StringIO(body), dtype=str, skip_blank_lines=False, keep_default_na=False
+            )
+        except pd.errors.ParserError as exc:
+            raise TraceError(f"{path}: malformed CSV: {exc}") from None
+        lines, where = np.arange(len(frame)) + skip + 2, "line"
+    else:
+        raise TraceError(
+            f"{path}: unknown trace format {path.suffix!r}; tidy traces are .csv or .parquet "
+            "(convert others with `desim traces convert --from FORMAT`)"
+        )
+    side = trace_sidecar(path)
+    if side.exists():
+        try:
+            loaded = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise TraceError(f"{side}: cannot read trace metadata: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise TraceError(f"{side}: trace metadata must be a JSON object")
+        meta.update(loaded)
+    return trace_from_frame(frame, str(path), TraceMeta.from_mapping(meta, str(path)), lines, where)
+
+
+def write_trace(
+    frame: pd.DataFrame, meta: Any, path: str | Path, float_format: str = "%.9g"
+) -> Path:
+    """Write a tidy trace atomically, with its metadata.
+
+    CSV gets ``# key: value`` header comments; Parquet gets a JSON sidecar (:func:`trace_sidecar`).
+
+    Args:
+        frame: the tidy rows.
+        meta: a :class:`desim.traces.TraceMeta`.
+        path: ``.csv`` or ``.parquet`` target.
+        float_format: number format for CSV values.
+    """
+    from desim.errors import TraceError
+
+    path = Path(path)
+    fields = meta.to_mapping()
+    if path.parent and not path.parent.exists():
+        raise TraceError(f"{path}: directory {path.parent} does not exist")
+    if path.suffix == ".csv":
+
+        def write(p: str) -> None:
+            with open(p, "w", newline="") as fh:
+                for key, value in fields.items():
+                    fh.write(f"# {key}: {json.dumps(value)}\n")
+                frame.to_csv(fh, index=False, float_format=float_format)
+
+        _atomic_write(path, write)
+    elif path.suffix == ".parquet":
+        _atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+        write_json(fields, trace_sidecar(path))
+        os.chmod(trace_sidecar(path), 0o644)
+    else:
+        raise TraceError(f"{path}: unknown output format {path.suffix!r}; use .csv or .parquet")
+    os.chmod(path, 0o644)  # temporary files are private; a trace is meant to be shared
+    return path
+
+
+def convert_trace(fmt: str, inputs: Iterable[str | Path], out: str | Path, options: Any) -> Any:
+    """Convert foreign trace files to one tidy trace (``desim traces convert``).
+
+    Args:
+        fmt: ``ns3``, ``mahimahi``, ``pensieve``, ``5gophers`` or ``tidy``.
+        inputs: input files (one device or several per file, see :mod:`desim.importers`).
+        out: output ``.csv`` or ``.parquet`` file.
+        options: :class:`desim.importers.ImportOptions`.
+
+    Returns:
+        The validated :class:`desim.traces.Trace` as written (re-read from ``out``).
+    """
+    from desim.errors import TraceError
+    from desim.importers import FORMATS, TEXT_IMPORTERS, RawText, import_5gophers
+
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise TraceError("traces convert: no input files")
+    if fmt in TEXT_IMPORTERS:
+        raw = [RawText(str(p), _read_text_lines(p)) for p in paths]
+        frame, meta = TEXT_IMPORTERS[fmt](raw, options)
+    elif fmt == "5gophers":
+        tables = []
+        for p in paths:
+            _read_text_lines(p)  # uniform not-found / not-text errors
+            try:
+                tables.append((str(p), pd.read_csv(p)))
+            except pd.errors.EmptyDataError:
+                raise TraceError(f"{p}: empty trace: no header or data rows") from None
+            except pd.errors.ParserError as exc:
+                raise TraceError(f"{p}: malformed CSV: {exc}") from None
+        frame, meta = import_5gophers(tables, options)
+    elif fmt == "tidy":
+        if len(paths) != 1:
+            raise TraceError("traces convert --from tidy takes one input file")
+        trace = read_trace(paths[0])
+        frame = pd.read_parquet(paths[0]) if paths[0].suffix == ".parquet" else None
+        if frame is None:
+            text = _read_text_lines(paths[0])
+            _, skip = _header_meta(text)
+            frame = pd.read_csv(paths[0], skiprows=skip)
+        meta = trace.meta
+    else:
+        raise TraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
+    from desim.traces import trace_from_frame
+
+    trace_from_frame(frame, f"{fmt} input", meta)  # validate before writing anything
+    write_trace(frame, meta, out)
+    return read_trace(out)

@@ -176,23 +176,77 @@ class DevicesSpec(_Frozen):
         return self
 
 
-class ChannelSpec(_Frozen):
-    """Uplink channel: path loss plus block fading (``rayleigh``) or path loss only (``static``).
+TraceMapping = Literal["cyclic", "random-offset"] | dict[str, str]
 
-    The fading realisation covers ``duration_s`` and then loops (documented in the README).
+
+class ChannelSpec(_Frozen):
+    """Uplink channel (``kind``): generated, or replayed from a tidy trace file.
+
+    - ``rayleigh``: path loss times Rayleigh block fading per ``coherence_s``; ``static``: path
+      loss only. The realisation covers ``duration_s`` and then loops.
+    - ``generated``: TR 38.901 ``environment`` path loss with LOS probability, shadowing and
+      Jakes fading for devices moving at ``speed_kmh``, sampled every ``step_s``
+      (:func:`desim.channel.generate_gain_db`); starts at each device's ``distance_m``.
+    - ``trace``: replay ``path`` (``shipped:NAME`` for a trace shipped with desim), trace
+      devices assigned by ``mapping`` (``cyclic``, ``random-offset`` or a table
+      ``{scenario device = trace device}``), ``end_policy`` overriding the file's.
     """
 
-    kind: Literal["rayleigh", "static"] = "rayleigh"
-    path_loss: Literal["umi-nlos", "uma-nlos", "free-space"] = "umi-nlos"
+    kind: Literal["rayleigh", "static", "generated", "trace"] = "rayleigh"
+    path_loss: Literal["umi-nlos", "umi-los", "uma-nlos", "uma-los", "free-space"] = "umi-nlos"
     carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = 3.5
     coherence_s: PositiveFloat = 0.1
     duration_s: PositiveFloat = 3600.0
+    environment: Literal["umi", "uma"] = "umi"
+    speed_kmh: NonNegFloat = 3.0
+    step_s: PositiveFloat = 0.1
+    fading: Literal["auto", "rayleigh", "rician", "none"] = "auto"
+    rician_k_db: FiniteFloat = 9.0
+    shadowing: bool = True
+    min_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 10.0
+    max_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1000.0
+    path: str | None = None
+    mapping: TraceMapping = "cyclic"
+    end_policy: Literal["loop", "hold"] | None = None
+    throughput_scale: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _trace_needs_path(self) -> ChannelSpec:
+        if self.kind == "trace" and not self.path:
+            raise ValueError("kind = 'trace' needs channel.path (a tidy trace file)")
+        if self.kind == "generated" and self.duration_s / self.step_s > 1e7:
+            raise ValueError("duration_s / step_s exceeds 10 million samples")
+        return self
 
 
 class ComputeSpec(_Frozen):
-    """Device compute behaviour over time. ``constant``: speed factor 1, always available."""
+    """Device compute behaviour over time (``kind``).
 
-    kind: Literal["constant"] = "constant"
+    - ``constant``: speed factor 1, always available.
+    - ``generated``: background load (Beta levels with mean ``load_mean`` held for exponential
+      times of mean ``load_hold_s``) and on/off availability (exponential up and down times of
+      means ``mean_up_s``, ``mean_down_s``) over ``duration_s``, then looping.
+    - ``trace``: replay ``path`` (``device, time_s, speed_factor, available``) with ``mapping``
+      and ``end_policy`` as for the channel.
+    """
+
+    kind: Literal["constant", "generated", "trace"] = "constant"
+    path: str | None = None
+    mapping: TraceMapping = "cyclic"
+    end_policy: Literal["loop", "hold"] | None = None
+    duration_s: PositiveFloat = 3600.0
+    load_mean: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.3
+    load_concentration: PositiveFloat = 4.0
+    load_hold_s: PositiveFloat = 60.0
+    min_speed: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.05
+    mean_up_s: PositiveFloat = 1800.0
+    mean_down_s: NonNegFloat = 120.0
+
+    @model_validator(mode="after")
+    def _trace_needs_path(self) -> ComputeSpec:
+        if self.kind == "trace" and not self.path:
+            raise ValueError("kind = 'trace' needs compute.path (a tidy compute trace file)")
+        return self
 
 
 class CostSpec(_Frozen):
