@@ -108,7 +108,10 @@ def run(
 
 
 def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None:  # type: ignore[no-untyped-def]
-    lat, plan = rounds["latency_s"].to_numpy(), rounds["planned_latency_s"].to_numpy()
+    done = rounds[rounds["status"] == "ok"]
+    lat, plan = done["latency_s"].to_numpy(), done["planned_latency_s"].to_numpy()
+    if lat.size == 0:  # every round was skipped: nothing to summarise but the reasons
+        lat = plan = np.full(1, np.nan)
     table = Table(title=f"desim run: {allocator}, {len(rounds)} rounds", show_header=True)
     table.add_column("metric")
     table.add_column("realised", justify="right")
@@ -119,6 +122,9 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
         ("p95", lambda x: np.percentile(x, 95)),
     ):
         table.add_row(f"round latency {label} (s)", f"{fn(lat):.4f}", f"{fn(plan):.4f}")
+    skipped = int((rounds["status"] != "ok").sum())
+    if skipped or rounds["dropouts"].any():
+        table.add_row("skipped rounds / lost tasks", f"{skipped} / {int(rounds['dropouts'].sum())}", "")
     table.add_row("total simulated time (s)", f"{rounds['end_s'].iloc[-1]:.2f}", "")
     solve = rounds["solve_wall_s"].to_numpy() * 1e3
     table.add_row("solver time mean / max (ms)", f"{solve.mean():.3f} / {solve.max():.3f}", "")

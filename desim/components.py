@@ -23,6 +23,7 @@ from desim.compute import (
 )
 from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
 from desim.engine import Simulation
+from desim.faults import FaultModel
 from desim.io import load_model_config, load_profile, read_trace, resolve_trace_path
 from desim.records import SCHEMA_VERSION
 from desim.scenario import (
@@ -148,4 +149,8 @@ def build_simulation(scenario: Scenario) -> Simulation:
         rounds=scenario.run.rounds,
         seed=scenario.run.seed,
         metadata=metadata,
+        policy=scenario.run,
+        faults=FaultModel(
+            scenario.faults, {d.name: i for i, d in enumerate(devices)}, streams["faults"]
+        ),
     )

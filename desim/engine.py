@@ -26,12 +26,13 @@ import numpy as np
 import simpy
 
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
-from desim.channel import Channel
+from desim.channel import Channel, shannon_rate_bps
 from desim.compute import ComputeTimeline
 from desim.cost import CostModel, Workload
-from desim.errors import DesimError, ScenarioError, SimulationError
-from desim.records import DeviceRounds, RoundRecord, RunResult
-from desim.scenario import DeviceSpec, ServerSpec
+from desim.errors import DesimError, InfeasibleError, ScenarioError, SimulationError
+from desim.faults import FaultModel, RoundDraws, offline_time
+from desim.records import DeviceRounds, FaultEventRecord, RoundRecord, RunResult
+from desim.scenario import DeviceSpec, RunSpec, ServerSpec
 from desim.streams import rng_streams
 
 
@@ -57,6 +58,8 @@ class Simulation:
         seed: seed of the run's named random streams.
         metadata: extra entries for the result metadata (e.g. the resolved scenario).
         server_hardware: hardware class pricing the edge server's own training (``offload``).
+        policy: straggler and infeasible-round policies (the scenario's ``run`` section).
+        faults: injected and scripted faults (``None``: only availability timelines).
     """
 
     devices: tuple[DeviceSpec, ...]
@@ -70,6 +73,8 @@ class Simulation:
     seed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     server_hardware: str = "cpu-reference"
+    policy: RunSpec = field(default_factory=RunSpec)
+    faults: FaultModel | None = None
 
     def __post_init__(self) -> None:
         K, N = len(self.devices), self.workload.num_blocks
@@ -101,6 +106,12 @@ class Simulation:
         # a mini-batch is uploaded as 32-bit token ids
         self._sample_bits = float(self.workload.batch_size * self.workload.seq_len * 32)
 
+    def _available(self, t_s: float) -> np.ndarray:
+        avail = self.compute.available(t_s)
+        if self.faults is not None and self.faults.spec.events:
+            avail = avail & ~self.faults.offline_at(t_s, len(self.devices))
+        return avail
+
     def context(self, round_index: int, t0: float) -> RoundContext:
         """The snapshot the allocator plans with at time ``t0``."""
         speed = self.compute.speed(t0)
@@ -115,7 +126,7 @@ class Simulation:
             memory_budget_bytes=self._budget,
             upload_bits=self._bits,
             snr_coef_hz=self.channel.snr_coef_hz(t0),
-            available=self.compute.available(t0) & (speed > 0),
+            available=self._available(t0) & (speed > 0),
             total_bandwidth_hz=self.server.total_bandwidth_hz,
             aggregation_s=self.server.aggregation_s,
             sample_bits=self._sample_bits,
@@ -140,12 +151,21 @@ class Simulation:
     def server_rounds(self, env, result, rng, on_round):  # type: ignore[no-untyped-def]
         """The server process: plan, dispatch, wait at the barrier, aggregate, record."""
         N = self.workload.num_blocks
+        K = len(self.devices)
         blocks = np.arange(N)
         for r in range(self.rounds):
             t0 = env.now
+            draws = self.faults.draw(K) if self.faults is not None else None
             ctx = self.context(r, t0)
             tic = perf_counter()
-            alloc = self.allocator.allocate(ctx, rng)
+            try:
+                alloc = self.allocator.allocate(ctx, rng)
+            except InfeasibleError as exc:
+                rec = self._skip(ctx, str(exc), perf_counter() - tic, result)
+                yield env.timeout(self.policy.retry_after_s)
+                if on_round is not None:
+                    on_round(rec)
+                continue
             solve_wall_s = perf_counter() - tic
             check_allocation(ctx, alloc)
             devs = alloc.block_device
@@ -154,6 +174,14 @@ class Simulation:
                 compute_end = self.compute.work_end_s(devs, np.full(N, t0), work)
                 bw = alloc.bandwidth_hz[devs]
                 upload_end = self.channel.transfer_end_s(devs, compute_end, self._bits, bw)
+                fail, kind = self._failures(devs, np.full(N, t0), compute_end, upload_end, draws)
+                if np.isfinite(fail).any() or upload_end.max() > self._deadline_at(t0):
+                    round_ = FaultyRound(self, env, ctx, rng, draws)
+                    yield from round_.run(alloc, compute_end, upload_end, fail, kind)
+                    rec = round_.record(alloc, solve_wall_s, result)
+                    if on_round is not None:
+                        on_round(rec)
+                    continue
                 self._check_finite(r, devs, compute_end, upload_end)
                 # plain floats keep SimPy's heap arithmetic fast
                 compute_dur = (compute_end - t0).tolist()
@@ -170,6 +198,42 @@ class Simulation:
             rec = self._record(ctx, alloc, solve_wall_s, env.now, compute_end, upload_end, result)
             if on_round is not None:
                 on_round(rec)
+
+    def _deadline_at(self, t0: float) -> float:
+        if self.policy.straggler_policy == "deadline" and self.policy.deadline_s is not None:
+            return t0 + self.policy.deadline_s
+        return np.inf
+
+    def _failures(
+        self,
+        devs: np.ndarray,
+        start: np.ndarray,
+        upload_start: np.ndarray,
+        end: np.ndarray,
+        draws: RoundDraws | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """When (if at all) each task loses its work: faults plus availability drops."""
+        if self.faults is not None and self.faults.active and draws is not None:
+            return self.faults.failure(self.compute, devs, start, upload_start, end, draws)
+        off = offline_time(self.compute, devs, start)
+        off = np.where(off < end, off, np.inf)
+        return off, np.where(np.isfinite(off), "offline", "")
+
+    def _skip(self, ctx: RoundContext, reason: str, solve_wall_s: float, result: RunResult):  # type: ignore[no-untyped-def]
+        """Record an infeasible round as skipped, or stop if the policy says ``error``."""
+        if self.policy.on_infeasible == "error":
+            raise InfeasibleError(reason)
+        wait = self.policy.retry_after_s
+        rec = RoundRecord(
+            round=ctx.round_index, start_s=ctx.time_s, end_s=ctx.time_s + wait, latency_s=wait,
+            planned_latency_s=float("nan"), allocator_estimate_s=float("nan"),
+            solve_wall_s=solve_wall_s, active_devices=0,
+            available_devices=int(ctx.available.sum()), bottleneck_device="",
+            bottleneck_block=0, min_memory_headroom_bytes=float("nan"), status="skipped",
+            reason=reason,
+        )
+        result.rounds.append(rec)
+        return rec
 
     def _realise_other(self, ctx: RoundContext, alloc: Allocation) -> tuple[Any, ...]:
         """Phase ends of a ``grouped`` or ``offload`` round (one process per active device).
@@ -275,8 +339,206 @@ class Simulation:
                 planned_upload_s=planned_upload,
                 memory_bytes=memory,
                 memory_budget_bytes=self._budget[devs],
+                outcome=np.full(N, "done", dtype=object),
             )
         )
+        return rec
+
+
+def device_task(env: simpy.Environment, duration_s: float):  # type: ignore[no-untyped-def]
+    """A device works on one block until it finishes or loses the work (or is abandoned)."""
+    try:
+        yield env.timeout(duration_s)
+    except simpy.Interrupt:  # abandoned at the straggler deadline
+        pass
+
+
+@dataclass
+class _Task:
+    device: int
+    block: int
+    start_s: float
+    compute_end_s: float
+    upload_end_s: float
+    bandwidth_hz: float
+    fail_s: float
+    kind: str
+
+    @property
+    def stop_s(self) -> float:
+        return min(self.upload_end_s, self.fail_s)
+
+
+class FaultyRound:
+    """One DEFT round in which work is lost: dropouts, outages, timeouts or a deadline.
+
+    Lost blocks are re-planned by the same allocator over the devices that are idle and still
+    online at that moment, with the bandwidth not held by running tasks; the round ends only
+    when every block has arrived (or is recorded as skipped under ``on_infeasible = "skip"``).
+    """
+
+    def __init__(self, sim: Simulation, env: simpy.Environment, ctx: RoundContext, rng, draws):  # type: ignore[no-untyped-def]
+        self.sim, self.env, self.ctx, self.rng, self.draws = sim, env, ctx, rng, draws
+        K = ctx.num_devices
+        self.out = np.zeros(K, dtype=bool)  # dropped or abandoned: offline for this round
+        self.finished: list[_Task] = []
+        self.lost: list[_Task] = []
+        self.running: dict[Any, _Task] = {}
+        self.reassigned = 0
+        self.skipped_reason = ""
+
+    def _dispatch(self, devs, blocks, bw, start):  # type: ignore[no-untyped-def]
+        sim = self.sim
+        n = devs.size
+        t = np.full(n, start)
+        ce = sim.compute.work_end_s(devs, t, sim._work_s[devs, blocks])
+        ue = sim.channel.transfer_end_s(devs, ce, sim._bits[blocks], bw)
+        fail, kind = sim._failures(devs, t, ce, ue, self.draws)
+        self._start(devs, blocks, bw, start, ce, ue, fail, kind)
+
+    def _start(self, devs, blocks, bw, start, ce, ue, fail, kind):  # type: ignore[no-untyped-def]
+        for i in range(devs.size):
+            task = _Task(int(devs[i]), int(blocks[i]), float(start), float(ce[i]), float(ue[i]),
+                         float(bw[i]), float(fail[i]), str(kind[i]))
+            if not np.isfinite(task.stop_s):
+                self.sim._check_finite(self.ctx.round_index, devs[i : i + 1], ce[i : i + 1],
+                                       ue[i : i + 1])
+            proc = self.env.process(device_task(self.env, task.stop_s - self.env.now))
+            self.running[proc] = task
+
+    def run(self, alloc, compute_end, upload_end, fail, kind):  # type: ignore[no-untyped-def]
+        """Realise the round (a SimPy generator); afterwards call :meth:`record`."""
+        env, sim, ctx = self.env, self.sim, self.ctx
+        N = ctx.num_blocks
+        devs = alloc.block_device
+        self._start(devs, np.arange(N), alloc.bandwidth_hz[devs], ctx.time_s, compute_end,
+                    upload_end, fail, kind)
+        deadline = sim._deadline_at(ctx.time_s)
+        deadline_ev = env.timeout(deadline - env.now) if np.isfinite(deadline) else None
+        pending: list[int] = []
+        while self.running or pending:
+            if pending:
+                pending = self._replan(pending)
+                if self.skipped_reason:
+                    return
+            waits = list(self.running)
+            if deadline_ev is not None and not deadline_ev.processed:
+                waits.append(deadline_ev)  # (a Timeout is "triggered" from creation on)
+            yield env.any_of(waits)
+            for proc in [p for p in self.running if p.triggered]:
+                task = self.running.pop(proc)
+                if task.fail_s < task.upload_end_s:
+                    self._lose(task, task.kind, task.fail_s)
+                    pending.append(task.block)
+                else:
+                    self.finished.append(task)
+            if deadline_ev is not None and deadline_ev.processed:
+                deadline_ev = None
+                for proc, task in list(self.running.items()):
+                    proc.interrupt()
+                    self._lose(task, "deadline", env.now)
+                    pending.append(task.block)
+                self.running.clear()
+        yield env.timeout(sim.server.aggregation_s)
+
+    def _lose(self, task: _Task, kind: str, at_s: float) -> None:
+        task.kind, task.fail_s = kind, at_s
+        self.lost.append(task)
+        self.out[task.device] = True
+
+    def _replan(self, pending: list[int]) -> list[int]:
+        """Re-invoke the allocator for ``pending`` blocks; return those still unplaced."""
+        sim, env = self.sim, self.env
+        blocks = np.array(sorted(pending))
+        now_ctx = sim.context(self.ctx.round_index, env.now)
+        busy = np.zeros(now_ctx.num_devices, dtype=bool)
+        held = 0.0
+        for task in self.running.values():
+            busy[task.device] = True
+            held += task.bandwidth_hz
+        sub = RoundContext(
+            round_index=now_ctx.round_index,
+            time_s=env.now,
+            device_names=now_ctx.device_names,
+            compute_s=now_ctx.compute_s[:, blocks],
+            memory_bytes=now_ctx.memory_bytes[blocks],
+            memory_budget_bytes=now_ctx.memory_budget_bytes,
+            upload_bits=now_ctx.upload_bits[blocks],
+            snr_coef_hz=now_ctx.snr_coef_hz,
+            available=now_ctx.available & ~busy & ~self.out,
+            total_bandwidth_hz=max(now_ctx.total_bandwidth_hz - held, 0.0),
+            aggregation_s=now_ctx.aggregation_s,
+        )
+        try:
+            alloc = sim.allocator.allocate(sub, self.rng)
+            if alloc.mode != "deft":
+                raise InfeasibleError(
+                    f"round {sub.round_index}: allocator {sim.allocator.registry_name!r} cannot "
+                    "reassign lost blocks (it does not place one block per device)"
+                )
+            check_allocation(sub, alloc)
+        except InfeasibleError as exc:
+            if self.running:  # wait for a device to free up, then try again
+                return list(blocks)
+            reason = (f"round {sub.round_index}: blocks {', '.join(str(b + 1) for b in blocks)} "
+                      f"lost their devices and cannot be reassigned: {exc}")
+            if sim.policy.on_infeasible == "error":
+                raise InfeasibleError(reason) from None
+            self.skipped_reason = reason
+            return []
+        devs = alloc.block_device
+        self.reassigned += blocks.size
+        self._dispatch(devs, blocks, alloc.bandwidth_hz[devs], env.now)
+        return []
+
+    def record(self, alloc: Allocation, solve_wall_s: float, result: RunResult) -> RoundRecord:
+        """Append this round's records to ``result`` and return the round record."""
+        sim, ctx, now = self.sim, self.ctx, self.env.now
+        r = ctx.round_index
+        for t in self.lost:
+            result.fault_events.append(FaultEventRecord(
+                round=r, device=sim._names[t.device], block=t.block + 1, kind=t.kind,
+                time_s=t.fail_s, task_start_s=t.start_s, lost_s=t.fail_s - t.start_s,
+            ))
+        tasks = self.finished + self.lost
+        devs = np.array([t.device for t in tasks], dtype=np.intp)
+        blocks = np.array([t.block for t in tasks], dtype=np.intp)
+        start = np.array([t.start_s for t in tasks])
+        ce = np.array([t.compute_end_s for t in tasks])
+        stop = np.array([t.stop_s for t in tasks])
+        ce = np.minimum(ce, stop)
+        bits = sim._bits[blocks]
+        done = np.array([t in self.finished for t in tasks])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(done & (stop > ce), bits / (stop - ce), np.nan)
+        planned = ctx.pair_latency_s(alloc)
+        bw = np.array([t.bandwidth_hz for t in tasks])
+        with np.errstate(divide="ignore"):
+            planned_upload = bits / shannon_rate_bps(bw, ctx.snr_coef_hz[devs])
+        result.device_rounds.append(DeviceRounds(
+            round=r, device=sim._names_arr[devs], block=blocks + 1,
+            bandwidth_hz=bw, compute_start_s=start,
+            compute_end_s=ce, upload_start_s=ce, upload_end_s=stop, upload_bits=bits,
+            mean_rate_bps=rate, planned_compute_s=ctx.compute_s[devs, blocks],
+            planned_upload_s=planned_upload,
+            memory_bytes=sim._memory[blocks], memory_budget_bytes=sim._budget[devs],
+            outcome=np.array(["done" if d else t.kind for d, t in zip(done, tasks)], dtype=object),
+        ))
+        last = max(self.finished, key=lambda t: t.upload_end_s) if self.finished else None
+        rec = RoundRecord(
+            round=r, start_s=ctx.time_s, end_s=now, latency_s=now - ctx.time_s,
+            planned_latency_s=float(planned.max()) + ctx.aggregation_s,
+            allocator_estimate_s=(float("nan") if alloc.estimated_latency_s is None
+                                  else float(alloc.estimated_latency_s)),
+            solve_wall_s=solve_wall_s, active_devices=len({t.device for t in tasks}),
+            available_devices=int(ctx.available.sum()),
+            bottleneck_device=sim._names[last.device] if last else "",
+            bottleneck_block=last.block + 1 if last else 0,
+            min_memory_headroom_bytes=float((sim._budget[devs] - sim._memory[blocks]).min()),
+            status="skipped" if self.skipped_reason else "ok", reason=self.skipped_reason,
+            dropouts=len(self.lost), reassigned_blocks=self.reassigned,
+        )
+        result.rounds.append(rec)
         return rec
 
 

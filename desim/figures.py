@@ -150,6 +150,8 @@ _SUMMARY_VALUE_COLUMNS = {
         for s in ("mean", "p50", "p95", "max")
     ),
     "solve_wall_s_mean",
+    "skipped_rounds",
+    "dropouts",
 }
 
 
@@ -406,6 +408,33 @@ _register(
         "JBBA dual value and primal latency against iteration",
         None,
         jbba_trace_figure,
+    )
+)
+def profile_depth_figure(
+    _results: Path, hardware: str = "cpu-reference", model: str = "roberta-base"
+) -> FigureData:
+    """Latency and memory by depth from the shipped profile at the default batch and length."""
+    from desim.io import load_profile
+
+    prof = load_profile(hardware)
+    prof = prof[(prof["model"] == model) & (prof["method"] == "lora")]
+    if prof.empty:
+        raise InputError(f"profile {hardware!r} has no {model} LoRA rows")
+    points = prof[["batch_size", "seq_len"]].drop_duplicates()
+    want = points[(points.batch_size == 8) & (points.seq_len == 128)]
+    b, s = (8, 128) if len(want) else tuple(points.sort_values(["batch_size", "seq_len"]).iloc[-1])
+    rows = prof[(prof.batch_size == b) & (prof.seq_len == s)]
+    data = depth_figure(rows[["block", "compute_s", "peak_memory_bytes"]])
+    title = f"Measured cost of training block n ({model}, LoRA, batch {b}, seq {s}, {hardware})"
+    return FigureData(data.table, data.draw, title)
+
+
+_register(
+    FigureSpec(
+        "g-depth-profile",
+        "latency and memory against block depth from the measured profile",
+        None,
+        profile_depth_figure,
     )
 )
 _register(

@@ -189,157 +189,6 @@ PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
     "rss_peak_bytes": ("int", "process peak RSS after the grid point (cross-check)"),
     "trainable_params": ("int", "trainable values in block n (S_n; upload D_n = q S_n bits)"),
     "repeats": ("int", "timed repetitions per grid point"),
-    "memory_method": ("str", "saved-tensors (CPU accounting) or cuda-max-allocated"),
-    "device": ("str", "torch device: cpu or cuda"),
-    "device_name": ("str", "CPU or GPU model"),
-    "cores": ("int", "logical CPU cores of the machine"),
-    "threads": ("int", "torch intra-op threads used (0 on CUDA)"),
-    "torch_version": ("str", "torch version"),
-    "transformers_version": ("str", "transformers version"),
-    "peft_version": ("str", "peft version"),
-    "date": ("str", "UTC time of the measurement"),
-}
-PROFILE_KEY = ("hardware", "model", "method", "batch_size", "seq_len", "block")
-_PROFILE_POSITIVE = ("batch_size", "seq_len", "block", "num_blocks", "peak_memory_bytes")
-
-
-def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a profile table as CSV atomically (columns in :data:`PROFILE_COLUMNS` order)."""
-    p = Path(path)
-    missing = [c for c in PROFILE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"{p}: profile lacks columns {', '.join(missing)}")
-    if not p.parent.exists():
-        raise InputError(f"{p}: directory {p.parent} does not exist")
-    out = frame[list(PROFILE_COLUMNS)]
-    _atomic_write(p, lambda t: out.to_csv(t, index=False, float_format="%.9g"))
-    return p
-
-
-def read_profile(path: str | Path) -> pd.DataFrame:
-    """Read and check one profile CSV.
-
-    Raises:
-        InputError: naming the file, and the line and column of the first bad value.
-    """
-    p = Path(path)
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{p}: cannot read profile CSV: {exc}") from None
-    missing = [c for c in PROFILE_COLUMNS if c not in raw.columns]
-    if missing:
-        raise InputError(f"{p}: missing profile columns: {', '.join(missing)}")
-    if raw.empty:
-        raise InputError(f"{p}: profile has no rows")
-    frame = raw[list(PROFILE_COLUMNS)].copy()
-    for col, (kind, _) in PROFILE_COLUMNS.items():
-        if kind == "str":
-            continue
-        values = pd.to_numeric(frame[col], errors="coerce")
-        bad = values.isna() | ~np.isfinite(values) | (values < 0)
-        if col in _PROFILE_POSITIVE:
-            bad |= values <= 0
-        if kind == "int":
-            bad |= values != np.round(values)
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            expected = "a positive" if col in _PROFILE_POSITIVE else "a non-negative"
-            raise InputError(
-                f"{p}: line {i + 2}: column {col}: expected {expected} "
-                f"{'integer' if kind == 'int' else 'number'} (got {frame[col].iloc[i]!r})"
-            )
-        frame[col] = values.astype("int64" if kind == "int" else "float64")
-    over = frame["block"] > frame["num_blocks"]
-    if over.any():
-        i = int(np.flatnonzero(over.to_numpy())[0])
-        raise InputError(f"{p}: line {i + 2}: column block: exceeds num_blocks")
-    dup = frame.duplicated(list(PROFILE_KEY))
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"{p}: line {i + 2}: duplicate row for {dict(frame.iloc[i][list(PROFILE_KEY)])}")
-    return frame
-
-
-def shipped_profiles() -> list[Path]:
-    """Profile CSVs shipped with desim (``desim/data/profiles``)."""
-    folder = _data_file("profiles")
-    return sorted(folder.glob("*.csv")) if folder.is_dir() else []
-
-
-def load_profile(ref: str | Path) -> pd.DataFrame:
-    """A profile by path (a CSV, or a folder of CSVs) or by shipped hardware-class name.
-
-    Raises:
-        UnknownNameError: ``ref`` is neither a path nor a shipped hardware class.
-        InputError: a file is malformed.
-    """
-    p = Path(ref)
-    if p.is_dir():
-        files = sorted(p.glob("*.csv"))
-        if not files:
-            raise InputError(f"{p}: folder holds no profile .csv files")
-        return pd.concat([read_profile(f) for f in files], ignore_index=True)
-    if p.suffix == ".csv" or p.exists():
-        return read_profile(p)
-    shipped = [read_profile(f) for f in shipped_profiles()]
-    table = pd.concat(shipped, ignore_index=True) if shipped else pd.DataFrame()
-    if table.empty or not (table["hardware"] == str(ref)).any():
-        known = sorted(set(table["hardware"])) if not table.empty else []
-        raise UnknownNameError(
-            f"unknown profile {str(ref)!r}: not a file, and not a shipped hardware class "
-            f"(known: {', '.join(known) or 'none'})"
-        )
-    return table[table["hardware"] == str(ref)].reset_index(drop=True)
-
-
-def model_config_data(name: str) -> dict[str, Any]:
-    """The whole config mapping of a shipped model or config JSON (for building the model).
-
-    The mapping gains ``_name``, the model's name in tables (the file stem).
-
-    Raises:
-        UnknownNameError, InputError: as :func:`load_model_config`.
-    """
-    cfg = load_model_config(name)
-    path = Path(name)
-    if not (path.suffix == ".json" and path.exists()):
-        path = _data_file("models", f"{name}.json")
-    raw = json.loads(path.read_text())
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: a model config must be a JSON object")
-    raw["_name"] = cfg.name
-    return raw
-
-
-# Profile tables (DESIGN §4, README "Calibration"): column -> (kind, meaning with unit).
-PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
-    "hardware": ("str", "hardware-class name the profile describes"),
-    "model": ("str", "model name (config file stem)"),
-    "method": ("str", "fine-tuning method: lora, adapter, ia3 or full"),
-    "lora_rank": ("int", "LoRA rank (0 for other methods)"),
-    "batch_size": ("int", "sequences per step (b)"),
-    "seq_len": ("int", "tokens per sequence (s)"),
-    "block": ("int", "block depth n; 1 is next to the classification head"),
-    "num_blocks": ("int", "blocks in the model (one encoder layer each)"),
-    "fwd_s": ("float", "median forward-pass seconds (with loss)"),
-    "bwd_s": ("float", "median seconds of the backward pass stopping at block n"),
-    "step_s": ("float", "median seconds of the AdamW step on block n"),
-    "compute_s": ("float", "median seconds of fwd + bwd + step (one training step, w_n)"),
-    "fwd_spread_s": ("float", "max - min of fwd_s over repeats"),
-    "bwd_spread_s": ("float", "max - min of bwd_s over repeats"),
-    "step_spread_s": ("float", "max - min of step_s over repeats"),
-    "compute_spread_s": ("float", "max - min of compute_s over repeats"),
-    "peak_memory_bytes": ("int", "peak bytes of the training step of block n (m_n)"),
-    "saved_bytes": ("int", "bytes saved for backward (CPU accounting; 0 on CUDA)"),
-    "param_bytes": ("int", "bytes of all parameters (frozen and trainable)"),
-    "grad_bytes": ("int", "bytes of block n's gradients"),
-    "optimizer_bytes": ("int", "bytes of block n's AdamW state"),
-    "rss_peak_bytes": ("int", "process peak RSS after the grid point (cross-check)"),
-    "trainable_params": ("int", "trainable values in block n (S_n; upload D_n = q S_n bits)"),
-    "repeats": ("int", "timed repetitions per grid point"),
     "clock": ("str", "thread-cpu (CPU time of the single torch thread) or wall"),
     "memory_method": ("str", "saved-tensors (CPU accounting) or cuda-max-allocated"),
     "device": ("str", "torch device: cpu or cuda"),
@@ -490,7 +339,14 @@ def write_json(data: Mapping[str, Any], path: Path) -> Path:
 
 
 def write_results(result: RunResult, out_dir: str | Path) -> list[Path]:
-    """Write ``rounds`` and ``device_rounds`` tables and ``run.json`` (last) into ``out_dir``."""
+    """Write a run's tables (:meth:`RunResult.tables`) and ``run.json`` (last) into ``out_dir``."""
+    return write_result_tables(result.tables(), result.metadata, out_dir)
+
+
+def write_result_tables(
+    tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any], out_dir: str | Path
+) -> list[Path]:
+    """Write each table as Parquet and CSV, then ``run.json``; every file atomically."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -499,9 +355,10 @@ def write_results(result: RunResult, out_dir: str | Path) -> list[Path]:
     done = out / "run.json"
     if done.exists():
         done.unlink()  # the directory is incomplete until run.json is rewritten
-    paths = write_table(result.rounds_frame(), out / "rounds")
-    paths += write_table(result.device_rounds_frame(), out / "device_rounds")
-    paths.append(write_json(result.metadata, done))
+    paths = []
+    for name, frame in tables.items():
+        paths += write_table(frame, out / name)
+    paths.append(write_json(metadata, done))
     return paths
 
 
@@ -519,6 +376,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Write one CSV atomically."""
     _atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
     return path
+
 
 # --- traces (channel and compute): tidy CSV/Parquet with metadata, importers -------------------
 

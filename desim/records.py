@@ -35,6 +35,23 @@ class RoundRecord:
     bottleneck_device: str
     bottleneck_block: int
     min_memory_headroom_bytes: float
+    status: str = "ok"
+    reason: str = ""
+    dropouts: int = 0
+    reassigned_blocks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEventRecord:
+    """A task whose work was lost: which device, which block, when, why, and the time lost."""
+
+    round: int
+    device: str
+    block: int
+    kind: str
+    time_s: float
+    task_start_s: float
+    lost_s: float
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -59,6 +76,7 @@ class DeviceRounds:
     planned_upload_s: np.ndarray
     memory_bytes: np.ndarray
     memory_budget_bytes: np.ndarray
+    outcome: np.ndarray
 
 
 def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -90,12 +108,31 @@ class RunResult:
     """
 
     rounds: list[RoundRecord] = field(default_factory=list)
+    fault_events: list[FaultEventRecord] = field(default_factory=list)
     device_rounds: list[DeviceRounds] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def rounds_frame(self) -> pd.DataFrame:
         """The rounds table."""
         return _frame(self.rounds, RoundRecord)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The result tables as written to disk.
+
+        ``rounds`` and ``device_rounds`` are pure functions of the scenario and seed (byte-
+        identical on every rerun and backend); the wall-clock columns go to ``timing``.
+        """
+        rounds = self.rounds_frame()
+        return {
+            "rounds": rounds.drop(columns=list(WALL_CLOCK_COLUMNS)),
+            "device_rounds": self.device_rounds_frame(),
+            "fault_events": self.fault_events_frame(),
+            "timing": rounds[["round", *WALL_CLOCK_COLUMNS]],
+        }
+
+    def fault_events_frame(self) -> pd.DataFrame:
+        """The lost-work events table (empty without faults)."""
+        return _frame(self.fault_events, FaultEventRecord)
 
     def device_rounds_frame(self) -> pd.DataFrame:
         """The per-device-round table."""

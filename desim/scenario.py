@@ -282,10 +282,49 @@ class AllocatorSpec(BaseModel):
 
 
 class RunSpec(_Frozen):
-    """Run length and the seed of all random streams."""
+    """Run length, the seed of all random streams, and the round policies.
+
+    - ``straggler_policy``: ``wait-all`` waits for every block; ``deadline`` abandons the blocks
+      still unfinished ``deadline_s`` after the round start and reassigns them to idle devices.
+    - ``on_infeasible``: ``error`` stops with a message naming the round, blocks and reason;
+      ``skip`` records the round as skipped and retries ``retry_after_s`` later.
+    """
 
     rounds: Annotated[int, Field(ge=1, le=10_000_000)] = 100
     seed: Annotated[int, Field(ge=0)] = 0
+    straggler_policy: Literal["wait-all", "deadline"] = "wait-all"
+    deadline_s: PositiveFloat | None = None
+    on_infeasible: Literal["error", "skip"] = "error"
+    retry_after_s: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _deadline(self) -> RunSpec:
+        if self.straggler_policy == "deadline" and self.deadline_s is None:
+            raise ValueError("straggler_policy = 'deadline' needs run.deadline_s")
+        return self
+
+
+class FaultEvent(_Frozen):
+    """A scripted outage: ``device`` goes offline at ``time_s`` for ``duration_s`` seconds."""
+
+    device: Annotated[str, Field(min_length=1)]
+    time_s: NonNegFloat
+    duration_s: Annotated[float, Field(gt=0)] = float("inf")
+
+
+class FaultsSpec(_Frozen):
+    """Injected faults (own random stream ``faults``, so paired across allocators).
+
+    - ``dropout_rate``: probability that a device working in a round drops out during it, at a
+      uniformly random point of its work; its in-flight block is lost and reassigned.
+    - ``events``: scripted outages (``{device, time_s, duration_s}``).
+    - ``upload_timeout_s``: an upload still running this long after it started counts as a
+      dropout at that moment (a stalled link is otherwise waited for).
+    """
+
+    dropout_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    events: tuple[FaultEvent, ...] = ()
+    upload_timeout_s: PositiveFloat | None = None
 
 
 class Scenario(_Frozen):
@@ -299,6 +338,7 @@ class Scenario(_Frozen):
     cost: CostSpec = CostSpec()
     allocator: AllocatorSpec = AllocatorSpec()
     run: RunSpec = RunSpec()
+    faults: FaultsSpec = FaultsSpec()
 
     @field_validator("allocator")
     @classmethod

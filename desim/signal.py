@@ -62,6 +62,7 @@ class PiecewiseSignals:
         object.__setattr__(self, "times_s", times)
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "_bounds", np.append(times, float(self.end_s)))
+        object.__setattr__(self, "row_min", values.min(axis=1))  # (K,) smallest value per row
 
     @classmethod
     def constant(cls, values: np.ndarray) -> PiecewiseSignals:

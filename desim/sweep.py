@@ -35,7 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from desim import __version__
 from desim.errors import DesimError, InputError
-from desim.io import apply_overrides, default_scenario_path, read_toml, write_json, write_table
+from desim.io import (
+    apply_overrides,
+    default_scenario_path,
+    read_toml,
+    write_json,
+    write_result_tables,
+    write_table,
+)
 from desim.records import WALL_CLOCK_COLUMNS
 from desim.scenario import Scenario, format_validation_error, validate_scenario
 
@@ -170,8 +177,7 @@ class RunOutcome:
     """What a worker sends back: tables and metadata, or the error of a failed run."""
 
     key: str
-    rounds: pd.DataFrame | None = None
-    device_rounds: pd.DataFrame | None = None
+    tables: dict[str, pd.DataFrame] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_detail: str | None = None
@@ -184,7 +190,7 @@ def execute(key: str, scenario_json: dict[str, Any]) -> RunOutcome:
     try:
         scenario = Scenario.model_validate(scenario_json)
         result = build_simulation(scenario).run()
-        return RunOutcome(key, result.rounds_frame(), result.device_rounds_frame(), result.metadata)
+        return RunOutcome(key, result.tables(), result.metadata)
     except DesimError as exc:
         return RunOutcome(key, error=f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # a bug in one run must not stop the sweep; keep the traceback
@@ -213,16 +219,14 @@ def _store(outcome: RunOutcome, run: Run, out: Path) -> bool:
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    assert outcome.rounds is not None and outcome.device_rounds is not None
-    write_table(outcome.rounds, staging / "rounds")
-    write_table(outcome.device_rounds, staging / "device_rounds")
+    assert outcome.tables is not None
     meta = {
         **outcome.metadata,
         "run_key": run.key,
         "axes": run.axes,
         "allocator_label": run.allocator,
     }
-    write_json(meta, staging / "run.json")
+    write_result_tables(outcome.tables, meta, staging)
     final = out / "runs" / run.key
     if final.exists():  # an older copy of the same content: replace it
         shutil.rmtree(final)
@@ -372,16 +376,21 @@ def summarize(runs: list[Run], out: Path) -> pd.DataFrame:
             rounds = pd.read_parquet(stored / "rounds.parquet")
             row["status"] = "ok"
             row["rounds"] = len(rounds)
+            ok_rounds = rounds[rounds["status"] == "ok"]
             for col in SUMMARY_STATS:
-                x = rounds[col].to_numpy(dtype=float)
-                row[f"{col}_mean"] = float(np.mean(x))
-                row[f"{col}_p50"] = float(np.median(x))
-                row[f"{col}_p95"] = float(np.percentile(x, 95))
-                row[f"{col}_max"] = float(np.max(x))
+                x = ok_rounds[col].to_numpy(dtype=float)
+                has = x.size > 0
+                row[f"{col}_mean"] = float(np.mean(x)) if has else float("nan")
+                row[f"{col}_p50"] = float(np.median(x)) if has else float("nan")
+                row[f"{col}_p95"] = float(np.percentile(x, 95)) if has else float("nan")
+                row[f"{col}_max"] = float(np.max(x)) if has else float("nan")
             row["total_time_s"] = float(rounds["end_s"].iloc[-1])
             row["min_memory_headroom_bytes"] = float(rounds["min_memory_headroom_bytes"].min())
+            row["skipped_rounds"] = int((rounds["status"] != "ok").sum())
+            row["dropouts"] = int(rounds["dropouts"].sum())
+            timing = pd.read_parquet(stored / "timing.parquet")
             for col in WALL_CLOCK_COLUMNS:
-                row[f"{col}_mean"] = float(rounds[col].mean())
+                row[f"{col}_mean"] = float(timing[col].mean())
             row["error"] = ""
         elif failure.is_file():
             row["status"] = "failed"

@@ -9,8 +9,10 @@ from desim.channel import SignalChannel
 from desim.compute import SignalTimeline
 from desim.cost import TableCostModel, TransformerConfig, Workload
 from desim.engine import Simulation
-from desim.scenario import DeviceSpec, ServerSpec
+from desim.faults import FaultModel
+from desim.scenario import DeviceSpec, FaultsSpec, RunSpec, ServerSpec
 from desim.signal import PiecewiseSignals
+from desim.streams import rng_streams
 
 TINY = TransformerConfig("tiny", 32, 2, 2, 64, 100, 64)
 
@@ -21,6 +23,9 @@ def tiny_simulation(
     compute: SignalTimeline | None = None,
     allocator: str = "greedy",
     rounds: int = 1,
+    faults: FaultsSpec | None = None,
+    policy: RunSpec | None = None,
+    seed: int = 0,
 ) -> Simulation:
     """Three devices, two blocks; see tests/test_engine.py for the hand computation.
 
@@ -45,4 +50,9 @@ def tiny_simulation(
         compute=compute or SignalTimeline.constant(3),
         allocator=make_allocator(allocator),
         rounds=rounds,
+        seed=seed,
+        policy=policy or RunSpec(),
+        faults=FaultModel(
+            faults or FaultsSpec(), {"A": 0, "B": 1, "C": 2}, rng_streams(seed)["faults"]
+        ),
     )

@@ -127,6 +127,10 @@ def test_killed_sweep_resumes_without_partial_files(tmp_path):
             "rounds.csv",
             "device_rounds.parquet",
             "device_rounds.csv",
+            "fault_events.parquet",
+            "fault_events.csv",
+            "timing.parquet",
+            "timing.csv",
             "run.json",
         }
         pd.read_parquet(run_dir / "rounds.parquet")
