@@ -350,6 +350,9 @@ def figures(
 
     chosen = list(names or FIGURES)
     if all_:
+        for name in chosen:
+            if name in FIGURES and FIGURES[name].prepare is not None:
+                FIGURES[name].prepare()  # type: ignore[misc]
         for sweep_name in dict.fromkeys(FIGURES[n].sweep for n in chosen if n in FIGURES):
             if sweep_name is None:
                 continue

@@ -264,12 +264,40 @@ def convergence_figure(trace: pd.DataFrame) -> FigureData:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A named figure: the sweep it needs (a spec under ``experiments/``) and how to build it."""
+    """A named figure: the sweep it needs (a spec under ``experiments/``) and how to build it.
+
+    ``prepare`` makes inputs the sweep needs (e.g. converting a real trace) before it runs.
+    """
 
     name: str
     description: str
     sweep: str | None
     build: Callable[[Path], FigureData]
+    prepare: Callable[[], None] | None = None
+
+
+NORWAY_TRACE = Path("results/traces/norway-hsdpa.parquet")
+EXTERNAL_TRACES = Path("../shared/traces-external")
+
+
+def convert_norway_traces(
+    out: Path = NORWAY_TRACE, external: Path = EXTERNAL_TRACES
+) -> None:
+    """Convert the Norway HSDPA bus traces to one tidy trace, unless already converted."""
+    if out.exists():
+        return
+    files = sorted((external / "norway-hsdpa").glob("norway_*"))
+    if not files:
+        raise InputError(
+            f"figure i-trace-cdf replays real traces: none found under {external}/norway-hsdpa; "
+            f"convert some with `desim traces convert --from pensieve FILES {out}`"
+        )
+    from desim.importers import ImportOptions
+    from desim.io import convert_trace
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    licence = "dataset: Riiser et al., MMSys 2013 (citation requested); preparation: Pensieve, MIT"
+    convert_trace("pensieve", files, out, ImportOptions(licence=licence))
 
 
 def _summary(results: Path, sweep: str) -> pd.DataFrame:
@@ -445,6 +473,15 @@ _register(
         lambda r: gantt_figure(
             pd.read_parquet(_first_run(r, "fig_h_timeline") / "device_rounds.parquet")
         ),
+    )
+)
+_register(
+    FigureSpec(
+        "i-trace-cdf",
+        "CDF of round latency under real-trace replay, planned against realised",
+        "fig_i_trace_replay",
+        lambda r: cdf_figure(pd.read_parquet(_first_run(r, "fig_i_trace_replay") / "rounds.parquet")),
+        prepare=convert_norway_traces,
     )
 )
 _register(
