@@ -149,3 +149,60 @@ def test_compute_trace_pauses_work_while_unavailable():
     # 2 s of work: 0.5 by t = 1, paused on [1, 3), 1.5 more at speed 1 -> 4.5
     assert tl.work_end_s(np.array([0]), np.array([0.0]), np.array([2.0]))[0] == pytest.approx(4.5)
     assert tl.available(2.0).tolist() == [False] and tl.available(3.0).tolist() == [True]
+
+
+def test_generated_compute_matches_its_parameters():
+    from desim.compute import ComputeTimelineParams, generate_compute
+
+    p = ComputeTimelineParams(
+        duration_s=20000.0,
+        load_mean=0.3,
+        load_hold_s=50.0,
+        mean_up_s=300.0,
+        mean_down_s=100.0,
+        min_speed=0.01,
+    )
+    series = generate_compute(p, 40, np.random.default_rng(8))
+    up = load = total = 0.0
+    for t, speed, avail in series:
+        dur = np.diff(np.append(t, p.duration_s))
+        up += np.sum(avail * dur)
+        load += np.sum((1 - speed) * dur)
+        total += p.duration_s
+    # stationary availability 300 / 400 = 0.75 and mean load 0.3, within 0.03 (seed 8)
+    assert up / total == pytest.approx(0.75, abs=0.03)
+    assert load / total == pytest.approx(0.3, abs=0.03)
+
+
+def test_scenario_generated_channel_and_compute_are_seeded():
+    from desim.components import build_simulation
+    from desim.io import load_scenario
+
+    over = [
+        'channel.kind="generated"',
+        "channel.duration_s=60",
+        'compute.kind="generated"',
+        "compute.duration_s=600",
+        "run.rounds=3",
+    ]
+    a = build_simulation(load_scenario(None, over))
+    b = build_simulation(load_scenario(None, [*over, 'allocator.name="random"']))
+    c = build_simulation(load_scenario(None, [*over, "run.seed=1"]))
+    np.testing.assert_array_equal(a.channel.signals.values, b.channel.signals.values)
+    np.testing.assert_array_equal(a.compute.speed_signals.values, b.compute.speed_signals.values)
+    assert not np.array_equal(a.channel.signals.values, c.channel.signals.values)
+    assert a.channel.signals.values.shape == (20, 600)  # 60 s at 0.1 s steps
+    rounds = a.run().rounds_frame()
+    assert len(rounds) == 3 and np.all(np.isfinite(rounds.latency_s))
+
+
+def test_trace_kind_needs_a_path():
+    from desim.errors import ScenarioError
+    from desim.io import load_scenario
+
+    with pytest.raises(ScenarioError, match="channel: kind = 'trace' needs channel.path"):
+        load_scenario(None, ["channel.path=''"])
+    with pytest.raises(TraceError, match="no such shipped trace"):
+        from desim.components import build_simulation
+
+        build_simulation(load_scenario(None, ['channel.path="shipped:nope.csv"']))
