@@ -33,6 +33,7 @@ condition); ``refine_steps`` caps it. The trace and ``refine_gain`` report what 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -141,60 +142,27 @@ class JbbaAllocator(Allocator):
 
     def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
         """Dual ascent, then (optionally) the primal improvement step."""
-        N = ctx.num_blocks
-        blocks = np.arange(N)
         _, ub, best = p2_bounds(ctx)
-        t_full = full_band_latency_s(ctx)
-        keep = t_full <= ub * (1 + 1e-9)  # CRUNCH cut: never faster than the incumbent
-        devices = np.flatnonzero(keep.any(axis=1))
-        c = ctx.compute_s[devices]
-        a = ctx.snr_coef_hz[devices][:, None]
-        d = ctx.upload_bits[None, :]
-        allowed = keep[devices]
-        seen: dict[bytes, float] = {}
-
-        def primal(assign: np.ndarray) -> float:
-            key = assign.tobytes()
-            if key not in seen:
-                seen[key] = float(
-                    minmax_latency_s(
-                        c[assign, blocks][None], ctx.upload_bits, a[assign, 0][None],
-                        ctx.total_bandwidth_hz,
-                    )[0][0]
-                )
-            return seen[key]
-
-        best_local = np.searchsorted(devices, best)
-        ub = primal(best_local)
+        inst = PrunedInstance.build(ctx, ub)
+        best_local = np.searchsorted(inst.devices, best)
+        ub = inst.primal(best_local)
         bw0 = optimal_split_allocation(ctx, best, {}).bandwidth_hz[best]
         lam, mu = kkt_multipliers(ctx.upload_bits, ctx.snr_coef_hz[best], bw0)
-        nu = mu * ctx.total_bandwidth_hz / ub
+        nu = mu * ctx.total_bandwidth_hz / ub  # the bandwidth price in seconds
         best_dual = -np.inf
         trace: list[tuple[int, float, float]] = []
         for it in range(self.iterations):
-            mu = nu * ub / ctx.total_bandwidth_hz
-            bw = dual_bandwidth_hz(lam[None, :], mu, a, d)
-            rate = shannon_rate_bps(bw, a)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lat = c + np.where(d > 0, d / rate, 0.0)
-                lat = np.where(allowed, lat, np.inf)
-                cost = lam[None, :] * lat + mu * bw
-            finite = np.isfinite(cost)
-            big = np.where(finite, np.abs(cost), 0.0).sum() + 1.0
-            r, k = linear_sum_assignment(np.where(finite, cost, big).T)
-            assign = np.empty(N, dtype=np.intp)
-            assign[r] = k
-            dual = float(cost[assign, blocks].sum()) - mu * ctx.total_bandwidth_hz
+            assign, dual, lat, bw = inst.dual_subproblem(lam, nu * ub / ctx.total_bandwidth_hz)
             best_dual = max(best_dual, dual)
-            t = primal(assign)
+            t = inst.primal(assign)
             if t < ub:
                 ub, best_local = t, assign
             trace.append((it, dual + ctx.aggregation_s, ub + ctx.aggregation_s))
             if ub - best_dual <= self.tolerance * ub:
                 break
-            s_lam = lat[assign, blocks]
-            s_lam = np.minimum(s_lam, 10.0 * ub) - np.mean(np.minimum(s_lam, 10.0 * ub))
-            s_nu = ub * (bw[assign, blocks].sum() / ctx.total_bandwidth_hz - 1.0)
+            s_lam = np.minimum(lat, 10.0 * ub)
+            s_lam = s_lam - s_lam.mean()  # the simplex projection ignores a common shift
+            s_nu = ub * (bw.sum() / ctx.total_bandwidth_hz - 1.0)
             norm2 = float(s_lam @ s_lam + s_nu * s_nu)
             if norm2 <= 0:
                 break
@@ -204,14 +172,12 @@ class JbbaAllocator(Allocator):
                 alpha = self.step_size / np.sqrt(it + 1.0) / np.sqrt(norm2)
             lam = project_simplex(lam + alpha * s_lam)
             nu = max(nu + alpha * s_nu, 1e-12)
-        dual_only = ub
-        steps = 0
+        dual_only, steps = ub, 0
         if self.refine:
-            best_local, ub, steps = self._refine(ctx, devices, best_local, ub, primal)
-        block_device = devices[best_local]
+            best_local, ub, steps = self._refine(ctx, inst, best_local, ub)
         return optimal_split_allocation(
             ctx,
-            block_device,
+            inst.devices[best_local],
             {
                 "iterations": len(trace),
                 "dual_bound_s": best_dual + ctx.aggregation_s,
@@ -222,16 +188,86 @@ class JbbaAllocator(Allocator):
             },
         )
 
-    def _refine(self, ctx, devices, assign, ub, primal):  # type: ignore[no-untyped-def]
-        """Re-match by least total bandwidth at the incumbent latency until no gain."""
+    def _refine(
+        self, ctx: RoundContext, inst: PrunedInstance, assign: np.ndarray, ub: float
+    ) -> tuple[np.ndarray, float, int]:
+        """Re-match by least total bandwidth at the incumbent latency until no gain.
+
+        Returns:
+            The final (local) assignment, its latency and the number of improving steps.
+        """
         steps = 0
-        for steps in range(1, self.refine_steps + 1):  # noqa: B007
-            total, bd = least_total_bandwidth(ctx, devices, ub)
+        while steps < self.refine_steps:
+            total, bd = least_total_bandwidth(ctx, inst.devices, ub)
             if not total < ctx.total_bandwidth_hz * (1 - 1e-12):
                 break
-            cand = np.searchsorted(devices, bd)
-            t = primal(cand)
+            cand = np.searchsorted(inst.devices, bd)
+            t = inst.primal(cand)
             if not t < ub * (1 - 1e-12):
                 break
-            assign, ub = cand, t
+            assign, ub, steps = cand, t, steps + 1
         return assign, ub, steps
+
+
+@dataclass(eq=False)
+class PrunedInstance:
+    """P2 restricted to CRUNCH-pruned pairs, with the dual subproblem and primal recovery.
+
+    Attributes:
+        ctx: the round snapshot.
+        devices: ``(M,)`` devices with at least one kept pair (sorted).
+        allowed: ``(M, N)`` kept pairs: eligible and no slower than the incumbent with the
+            whole band.
+    """
+
+    ctx: RoundContext
+    devices: np.ndarray
+    allowed: np.ndarray
+    _primal: dict[bytes, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, ctx: RoundContext, incumbent_s: float) -> PrunedInstance:
+        """Cut every pair slower than ``incumbent_s`` even with the whole band."""
+        keep = full_band_latency_s(ctx) <= incumbent_s * (1 + 1e-9)
+        devices = np.flatnonzero(keep.any(axis=1))
+        return cls(ctx, devices, keep[devices])
+
+    def primal(self, assign: np.ndarray) -> float:
+        """Latency of the (local) assignment under its optimal split (memoised)."""
+        key = assign.tobytes()
+        if key not in self._primal:
+            ctx, k = self.ctx, self.devices[assign]
+            n = np.arange(ctx.num_blocks)
+            lat, _ = minmax_latency_s(
+                ctx.compute_s[k, n][None], ctx.upload_bits, ctx.snr_coef_hz[k][None],
+                ctx.total_bandwidth_hz,
+            )
+            self._primal[key] = float(lat[0])
+        return self._primal[key]
+
+    def dual_subproblem(
+        self, lam: np.ndarray, mu: float
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Solve the Lagrangian's bandwidth and assignment subproblems at ``(λ, μ)``.
+
+        Returns:
+            The (local) assignment ``(N,)``, the dual value ``g(λ, μ)`` in seconds, and the
+            latency ``(N,)`` and bandwidth ``(N,)`` of each assigned pair.
+        """
+        ctx = self.ctx
+        n = np.arange(ctx.num_blocks)
+        c = ctx.compute_s[self.devices]
+        a = ctx.snr_coef_hz[self.devices][:, None]
+        d = ctx.upload_bits[None, :]
+        bw = dual_bandwidth_hz(lam[None, :], mu, a, d)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lat = c + np.where(d > 0, d / shannon_rate_bps(bw, a), 0.0)
+            lat = np.where(self.allowed, lat, np.inf)
+            cost = lam[None, :] * lat + mu * bw
+        finite = np.isfinite(cost)
+        big = np.where(finite, np.abs(cost), 0.0).sum() + 1.0
+        r, k = linear_sum_assignment(np.where(finite, cost, big).T)
+        assign = np.empty(ctx.num_blocks, dtype=np.intp)
+        assign[r] = k
+        dual = float(cost[assign, n].sum()) - mu * ctx.total_bandwidth_hz
+        return assign, dual, lat[assign, n], bw[assign, n]
