@@ -260,7 +260,7 @@ class CostSpec(_Frozen):
     - ``analytic``: FLOP and byte counts at ``analytic_flops_per_s``.
     """
 
-    model: Literal["profiled", "analytic"] = "analytic"
+    model: Literal["profiled", "analytic"] = "profiled"
     profiles: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = (
         Field(default_factory=lambda: {"cpu-reference": "cpu-reference"})
     )

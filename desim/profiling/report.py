@@ -82,6 +82,16 @@ def print_validation(report: ValidationReport, console: Console) -> None:
         fit.add_row(r.model, r.method, str(r.rows), f"{r.latency_max_pct:.2f}",
                     f"{r.latency_mean_pct:.2f}", f"{r.memory_max_pct:.3f}")
     console.print(fit)
+    rows = report.rows
+    if "rss_peak_bytes" in rows and (rows["rss_peak_bytes"] > 0).all():
+        # CPU accounting cross-check: the process high-water mark must cover every accounted peak
+        ok = (rows["rss_peak_bytes"] >= rows["measured_memory_bytes"]).all()
+        console.print(
+            f"memory cross-check: largest accounted peak "
+            f"{rows['measured_memory_bytes'].max() / 1e9:.3f} GB, process peak RSS "
+            f"{rows['rss_peak_bytes'].max() / 1e9:.3f} GB: "
+            + ("RSS covers every accounted peak" if ok else "ACCOUNTED PEAK EXCEEDS RSS")
+        )
     v = report.violations
     if v.empty:
         console.print("depth monotonicity: latency and memory are non-decreasing in depth "

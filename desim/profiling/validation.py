@@ -98,6 +98,7 @@ def validate_profile(
         part["predicted_memory_bytes"] = pred_m
         part["memory_ape_pct"] = 100 * np.abs(pred_m / measured["peak_memory_bytes"] - 1)
         part["compute_spread_s"] = measured["compute_spread_s"]
+        part["rss_peak_bytes"] = measured["rss_peak_bytes"]
         rows.append(part)
         for (b, s), g in part.groupby(["batch_size", "seq_len"], sort=True):
             summary.append((hardware, model, method, b, s, g["compute_ape_pct"].mean(),
