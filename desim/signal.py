@@ -125,6 +125,95 @@ class PiecewiseSignals:
         lo[:, 0] = t_s
         return lo, hi, seg, forever
 
+    def _cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``C`` ``(K, T+1)`` integral from 0 to each breakpoint, and a flat sorted key array.
+
+        Row ``k`` of ``C`` is shifted by ``k·(max C + 1)`` so every row's search is one
+        ``searchsorted`` over the flattened array. Computed once, on first use.
+        """
+        cached = self.__dict__.get("_cum")
+        if cached is None:
+            widths = np.diff(self._bounds)
+            cum = np.zeros((self.num_rows, widths.size + 1))
+            np.cumsum(self.values * widths, axis=1, out=cum[:, 1:])
+            offset = np.arange(self.num_rows) * (float(cum[:, -1].max()) + 1.0)
+            flat = (cum[:, 1:] + offset[:, None]).ravel()
+            cached = (cum, offset, flat)
+            object.__setattr__(self, "_cum", cached)
+        return cached
+
+    def _invert_cumulative(
+        self, rows: np.ndarray, start: np.ndarray, amount: np.ndarray
+    ) -> np.ndarray:
+        """Exact end times for the identity rate in O(1) vector operations (any horizon)."""
+        cum, offset, flat = self._cumulative()
+        n_seg = self.times_s.size
+        per_period = cum[rows, -1]
+        loop = self.end_policy == "loop"
+        if loop:
+            cycle, local = np.divmod(start, self.end_s)
+        else:
+            cycle, local = np.zeros_like(start), start
+        seg = np.searchsorted(self.times_s, local, side="right") - 1
+        at_start = cycle * per_period + cum[rows, seg] + self.values[rows, seg] * (
+            local - self.times_s[seg]
+        )
+        target = at_start + amount
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if loop:
+                cyc2 = np.floor(target / per_period)
+                rem = target - cyc2 * per_period
+                back = (rem <= 0) & (cyc2 > 0)  # land on the last positive segment, not after
+                cyc2 = np.where(back, cyc2 - 1, cyc2)
+                rem = np.where(back, per_period, rem)
+            else:
+                cyc2 = np.zeros_like(target)
+                rem = np.minimum(target, per_period)
+            idx = np.searchsorted(flat, rem + offset[rows], side="left")
+            j = np.clip(idx - rows * n_seg, 0, n_seg - 1)
+            end = cyc2 * self.end_s + self.times_s[j] + (rem - cum[rows, j]) / self.values[rows, j]
+            if not loop:  # past the end the last value holds
+                last = self.values[rows, -1]
+                beyond = self.end_s + (target - per_period) / last
+                end = np.where(target > per_period, beyond, end)
+        end = np.where(np.isfinite(end), end, np.inf)
+        if loop:
+            end = np.where(per_period > 0, end, np.inf)
+        end = np.where(amount <= 0, start, end)
+        lost = np.flatnonzero((amount > 0) & (end <= start))
+        if lost.size:  # the amount vanished in float rounding: let the scan find the next gain
+            end[lost] = self.integrate_until(
+                rows[lost], start[lost], amount[lost], lambda v, _w: v
+            )
+        return end
+
+    def _within_first_segment(
+        self,
+        rows: np.ndarray,
+        start: np.ndarray,
+        amount: np.ndarray,
+        rate_fn: RateFn | None,
+    ) -> np.ndarray | None:
+        """End times if every query finishes inside the segment it starts in, else ``None``.
+
+        The common case (work shorter than a speed segment, uploads shorter than a fading step)
+        then costs a handful of vector operations instead of the windowed scan.
+        """
+        if self.end_policy == "loop":
+            cycle, local = np.divmod(start, self.end_s)
+            seg = np.searchsorted(self.times_s, local, side="right") - 1
+            hi = cycle * self.end_s + self._bounds[seg + 1]
+        else:
+            seg = np.searchsorted(self.times_s, start, side="right") - 1
+            hi = np.where(seg == self.times_s.size - 1, np.inf, self._bounds[seg + 1])
+        values = self.values[rows, seg][:, None]
+        rate = (values if rate_fn is None else rate_fn(values, np.arange(rows.size)))[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            end = start + amount / rate
+        if not np.all((end <= hi) | (amount <= 0)):
+            return None
+        return np.where(amount <= 0, start, end)
+
     def _skip_periods(
         self,
         rows: np.ndarray,
@@ -178,6 +267,11 @@ class PiecewiseSignals:
             with np.errstate(divide="ignore", invalid="ignore"):
                 dur = np.where(remaining > 0, remaining / rate, 0.0)
             return start + np.where(np.isnan(dur), np.inf, dur)
+        if rate_fn is None:  # identity rate: invert the precomputed cumulative integral
+            return self._invert_cumulative(rows, start, remaining)
+        quick = self._within_first_segment(rows, start, remaining, rate_fn)
+        if quick is not None:
+            return quick
         end = np.where(remaining <= 0, start, np.inf)
         t = start.copy()
         active = np.flatnonzero(remaining > 0)

@@ -102,3 +102,19 @@ def test_huge_amounts_skip_whole_periods_exactly():
     assert end[0] == pytest.approx(500.0 * 1e6, rel=1e-12)
     assert end[1] == pytest.approx(250.0 + 7 * 500.0, rel=1e-12)
     assert end[2] == np.inf
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(0.01, 3.0), min_size=1, max_size=10),
+    st.lists(st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5]), min_size=10, max_size=10),
+    st.sampled_from(["loop", "hold"]),
+    st.floats(0.0, 60.0),
+    st.floats(0.0, 80.0),
+)
+def test_cumulative_inversion_matches_windowed_scan(durations, vals, policy, start, amount):
+    times = np.concatenate([[0.0], np.cumsum(durations[:-1])])
+    s = PiecewiseSignals(times, np.array(vals[: len(durations)]), float(np.sum(durations)), policy)
+    fast = s.integrate_until([0], [start], [amount])[0]  # identity rate: cumulative inversion
+    scan = s.integrate_until([0], [start], [amount], lambda v, _w: v)[0]  # windowed scan
+    assert fast == pytest.approx(scan, rel=1e-9, abs=1e-9) or (fast == scan == np.inf)
