@@ -62,7 +62,7 @@ class FaultModel:
         return s.dropout_rate > 0 or bool(s.events) or s.upload_timeout_s is not None
 
     def draw(self, num_devices: int) -> RoundDraws:
-        """This round's draws (always ``2K`` numbers, so the stream stays paired)."""
+        """Draw this round's faults (always ``2K`` numbers, so the stream stays paired)."""
         u = self.rng.random(num_devices)
         v = self.rng.random(num_devices)
         return RoundDraws(u < self.spec.dropout_rate, v)

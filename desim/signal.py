@@ -155,8 +155,10 @@ class PiecewiseSignals:
         else:
             cycle, local = np.zeros_like(start), start
         seg = np.searchsorted(self.times_s, local, side="right") - 1
-        at_start = cycle * per_period + cum[rows, seg] + self.values[rows, seg] * (
-            local - self.times_s[seg]
+        at_start = (
+            cycle * per_period
+            + cum[rows, seg]
+            + self.values[rows, seg] * (local - self.times_s[seg])
         )
         target = at_start + amount
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -182,9 +184,7 @@ class PiecewiseSignals:
         end = np.where(amount <= 0, start, end)
         lost = np.flatnonzero((amount > 0) & (end <= start))
         if lost.size:  # the amount vanished in float rounding: let the scan find the next gain
-            end[lost] = self.integrate_until(
-                rows[lost], start[lost], amount[lost], lambda v, _w: v
-            )
+            end[lost] = self.integrate_until(rows[lost], start[lost], amount[lost], lambda v, _w: v)
         return end
 
     def _within_first_segment(
@@ -222,8 +222,11 @@ class PiecewiseSignals:
         remaining: np.ndarray,
         rate_fn: RateFn | None,
     ) -> np.ndarray:
-        """Advance looping queries by whole periods while two or more remain (``t`` and
-        ``remaining`` in place); return the queries still active (zero-rate rows never finish)."""
+        """Advance looping queries by whole periods while two or more periods remain.
+
+        ``t`` and ``remaining`` are updated in place; returns the queries still active (rows
+        with zero rate over a whole period never finish and are dropped).
+        """
         values = self.values[rows[active]]
         rate = values if rate_fn is None else rate_fn(values, active)
         per_period = rate @ np.diff(self._bounds)
@@ -275,7 +278,6 @@ class PiecewiseSignals:
         end = np.where(remaining <= 0, start, np.inf)
         t = start.copy()
         active = np.flatnonzero(remaining > 0)
-        n_seg = self.times_s.size
         width = max(1, int(window))
         skip_periods = self.end_policy == "loop"
         passes = 0

@@ -8,10 +8,10 @@ resolved :class:`~desim.scenario.Scenario`; its **run key** is a content hash of
 
 Each run is written atomically: into a staging directory, then one ``rename`` to
 ``runs/<key>/`` (by the local worker that ran it, so writing is parallel too; Ray tasks return
-their tables and the driver writes them, so a cluster needs no shared file system). So after a hard kill a run is either complete
-or absent, and ``--resume`` skips every completed key. A failed run is recorded in
-``failures/<key>.json`` and never stops the sweep. Results do not depend on the backend or the
-number of workers: each run is a pure function of its scenario.
+their tables and the driver writes them, so a cluster needs no shared file system). So after a
+hard kill a run is either complete or absent, and ``--resume`` skips every completed key. A
+failed run is recorded in ``failures/<key>.json`` and never stops the sweep. Results do not
+depend on the backend or the number of workers: each run is a pure function of its scenario.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from desim.channel import SignalChannel
-from desim.compute import SignalTimeline
 from desim.components import build_simulation
+from desim.compute import SignalTimeline
 from desim.errors import InfeasibleError
 from desim.io import load_scenario, write_results
 from desim.scenario import FaultEvent, FaultsSpec, RunSpec

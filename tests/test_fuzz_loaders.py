@@ -1,4 +1,4 @@
-"""Fuzzing the trace and profile loaders: any file either loads or gives one InputError naming it."""
+"""Fuzz the trace and profile loaders: a file either loads or gives one InputError naming it."""
 
 import math
 
