@@ -125,13 +125,37 @@ def load_sweep_spec(path: str | Path) -> tuple[SweepSpec, Path]:
 
 
 def run_key(scenario: Scenario) -> str:
-    """Content hash of a resolved scenario and the desim version (16 hex digits)."""
+    """Content hash of a resolved scenario, the files it reads, and the desim version.
+
+    Trace and profile files named by path are hashed by content, so editing a trace gives new
+    keys (shipped files change only with the desim version). 16 hex digits.
+    """
     blob = json.dumps(
-        {"scenario": scenario.model_dump(mode="json"), "desim": __version__},
+        {
+            "scenario": scenario.model_dump(mode="json"),
+            "files": {str(p): _file_digest(p) for p in referenced_files(scenario)},
+            "desim": __version__,
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def referenced_files(scenario: Scenario) -> list[Path]:
+    """Existing user files a scenario reads (trace and profile paths, not shipped names)."""
+    refs = [scenario.channel.path, scenario.compute.path, *scenario.cost.profiles.values()]
+    paths = [Path(r) for r in refs if r and not r.startswith("shipped:")]
+    return sorted({p for p in paths if p.exists()})
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    for f in files:
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _axis_points(spec: SweepSpec) -> Iterator[dict[str, Any]]:

@@ -181,3 +181,16 @@ def test_unknown_allocator_or_key_in_a_run_names_the_run(tmp_path):
     spec, d = load_sweep_spec(path)
     with pytest.raises(ScenarioError, match=r"server.nope=1.*server.nope: unknown key"):
         expand(spec, d)
+
+
+def test_run_key_changes_when_a_referenced_trace_file_changes(tmp_path):
+    from desim.io import load_scenario
+    from desim.sweep import run_key
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("device,time_s,throughput_mbps,ref_bandwidth_hz\nd0,0,5,5e6\n")
+    over = ['channel.kind="trace"', f'channel.path="{trace}"']
+    k1 = run_key(load_scenario(None, over))
+    assert run_key(load_scenario(None, over)) == k1
+    trace.write_text("device,time_s,throughput_mbps,ref_bandwidth_hz\nd0,0,6,5e6\n")
+    assert run_key(load_scenario(None, over)) != k1
