@@ -22,6 +22,7 @@ from desim.compute import (
     trace_timeline,
 )
 from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
+from desim.energy import merged_power
 from desim.engine import Simulation
 from desim.faults import FaultModel
 from desim.io import load_model_config, load_profile, read_trace, resolve_trace_path
@@ -34,6 +35,7 @@ from desim.scenario import (
     Scenario,
     resolve_devices,
 )
+from desim.schemes import KillRevive, Scheme, make_scheme
 from desim.streams import rng_streams
 from desim.traces import TraceMeta, tidy_frame, trace_from_frame
 
@@ -119,6 +121,31 @@ def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostMode
     return ProfiledCostModel(profiles, fallback=analytic if spec.fallback == "analytic" else None)
 
 
+def make_scheme_of(scenario: Scenario) -> Scheme | None:
+    """The scheme a scenario's ``[scheme]`` section describes (``None``: allocator-planned)."""
+    sp = scenario.scheme
+    common: dict[str, Any] = {
+        "local_steps": sp.local_steps,
+        "selection": sp.selection,
+        "clients": sp.clients,
+        "downlink_rate_bps": sp.downlink_rate_bps,
+    }
+    if sp.name == "fl-lora":
+        return make_scheme("fl-lora", common)
+    if sp.name == "dlora":
+        kr = (
+            KillRevive(sp.kr_threshold, sp.kr_patience, sp.kr_revive_period, sp.kr_min_active)
+            if sp.kill_revive
+            else None
+        )
+        return make_scheme("dlora", {
+            **common, "server_speed_factor": sp.server_speed_factor,
+            "activation_bits": sp.activation_bits, "kill_revive": kr, "score": sp.kr_score,
+            "score_sigma": sp.kr_score_sigma, "scores": sp.kr_scores,
+        })
+    return None
+
+
 def build_simulation(scenario: Scenario) -> Simulation:
     """Build the simulation a scenario describes.
 
@@ -138,6 +165,13 @@ def build_simulation(scenario: Scenario) -> Simulation:
         "seed": scenario.run.seed,
         "versions": versions(),
     }
+    allocator = make_allocator(scenario.allocator.name, scenario.allocator.params)
+    scheme = make_scheme_of(scenario)
+    if scenario.scheme.name == "offload":  # the offload scheme is the offload allocator
+        allocator = make_allocator(
+            "offload", {"server_speed_factor": scenario.scheme.server_speed_factor}
+        )
+    metadata["scheme"] = scenario.scheme.name
     return Simulation(
         devices=devices,
         workload=workload_of(scenario),
@@ -145,7 +179,9 @@ def build_simulation(scenario: Scenario) -> Simulation:
         cost_model=cost,
         channel=channel,
         compute=compute,
-        allocator=make_allocator(scenario.allocator.name, scenario.allocator.params),
+        allocator=allocator,
+        scheme=scheme,
+        power=merged_power(scenario.power),
         rounds=scenario.run.rounds,
         seed=scenario.run.seed,
         metadata=metadata,

@@ -32,7 +32,8 @@ from desim.cost import CostModel, Workload
 from desim.errors import DesimError, InfeasibleError, ScenarioError, SimulationError
 from desim.faults import FaultModel, RoundDraws, offline_time
 from desim.records import DeviceRounds, FaultEventRecord, RoundRecord, RunResult
-from desim.scenario import DeviceSpec, RunSpec, ServerSpec
+from desim.scenario import DeviceSpec, HardwarePower, RunSpec, ServerSpec
+from desim.schemes import RoundPlan, Scheme, SchemeInputs, training_flops
 from desim.streams import rng_streams
 
 
@@ -60,6 +61,9 @@ class Simulation:
         server_hardware: hardware class pricing the edge server's own training (``offload``).
         policy: straggler and infeasible-round policies (the scenario's ``run`` section).
         faults: injected and scripted faults (``None``: only availability timelines).
+        scheme: the scheme planning ``fl-lora`` or ``dlora`` rounds (``None``: the allocator
+            plans every round: ``deft``, and ``offload`` through the ``offload`` allocator).
+        power: watts and peak FLOP/s per hardware class (``None``: no energy columns).
     """
 
     devices: tuple[DeviceSpec, ...]
@@ -75,10 +79,12 @@ class Simulation:
     server_hardware: str = "cpu-reference"
     policy: RunSpec = field(default_factory=RunSpec)
     faults: FaultModel | None = None
+    scheme: Scheme | None = None
+    power: dict[str, HardwarePower] | None = None
 
     def __post_init__(self) -> None:
         K, N = len(self.devices), self.workload.num_blocks
-        if K < N:
+        if self.scheme is None and K < N:
             raise ScenarioError(
                 f"devices: {K} devices for {N} blocks; every block needs its own device"
             )
@@ -105,6 +111,17 @@ class Simulation:
             self._server_work_s = None
         # a mini-batch is uploaded as 32-bit token ids
         self._sample_bits = float(self.workload.batch_size * self.workload.seq_len * 32)
+        # per-row FLOPs, samples and tokens of a DEFT round (one mini-batch per block)
+        self._block_flops = training_flops(self.workload)
+        self._samples = np.full(N, float(self.workload.batch_size))
+        self._tokens = self._samples * self.workload.seq_len
+        if self.scheme is not None and self.faults is not None and (
+            self.faults.active or self.faults.spec.events
+        ):
+            raise ScenarioError(
+                f"faults: scheme {self.scheme.name!r} does not model dropouts or outages yet; "
+                "use scheme.name = 'deft'"
+            )
 
     def _available(self, t_s: float) -> np.ndarray:
         avail = self.compute.available(t_s)
@@ -144,8 +161,17 @@ class Simulation:
         """
         env = simpy.Environment()
         result = RunResult(metadata={**self.metadata, "cost_model": self.cost_source})
-        rng = rng_streams(self.seed)["allocator"]
-        env.run(env.process(self.server_rounds(env, result, rng, on_round)))
+        if self.power is not None:
+            from desim.energy import device_power_table
+
+            result.device_power = device_power_table(self.devices, self.power)
+        streams = rng_streams(self.seed)
+        rng = streams["allocator"]
+        if self.scheme is not None:
+            proc = self.scheme_rounds(env, result, streams["scheme"], on_round)
+        else:
+            proc = self.server_rounds(env, result, rng, on_round)
+        env.run(env.process(proc))
         return result
 
     def server_rounds(self, env, result, rng, on_round):  # type: ignore[no-untyped-def]
@@ -198,6 +224,149 @@ class Simulation:
             rec = self._record(ctx, alloc, solve_wall_s, env.now, compute_end, upload_end, result)
             if on_round is not None:
                 on_round(rec)
+
+    def scheme_inputs(self, round_index: int, t0: float) -> SchemeInputs:
+        """The snapshot a scheme plans with at time ``t0``."""
+        speed = self.compute.speed(t0)
+        server = self._server_work_s
+        return SchemeInputs(
+            round_index=round_index,
+            time_s=t0,
+            work_s=self._work_s,
+            speed=speed,
+            available=self._available(t0) & (speed > 0),
+            memory_bytes=self._memory,
+            memory_budget_bytes=self._budget,
+            block_bits=self._bits,
+            snr_coef_hz=self.channel.snr_coef_hz(t0),
+            total_bandwidth_hz=self.server.total_bandwidth_hz,
+            aggregation_s=self.server.aggregation_s,
+            server_step_s=None if server is None else float(server[-1]),
+            block_flops=self._block_flops,
+            workload=self.workload,
+        )
+
+    def scheme_rounds(self, env, result, rng, on_round):  # type: ignore[no-untyped-def]
+        """The server process of a scheme (``fl-lora``, ``dlora``): plan, run stages, record.
+
+        Each stage's phase ends are computed exactly when it starts (pure functions of time);
+        every participant is one process, the stage ends at an ``all_of`` barrier followed by
+        the plan's server time.
+        """
+        assert self.scheme is not None
+        state = self.scheme.new_state(len(self.devices), rng)
+        for r in range(self.rounds):
+            t0 = env.now
+            inp = self.scheme_inputs(r, t0)
+            tic = perf_counter()
+            try:
+                plan = self.scheme.plan(inp, state, rng)
+            except InfeasibleError as exc:
+                rec = self._skip(inp, str(exc), perf_counter() - tic, result)  # type: ignore[arg-type]
+                yield env.timeout(self.policy.retry_after_s)
+                if on_round is not None:
+                    on_round(rec)
+                continue
+            solve_wall_s = perf_counter() - tic
+            real = self._realise_plan(r, plan, t0)
+            for stage_end, tail in zip(real["stage_ends"], plan.barrier_s):
+                now = env.now
+                yield env.all_of(
+                    [env.process(device_task(env, e - now)) for e in stage_end.tolist()]
+                )
+                yield env.timeout(tail)
+            rec = self._record_plan(inp, plan, real, solve_wall_s, env.now, result)
+            if on_round is not None:
+                on_round(rec)
+
+    def _realise_plan(self, r: int, plan: RoundPlan, t0: float) -> dict[str, Any]:
+        """Exact phase times of a plan: stage ends, busy seconds and first/last phase times."""
+        devs, bw = plan.devices, plan.bandwidth_hz
+        P = devs.size
+        busy = {k: np.zeros(P) for k in ("compute", "up", "down")}
+        first = {k: np.full(P, np.nan) for k in busy}
+        last = {k: np.full(P, np.nan) for k in busy}
+        stage_ends = []
+        start = t0
+        for stage, tail in zip(plan.stages, plan.barrier_s):
+            t = np.full(P, start)
+            for ph in stage:
+                amount = ph.amount
+                if not np.any(amount > 0):
+                    continue
+                if ph.kind == "compute":
+                    new = self.compute.work_end_s(devs, t, amount)
+                elif ph.kind == "up" or (ph.kind == "down" and plan.downlink_rate_bps is None):
+                    # downlink: reciprocal channel (TDD), same SNR and bandwidth share
+                    new = self.channel.transfer_end_s(devs, t, amount, bw)
+                elif ph.kind == "down":
+                    new = t + amount / plan.downlink_rate_bps
+                else:
+                    new = t + amount
+                if ph.kind in busy:
+                    on = amount > 0
+                    busy[ph.kind] += new - t
+                    first[ph.kind] = np.where(on & np.isnan(first[ph.kind]), t, first[ph.kind])
+                    last[ph.kind] = np.where(on, new, last[ph.kind])
+                bad = np.flatnonzero(~np.isfinite(new))
+                if bad.size:
+                    raise SimulationError(
+                        f"round {r}: device {self._names[devs[bad[0]]]} never finishes a "
+                        f"{ph.kind} phase: its {'speed' if ph.kind == 'compute' else 'rate'} "
+                        "stays zero for the rest of the trace"
+                    )
+                t = new
+            stage_ends.append(t)
+            start = float(t.max()) + tail
+        return {"stage_ends": stage_ends, "busy": busy, "first": first, "last": last}
+
+    def _record_plan(self, inp: SchemeInputs, plan: RoundPlan, real: dict[str, Any],
+                     solve_wall_s: float, end_s: float, result: RunResult) -> RoundRecord:
+        devs, P, t0 = plan.devices, plan.devices.size, inp.time_s
+        busy, first, last = real["busy"], real["first"], real["last"]
+        block = self.workload.num_blocks if self.scheme and self.scheme.name == "fl-lora" else 0
+
+        def span(kind: str, default: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return (np.where(np.isnan(first[kind]), default, first[kind]),
+                    np.where(np.isnan(last[kind]), default, last[kind]))
+
+        c_start, c_end = span("compute", np.full(P, t0))
+        u_start, u_end = span("up", c_end)
+        d_start, d_end = span("down", u_end)
+        up_bits, down_bits = plan.totals("up"), plan.totals("down")
+        rate = shannon_rate_bps(plan.bandwidth_hz, inp.snr_coef_hz[devs])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_rate = np.where(busy["up"] > 0, up_bits / busy["up"], np.nan)
+            planned_compute = plan.totals("compute") / inp.speed[devs]
+            planned_upload = np.where(up_bits > 0, up_bits / rate, 0.0)
+        last_stage = real["stage_ends"][-1]
+        bott = int(np.argmax(last_stage))
+        rec = RoundRecord(
+            round=inp.round_index, start_s=t0, end_s=end_s, latency_s=end_s - t0,
+            planned_latency_s=plan.planned_latency_s, allocator_estimate_s=float("nan"),
+            solve_wall_s=solve_wall_s, active_devices=P,
+            available_devices=int(inp.available.sum()),
+            bottleneck_device=self._names[devs[bott]], bottleneck_block=block,
+            min_memory_headroom_bytes=float((self._budget[devs] - plan.memory_bytes).min()),
+        )
+        result.rounds.append(rec)
+        if plan.diagnostics:
+            result.metadata.setdefault("scheme_diagnostics", []).append(
+                {"round": inp.round_index, **plan.diagnostics}
+            )
+        result.device_rounds.append(DeviceRounds(
+            round=inp.round_index, device=self._names_arr[devs], block=np.full(P, block),
+            bandwidth_hz=plan.bandwidth_hz, compute_start_s=c_start, compute_end_s=c_end,
+            upload_start_s=u_start, upload_end_s=u_end, upload_bits=up_bits,
+            mean_rate_bps=mean_rate, planned_compute_s=planned_compute,
+            planned_upload_s=planned_upload, memory_bytes=plan.memory_bytes,
+            memory_budget_bytes=self._budget[devs], outcome=np.full(P, "done", dtype=object),
+            download_start_s=d_start, download_end_s=d_end, download_bits=down_bits,
+            compute_busy_s=busy["compute"], upload_busy_s=busy["up"],
+            download_busy_s=busy["down"], flops=plan.flops, samples=plan.samples,
+            tokens=plan.samples * self.workload.seq_len,
+        ))
+        return rec
 
     def _deadline_at(self, t0: float) -> float:
         if self.policy.straggler_policy == "deadline" and self.policy.deadline_s is not None:
@@ -340,9 +509,23 @@ class Simulation:
                 memory_bytes=memory,
                 memory_budget_bytes=self._budget[devs],
                 outcome=np.full(N, "done", dtype=object),
+                flops=self._row_flops(ctx, alloc),
+                samples=self._samples,
+                tokens=self._tokens,
             )
         )
         return rec
+
+    def _row_flops(self, ctx: RoundContext, alloc: Allocation) -> np.ndarray:
+        """``(N,)`` device FLOPs of each row: the block's, its device's deepest, or none."""
+        if alloc.mode == "deft":
+            return self._block_flops
+        if alloc.mode == "offload":
+            return np.zeros(ctx.num_blocks)
+        k = alloc.block_device
+        deepest = np.zeros(ctx.num_devices, dtype=np.intp)
+        np.maximum.at(deepest, k, np.arange(ctx.num_blocks))
+        return self._block_flops[deepest[k]]
 
 
 def device_task(env: simpy.Environment, duration_s: float):  # type: ignore[no-untyped-def]
@@ -523,6 +706,9 @@ class FaultyRound:
             planned_upload_s=planned_upload,
             memory_bytes=sim._memory[blocks], memory_budget_bytes=sim._budget[devs],
             outcome=np.array(["done" if d else t.kind for d, t in zip(done, tasks)], dtype=object),
+            flops=np.where(done, sim._block_flops[blocks], 0.0),
+            samples=np.where(done, sim._samples[blocks], 0.0),
+            tokens=np.where(done, sim._tokens[blocks], 0.0),
         ))
         last = max(self.finished, key=lambda t: t.upload_end_s) if self.finished else None
         rec = RoundRecord(

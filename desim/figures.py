@@ -494,6 +494,141 @@ _register(
 )
 
 
+# an epoch of SST-2's training split (GLUE), the task behind the default batch and length
+EPOCH_SAMPLES = 67_349
+SCHEME_METRICS = (
+    ("latency_s", "round latency (s)"),
+    ("epoch_s", "time per epoch (s)"),
+    ("peak_device_memory_bytes", "peak device memory (B)"),
+    ("device_energy_j", "device energy per round (J)"),
+    ("bits_sent", "bits sent per round (up + down)"),
+)
+
+
+def scheme_table(results: Path, sweep: str = "fig_schemes") -> pd.DataFrame:
+    """Per scheme, means over seeds of each run's per-round metrics (README's table).
+
+    ``epoch_s`` is the time to process :data:`EPOCH_SAMPLES` samples at the run's mean samples
+    per round; ``device_energy_j`` sums every participating device's energy in a round.
+    """
+    summary = _summary(results, sweep)
+    ok = summary[summary["status"] == "ok"]
+    if ok.empty:
+        raise InputError(f"{results / sweep}: no successful run to draw from")
+    rows = []
+    for _, run in ok.iterrows():
+        stored = results / sweep / "runs" / str(run["run_key"])
+        r = pd.read_parquet(stored / "rounds.parquet")
+        r = r[r["status"] == "ok"]
+        d = pd.read_parquet(stored / "device_rounds.parquet")
+        rows.append({
+            "scheme": run["scheme.name"],
+            "seed": run["seed"],
+            "latency_s": r["latency_s"].mean(),
+            "epoch_s": EPOCH_SAMPLES / r["samples"].mean() * r["latency_s"].mean(),
+            "peak_device_memory_bytes": d["memory_bytes"].max(),
+            "device_energy_j": r["energy_j"].mean(),
+            "bits_sent": (r["upload_bits"] + r["download_bits"]).mean(),
+            "tokens_per_s_per_w": r["tokens_per_s_per_w"].mean(),
+            "mfu": r["mfu"].mean(),
+            "granularity": r["granularity"].mean(),
+            "participants": r["active_devices"].mean(),
+        })
+    per_run = pd.DataFrame(rows)
+    order = list(dict.fromkeys(per_run["scheme"]))
+    table = per_run.drop(columns="seed").groupby("scheme", sort=False).mean().reindex(order)
+    table.insert(0, "seeds", per_run.groupby("scheme", sort=False).size().reindex(order))
+    return table.reset_index()
+
+
+def schemes_figure(results: Path) -> FigureData:
+    """Grouped bars: each metric of every scheme relative to ``deft`` (log scale)."""
+    table = scheme_table(results)
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        ref = t.set_index("scheme").loc["deft"] if "deft" in set(t["scheme"]) else t.iloc[0]
+        width = 0.8 / len(t)
+        for i, (_, row) in enumerate(t.iterrows()):
+            vals = [row[m] / ref[m] if ref[m] else np.nan for m, _ in SCHEME_METRICS]
+            x = np.arange(len(SCHEME_METRICS)) + (i - (len(t) - 1) / 2) * width
+            ax.bar(x, np.where(np.asarray(vals) > 0, vals, np.nan), width, label=row["scheme"])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS],
+                      fontsize=7, rotation=15)
+        ax.set_ylabel("relative to deft (log)")
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+
+    return FigureData(table, draw, "Schemes on the default scenario (RoBERTa-base, 20 devices)",
+                      (7.6, 4.6))
+
+
+def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
+    """DLoRA's device computation and communication with Kill-and-Revive against without it.
+
+    Runs ``dlora`` on the default scenario twice (same seed, streams and synthetic scores),
+    with ``kill_revive`` on and off, and reports the reduction of device FLOPs and of bits on
+    the link per training sample next to the paper's 82% and 87.5%; and against local
+    ``fl-lora`` training (a negative reduction is an increase).
+    """
+    from desim.components import build_simulation
+    from desim.io import load_scenario
+
+    def totals(*sets: str) -> tuple[float, float]:
+        sc = load_scenario(None, [f"run.rounds={rounds}", f"run.seed={seed}", *sets])
+        r = build_simulation(sc).run().rounds_frame()
+        samples = float(r["samples"].sum())  # per sample: schemes differ in participants
+        bits = float((r["upload_bits"] + r["download_bits"]).sum())
+        return float(r["flops"].sum()) / samples, bits / samples
+
+    kr_f, kr_b = totals('scheme.name="dlora"')
+    all_f, all_b = totals('scheme.name="dlora"', "scheme.kill_revive=false")
+    fl_f, fl_b = totals('scheme.name="fl-lora"')
+    rows = [
+        ("DLoRA with KR vs without KR", "device computation", 100 * (1 - kr_f / all_f), 82.0),
+        ("DLoRA with KR vs without KR", "communication", 100 * (1 - kr_b / all_b), 87.5),
+        ("DLoRA with KR vs fl-lora", "device computation", 100 * (1 - kr_f / fl_f), np.nan),
+        ("DLoRA with KR vs fl-lora", "communication", 100 * (1 - kr_b / fl_b), np.nan),
+    ]
+    return pd.DataFrame(rows, columns=["comparison", "quantity", "desim_reduction_pct",
+                                       "paper_reduction_pct"])
+
+
+def dlora_reduction_figure(_results: Path) -> FigureData:
+    """Bars of :func:`dlora_reduction_table` with the paper's numbers as markers."""
+    table = dlora_reduction_table()
+
+    def draw(ax: Any, t: pd.DataFrame) -> None:
+        labels = [f"{c}\n{q}" for c, q in zip(t["comparison"], t["quantity"])]
+        ax.bar(labels, t["desim_reduction_pct"], label="desim")
+        ax.scatter(labels, t["paper_reduction_pct"], color="black", zorder=3, label="DLoRA paper")
+        ax.set_ylabel("reduction on the device (%)")
+        ax.tick_params(axis="x", labelsize=6)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+
+    return FigureData(table, draw, "DLoRA Kill-and-Revive: desim against the paper", (7.6, 4.2))
+
+
+_register(
+    FigureSpec(
+        "schemes",
+        "deft, fl-lora, dlora and offload: latency, epoch time, memory, energy, bits",
+        "fig_schemes",
+        schemes_figure,
+    )
+)
+_register(
+    FigureSpec(
+        "dlora-kr",
+        "DLoRA device computation and communication saved by Kill-and-Revive",
+        None,
+        dlora_reduction_figure,
+    )
+)
+
+
 def figure_names() -> list[str]:
     """Registered figure names, in order."""
     return list(FIGURES)

@@ -77,6 +77,33 @@ class DeviceRounds:
     memory_bytes: np.ndarray
     memory_budget_bytes: np.ndarray
     outcome: np.ndarray
+    # schemes and energy (README "Schemes, methods and energy"); None: derived at frame time
+    # (no download; busy time = the phase's span; FLOPs, samples and tokens unknown)
+    download_start_s: np.ndarray | None = None
+    download_end_s: np.ndarray | None = None
+    download_bits: np.ndarray | None = None
+    compute_busy_s: np.ndarray | None = None
+    upload_busy_s: np.ndarray | None = None
+    download_busy_s: np.ndarray | None = None
+    flops: np.ndarray | None = None
+    samples: np.ndarray | None = None
+    tokens: np.ndarray | None = None
+
+    def filled(self, name: str) -> np.ndarray:
+        """Column ``name``, with the frame-time default when it was not recorded."""
+        value = getattr(self, name)
+        if value is not None:
+            return value  # type: ignore[no-any-return]
+        n = len(self.block)
+        if name in ("download_start_s", "download_end_s"):
+            return self.upload_end_s
+        if name in ("download_bits", "download_busy_s"):
+            return np.zeros(n)
+        if name == "compute_busy_s":
+            return self.compute_end_s - self.compute_start_s
+        if name == "upload_busy_s":
+            return self.upload_end_s - self.upload_start_s
+        return np.full(n, np.nan)
 
 
 def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -92,7 +119,7 @@ def _batch_frame(batches: list[DeviceRounds]) -> pd.DataFrame:
         return pd.DataFrame({c: [] for c in cols})
     data = {
         "round": np.concatenate([np.full(len(b.block), b.round) for b in batches]),
-        **{c: np.concatenate([getattr(b, c) for b in batches]) for c in cols[1:]},
+        **{c: np.concatenate([b.filled(c) for b in batches]) for c in cols[1:]},
     }
     return pd.DataFrame(data, columns=cols)
 
@@ -111,10 +138,16 @@ class RunResult:
     fault_events: list[FaultEventRecord] = field(default_factory=list)
     device_rounds: list[DeviceRounds] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
+    device_power: pd.DataFrame | None = None
 
     def rounds_frame(self) -> pd.DataFrame:
-        """The rounds table."""
-        return _frame(self.rounds, RoundRecord)
+        """The rounds table (with energy and efficiency columns when a power model is set)."""
+        rounds = _frame(self.rounds, RoundRecord)
+        if self.device_power is None:
+            return rounds
+        from desim.energy import round_metrics
+
+        return round_metrics(rounds, self.device_rounds_frame(), self.device_power)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The result tables as written to disk.
@@ -135,8 +168,14 @@ class RunResult:
         return _frame(self.fault_events, FaultEventRecord)
 
     def device_rounds_frame(self) -> pd.DataFrame:
-        """The per-device-round table."""
-        return _batch_frame(self.device_rounds)
+        """The per-device-round table (with energy columns when a power model is set)."""
+        frame = _batch_frame(self.device_rounds)
+        if self.device_power is None:
+            return frame
+        from desim.energy import add_device_energy
+
+        bounds = _frame(self.rounds, RoundRecord)[["round", "start_s", "end_s"]]
+        return add_device_energy(frame, bounds, self.device_power)
 
 
 def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:

@@ -327,6 +327,52 @@ class FaultsSpec(_Frozen):
     upload_timeout_s: PositiveFloat | None = None
 
 
+class SchemeSpec(_Frozen):
+    """The fine-tuning scheme (README "Schemes, methods and energy").
+
+    ``deft`` (default) uses the allocator; ``offload`` runs the ``offload`` allocator at
+    ``server_speed_factor``; ``fl-lora`` and ``dlora`` are planned by :mod:`desim.schemes`.
+    ``selection`` (``all``, ``random``, ``fastest``) with ``clients`` picks the participants of
+    ``fl-lora`` and ``dlora``; ``local_steps`` is ``E``; ``downlink_rate_bps`` fixes the
+    downlink rate (unset: the reciprocal channel). The ``kr_*`` keys set DLoRA's
+    Kill-and-Revive (``kill_revive = false`` keeps every module active).
+    """
+
+    name: Literal["deft", "fl-lora", "dlora", "offload"] = "deft"
+    local_steps: Annotated[int, Field(ge=1, le=100_000)] = 1
+    selection: Literal["all", "random", "fastest"] = "all"
+    clients: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    downlink_rate_bps: PositiveFloat | None = None
+    server_speed_factor: PositiveFloat = 10.0
+    activation_bits: Annotated[int, Field(ge=1, le=64)] = 32
+    kill_revive: bool = True
+    kr_threshold: FiniteFloat = 1.0
+    kr_patience: Annotated[int, Field(ge=1)] = 2
+    kr_revive_period: Annotated[int, Field(ge=1)] = 10
+    kr_min_active: Annotated[int, Field(ge=1)] = 1
+    kr_score: Literal["synthetic", "trace"] = "synthetic"
+    kr_score_sigma: NonNegFloat = 0.5
+    kr_scores: tuple[tuple[FiniteFloat, ...], ...] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SchemeSpec:
+        if self.selection != "all" and self.clients is None:
+            raise ValueError(f"selection = {self.selection!r} needs scheme.clients (m)")
+        if self.kr_score == "trace" and not self.kr_scores:
+            raise ValueError("kr_score = 'trace' needs scheme.kr_scores (rows of 2L scores)")
+        return self
+
+
+class HardwarePower(_Frozen):
+    """Power draw and nominal peak of one hardware class (README "Energy and efficiency")."""
+
+    compute_w: NonNegFloat
+    transmit_w: NonNegFloat
+    receive_w: NonNegFloat
+    idle_w: NonNegFloat
+    peak_flops_per_s: PositiveFloat
+
+
 class Scenario(_Frozen):
     """A complete, validated simulation description."""
 
@@ -339,6 +385,8 @@ class Scenario(_Frozen):
     allocator: AllocatorSpec = AllocatorSpec()
     run: RunSpec = RunSpec()
     faults: FaultsSpec = FaultsSpec()
+    scheme: SchemeSpec = SchemeSpec()
+    power: dict[Annotated[str, Field(min_length=1)], HardwarePower] = Field(default_factory=dict)
 
     @field_validator("allocator")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-STREAM_NAMES: tuple[str, ...] = ("channel", "compute", "allocator", "faults")
+STREAM_NAMES: tuple[str, ...] = ("channel", "compute", "allocator", "faults", "scheme")
 
 
 def rng_streams(seed: int) -> dict[str, np.random.Generator]:

@@ -1,0 +1,146 @@
+"""Energy and efficiency: a power model per hardware class and the columns it adds to results.
+
+Every device of a hardware class draws ``compute_w`` while computing, ``transmit_w`` while
+uploading, ``receive_w`` while downloading and ``idle_w`` for the rest of a round it takes part
+in (waiting at a barrier or for the server). Devices that sit a round out are not charged.
+Phases of one device never overlap (a device computes, then sends), so its energy in a round is
+
+``E = compute_w·T_comp + transmit_w·T_up + receive_w·T_down + idle_w·(T_round − T_comp − T_up −
+T_down)``.
+
+Efficiency: tokens per second per watt is tokens per joule (``tokens / E``); model FLOP
+utilisation ``MFU = counted training FLOPs / (time × peak)`` with peak = the class's nominal
+peak × the device's speed factor (a device σ times faster than its class profile is assumed to
+have σ times the peak). The per-row MFU uses the device's compute time, the per-round MFU the
+round latency (so communication stalls count against it). Granularity ``G = T_comp / T_comm``.
+Defaults and their sources are in the README ("Schemes, methods and energy"). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from desim.scenario import DeviceSpec, HardwarePower
+
+# Nominal figures; README "Schemes, methods and energy" gives the source of each number.
+DEFAULT_POWER: dict[str, HardwarePower] = {
+    # one fp32 CPU core (the shipped profile): 2 FMA units x 8 fp32 lanes x 2 FLOP x ~3 GHz;
+    # a phone-class SoC under sustained load; LTE radio powers from Huang et al. (MobiSys 2012)
+    "cpu-reference": HardwarePower(
+        compute_w=5.0, transmit_w=2.5, receive_w=1.3, idle_w=1.0, peak_flops_per_s=9.6e10
+    ),
+    # Jetson AGX Orin 64GB in its 30 W mode; GPU fp32 peak 2048 CUDA cores x 2 x 1.3 GHz
+    "jetson-agx-orin": HardwarePower(
+        compute_w=30.0, transmit_w=2.5, receive_w=1.3, idle_w=5.0, peak_flops_per_s=5.3e12
+    ),
+}
+
+POWER_COLUMNS = ("compute_w", "transmit_w", "receive_w", "idle_w", "peak_flops_per_s")
+
+
+def device_power_table(
+    devices: Sequence[DeviceSpec], power: Mapping[str, HardwarePower]
+) -> pd.DataFrame:
+    """One row per device name: its class's watts and its peak FLOP/s (× speed factor).
+
+    Devices of a class without a power entry get ``NaN`` (their energy is then ``NaN``).
+    """
+    rows = []
+    for d in devices:
+        p = power.get(d.hardware)
+        vals = [np.nan] * 5 if p is None else [getattr(p, c) for c in POWER_COLUMNS]
+        vals[4] *= d.speed_factor
+        rows.append([d.name, *vals])
+    return pd.DataFrame(rows, columns=["device", *POWER_COLUMNS]).set_index("device")
+
+
+def add_device_energy(
+    device_rounds: pd.DataFrame, rounds: pd.DataFrame, power: pd.DataFrame
+) -> pd.DataFrame:
+    """Append energy and efficiency columns to the per-device-round table.
+
+    A device with several rows in a round (``grouped`` allocations) is charged once, on its
+    first row; its other rows get zero energy, FLOPs, samples and tokens.
+
+    Args:
+        device_rounds: the per-device-round table (busy-time columns included).
+        rounds: ``round, start_s, end_s`` of every round.
+        power: :func:`device_power_table`.
+
+    Returns:
+        A copy with ``compute_energy_j``, ``upload_energy_j``, ``download_energy_j``,
+        ``idle_energy_j``, ``energy_j``, ``tokens_per_s_per_w``, ``mfu`` and ``granularity``.
+    """
+    t = device_rounds.copy()
+    if t.empty:
+        for c in ("compute_energy_j", "upload_energy_j", "download_energy_j", "idle_energy_j",
+                  "energy_j", "tokens_per_s_per_w", "mfu", "granularity"):
+            t[c] = pd.Series(dtype=float)
+        return t
+    first = ~t.duplicated(["round", "device"])
+    p = power.reindex(t["device"].astype(str))
+    bounds = rounds.drop_duplicates("round").set_index("round")
+    span = (bounds["end_s"] - bounds["start_s"]).reindex(t["round"]).to_numpy(float)
+    comp, up, down = (t[c].to_numpy(float) for c in
+                      ("compute_busy_s", "upload_busy_s", "download_busy_s"))
+    idle = np.maximum(span - comp - up - down, 0.0)
+    one = first.to_numpy()
+    w = {c: p[c].to_numpy(float) for c in POWER_COLUMNS}
+    t["compute_energy_j"] = np.where(one, w["compute_w"] * comp, 0.0)
+    t["upload_energy_j"] = np.where(one, w["transmit_w"] * up, 0.0)
+    t["download_energy_j"] = np.where(one, w["receive_w"] * down, 0.0)
+    t["idle_energy_j"] = np.where(one, w["idle_w"] * idle, 0.0)
+    t["energy_j"] = (t["compute_energy_j"] + t["upload_energy_j"] + t["download_energy_j"]
+                     + t["idle_energy_j"])
+    for c in ("flops", "samples", "tokens"):
+        t[c] = np.where(one, t[c].to_numpy(float), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t["tokens_per_s_per_w"] = np.where(one, t["tokens"] / t["energy_j"], np.nan)
+        t["mfu"] = np.where(one & (comp > 0), t["flops"] / (comp * w["peak_flops_per_s"]), np.nan)
+        t["granularity"] = np.where(one, comp / (up + down), np.nan)
+    return t
+
+
+def round_metrics(rounds: pd.DataFrame, device_rounds: pd.DataFrame,
+                  power: pd.DataFrame) -> pd.DataFrame:
+    """Append per-round sums and efficiencies to the rounds table.
+
+    Adds ``energy_j`` (sum over the round's devices), ``upload_bits``, ``download_bits``,
+    ``samples``, ``tokens``, ``flops``, ``peak_device_memory_bytes``, ``tokens_per_s_per_w``
+    (tokens ÷ energy), ``mfu`` (FLOPs ÷ (latency × Σ peak of the round's devices)) and
+    ``granularity`` (Σ compute time ÷ Σ communication time).
+    """
+    out = rounds.copy()
+    d = device_rounds.copy()
+    first = ~d.duplicated(["round", "device"])
+    d["peak"] = np.where(first, power["peak_flops_per_s"].reindex(d["device"].astype(str))
+                         .to_numpy(float), 0.0)
+    d["comm_busy_s"] = d["upload_busy_s"] + d["download_busy_s"]
+    for c in ("compute_busy_s", "comm_busy_s", "upload_bits", "download_bits"):
+        d[c] = np.where(first, d[c], 0.0)
+    sums = d.groupby("round").agg(
+        energy_j=("energy_j", "sum"), upload_bits=("upload_bits", "sum"),
+        download_bits=("download_bits", "sum"), samples=("samples", "sum"),
+        tokens=("tokens", "sum"), flops=("flops", "sum"),
+        peak_device_memory_bytes=("memory_bytes", "max"), peak=("peak", "sum"),
+        compute=("compute_busy_s", "sum"), comm=("comm_busy_s", "sum"),
+    )
+    sums = sums.reindex(out["round"]).reset_index(drop=True)
+    for c in ("energy_j", "upload_bits", "download_bits", "samples", "tokens", "flops",
+              "peak_device_memory_bytes"):
+        out[c] = sums[c].to_numpy(float)
+    lat = out["latency_s"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["tokens_per_s_per_w"] = out["tokens"] / out["energy_j"]
+        out["mfu"] = out["flops"] / (lat * sums["peak"].to_numpy(float))
+        out["granularity"] = sums["compute"].to_numpy(float) / sums["comm"].to_numpy(float)
+    return out
+
+
+def merged_power(overrides: Mapping[str, Any]) -> dict[str, HardwarePower]:
+    """The default power table with a scenario's ``[power]`` entries replacing classes."""
+    return {**DEFAULT_POWER, **overrides}
