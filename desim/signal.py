@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 
 EndPolicy = Literal["loop", "hold"]
+ROUNDING = 1e-12
+"""Relative slack for amounts that sums of segment integrals meet only up to float rounding."""
 RateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``rate_fn(values, which)`` maps signal values ``(m, W)`` to accumulation rates ``(m, W)``;
 ``which`` ``(m,)`` indexes the caller's query arrays so per-query parameters can be applied."""
@@ -165,15 +167,20 @@ class PiecewiseSignals:
             if loop:
                 cyc2 = np.floor(target / per_period)
                 rem = target - cyc2 * per_period
-                back = (rem <= 0) & (cyc2 > 0)  # land on the last positive segment, not after
+                # a target on a period boundary (up to rounding) ends in the previous period's
+                # last positive segment, not after the next period's leading zeros
+                back = (rem <= ROUNDING * np.abs(target)) & (cyc2 > 0)
                 cyc2 = np.where(back, cyc2 - 1, cyc2)
-                rem = np.where(back, per_period, rem)
+                rem = np.minimum(np.where(back, rem + per_period, rem), per_period)
             else:
                 cyc2 = np.zeros_like(target)
                 rem = np.minimum(target, per_period)
-            idx = np.searchsorted(flat, rem + offset[rows], side="left")
+            # search with the rounding slack so a need met by a segment's end is not carried
+            # past the zero-rate stretch that follows it
+            idx = np.searchsorted(flat, rem * (1.0 - ROUNDING) + offset[rows], side="left")
             j = np.clip(idx - rows * n_seg, 0, n_seg - 1)
-            end = cyc2 * self.end_s + self.times_s[j] + (rem - cum[rows, j]) / self.values[rows, j]
+            end = self.times_s[j] + (rem - cum[rows, j]) / self.values[rows, j]
+            end = cyc2 * self.end_s + np.minimum(end, self._bounds[j + 1])
             if not loop:  # past the end the last value holds
                 last = self.values[rows, -1]
                 beyond = self.end_s + (target - per_period) / last
@@ -292,17 +299,19 @@ class PiecewiseSignals:
                 inc = np.multiply(rate, dur, out=np.zeros_like(lo), where=rate > 0)
             cum = np.cumsum(inc, axis=1)
             need = remaining[active]
-            done = cum[:, -1] >= need
+            # a segment integral can come out an ulp short of a need it meets exactly
+            reach = need * (1.0 - ROUNDING)
+            done = cum[:, -1] >= reach
             if done.all():  # the common case: finish every query without sub-indexing
                 rows_all = np.arange(active.size)
-                k = np.sum(cum < need[:, None], axis=1)  # first segment reaching the need
+                k = np.sum(cum < reach[:, None], axis=1)  # first segment reaching the need
                 before = np.where(k > 0, cum[rows_all, k - 1], 0.0)
                 finish = lo[rows_all, k] + (need - before) / rate[rows_all, k]
                 end[active] = np.minimum(finish, hi[rows_all, k])
                 break
             if done.any():
                 d = np.flatnonzero(done)
-                k = np.sum(cum[d] < need[d, None], axis=1)
+                k = np.sum(cum[d] < reach[d, None], axis=1)
                 before = np.where(k > 0, cum[d, k - 1], 0.0)
                 finish = lo[d, k] + (need[d] - before) / rate[d, k]
                 end[active[d]] = np.minimum(finish, hi[d, k])
