@@ -112,7 +112,9 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
     lat, plan = done["latency_s"].to_numpy(), done["planned_latency_s"].to_numpy()
     if lat.size == 0:  # every round was skipped: nothing to summarise but the reasons
         lat = plan = np.full(1, np.nan)
-    table = Table(title=f"desim run: {allocator}, {len(rounds)} rounds", show_header=True)
+    scheme = metadata.get("scheme", "deft")
+    label = allocator if scheme == "deft" else f"scheme {scheme}"
+    table = Table(title=f"desim run: {label}, {len(rounds)} rounds", show_header=True)
     table.add_column("metric")
     table.add_column("realised", justify="right")
     table.add_column("planned", justify="right")
@@ -130,6 +132,8 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
     table.add_row("solver time mean / max (ms)", f"{solve.mean():.3f} / {solve.max():.3f}", "")
     head = rounds["min_memory_headroom_bytes"].min() / 1e6
     table.add_row("min memory headroom (MB)", f"{head:.1f}", "")
+    if "energy_j" in rounds:
+        table.add_row("device energy per round mean (J)", f"{done['energy_j'].mean():.2f}", "")
     table.add_row("cost model", ", ".join(metadata.get("cost_model", [])), "")
     out.print(table)
     out.print(

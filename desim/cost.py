@@ -96,13 +96,62 @@ def layer_params(cfg: TransformerConfig) -> int:
     return 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h
 
 
+# methods the analytic model prices; all but ``full`` train LoRA on query and value
+ANALYTIC_METHODS = ("lora", "full", "lora-checkpoint", "qlora", "mezo")
+
+
 def trainable_params_per_layer(cfg: TransformerConfig, method: str, lora_rank: int) -> int:
     """Trainable values in one layer: LoRA on query and value (``4·h·r``) or the full layer."""
-    if method == "lora":
+    if method in ("lora", "lora-checkpoint", "qlora", "mezo"):
         return 2 * 2 * cfg.hidden_size * lora_rank
     if method == "full":
         return layer_params(cfg)
-    raise UnknownNameError(f"model.method: unknown method {method!r}; known: full, lora")
+    raise UnknownNameError(
+        f"model.method: unknown method {method!r}; known: {', '.join(ANALYTIC_METHODS)}"
+    )
+
+
+def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(N,)`` counted FLOPs, peak bytes and upload bits of block ``n`` by the method.
+
+    The formulas are those of :class:`AnalyticCostModel` (its docstring) for ``lora`` and
+    ``full``. The other methods, all on LoRA's trainable values:
+
+    - ``lora-checkpoint``: gradient checkpointing at layer boundaries. The backward pass
+      recomputes the forward of the ``nℓ`` crossed layers (``+nℓ·F``). Only each crossed layer's
+      input is kept (``4bsh`` bytes), plus one layer's full activations while it recomputes.
+    - ``qlora``: an **estimate**, not a measurement: frozen weights in 4-bit NF4 with an fp32
+      scale per 64 values (``0.5625`` bytes per parameter). Compute is counted as for LoRA; the
+      dequantisation cost is not modelled.
+    - ``mezo``: zeroth-order (MeZO). Two forward passes and no backward (``2·L·F``, the same at
+      every depth). The memory is the weights, the trainable values (no gradients or moments),
+      and one layer's activations. The upload is one projected-gradient scalar per block (the
+      perturbation is regenerated from a shared seed).
+    """
+    cfg = workload.config
+    b, s = workload.batch_size, workload.seq_len
+    h, f, a = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
+    L, ell = cfg.num_hidden_layers, workload.layers_per_block
+    n = np.arange(1, workload.num_blocks + 1, dtype=float)
+    method = workload.method
+    layer_fwd = 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
+    s_layer = trainable_params_per_layer(cfg, method, workload.lora_rank)
+    trainable = float(s_layer * ell)
+    params = cfg.vocab_size * h + cfg.max_position_embeddings * h + L * layer_params(cfg)
+    act_layer = 4.0 * (17.0 * b * s * h + 2.5 * a * b * s * s)
+    bits = np.full(workload.num_blocks, trainable * workload.gradient_bits)
+    if method == "mezo":
+        flops = np.full(n.shape, 2.0 * L * layer_fwd)
+        memory = np.full(n.shape, 4.0 * params + act_layer + 4.0 * trainable)
+        return flops, memory, np.full(workload.num_blocks, float(workload.gradient_bits))
+    flops = L * layer_fwd + n * ell * layer_fwd + ell * 2.0 * b * s * s_layer
+    weights = 4.0 * params if method != "qlora" else 0.5625 * params
+    if method == "lora-checkpoint":
+        flops = flops + n * ell * layer_fwd
+        memory = weights + n * ell * 4.0 * b * s * h + act_layer + 16.0 * trainable
+    else:
+        memory = weights + n * ell * act_layer + 16.0 * trainable
+    return flops, memory, bits
 
 
 @dataclass(frozen=True)
@@ -139,23 +188,11 @@ class AnalyticCostModel:
             raise UnknownNameError(
                 f"unknown hardware class {hardware!r}; known: {', '.join(sorted(speeds))}"
             )
-        cfg = workload.config
-        b, s = workload.batch_size, workload.seq_len
-        h, f, a = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
-        L, ell = cfg.num_hidden_layers, workload.layers_per_block
-        n = np.arange(1, workload.num_blocks + 1, dtype=float)
-        layer_fwd = 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
-        s_layer = trainable_params_per_layer(cfg, workload.method, workload.lora_rank)
-        flops = L * layer_fwd + n * ell * layer_fwd + ell * 2.0 * b * s * s_layer
+        flops, memory, bits = analytic_costs(workload)
         compute_s = flops / (self.flops_per_s * speeds[hardware])
-        weights = 4.0 * (
-            cfg.vocab_size * h + cfg.max_position_embeddings * h + L * layer_params(cfg)
-        )
-        act_layer = 4.0 * (17.0 * b * s * h + 2.5 * a * b * s * s)
-        trainable = float(s_layer * ell)
-        memory = weights + n * ell * act_layer + 16.0 * trainable
-        bits = np.full(workload.num_blocks, trainable * workload.gradient_bits)
-        return BlockCosts(compute_s, memory, bits, source=self.name)
+        # QLoRA's memory is an estimate (see analytic_costs); the source says so in results
+        source = f"{self.name}-estimate" if workload.method == "qlora" else self.name
+        return BlockCosts(compute_s, memory, bits, source=source)
 
 
 @dataclass(frozen=True, eq=False)

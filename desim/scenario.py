@@ -39,7 +39,7 @@ class ModelSpec(_Frozen):
     """
 
     name: str = "roberta-base"
-    method: Literal["lora", "full"] = "lora"
+    method: Literal["lora", "full", "lora-checkpoint", "qlora", "mezo"] = "lora"
     lora_rank: Annotated[int, Field(ge=1, le=4096)] = 8
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 8
     seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = 128

@@ -52,19 +52,13 @@ def layer_forward_flops(cfg: TransformerConfig, batch: int, seq_len: int) -> flo
 def training_flops(workload: Workload) -> np.ndarray:
     """``(N,)`` counted FLOPs of one training step of block ``n`` (the analytic cost model's).
 
-    A full forward pass (``L·F``), the backward pass down to block ``n`` (``nℓ·F``) and the
-    weight gradients of block ``n`` (``2bs`` per trainable value, LoRA ``4hr`` per layer or
-    the layer's own weights for ``full``).
+    For LoRA and full fine-tuning: a full forward pass (``L·F``), the backward pass down to
+    block ``n`` (``nℓ·F``) and the weight gradients of block ``n`` (``2bs`` per trainable
+    value); other methods as in :func:`desim.cost.analytic_costs`.
     """
-    from desim.cost import trainable_params_per_layer
+    from desim.cost import analytic_costs
 
-    cfg = workload.config
-    b, s = workload.batch_size, workload.seq_len
-    F = layer_forward_flops(cfg, b, s)
-    ell = workload.layers_per_block
-    n = np.arange(1, workload.num_blocks + 1, dtype=float)
-    s_layer = trainable_params_per_layer(cfg, workload.method, workload.lora_rank)
-    return cfg.num_hidden_layers * F + n * ell * F + ell * 2.0 * b * s * s_layer
+    return analytic_costs(workload)[0]
 
 
 def lora_module_flops(cfg: TransformerConfig, batch: int, seq_len: int, rank: int) -> float:
