@@ -99,9 +99,9 @@ def line_figure(
             ax.set_xscale("log")
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
-    return FigureData(table, draw, title)
+    return FigureData(table, draw, title, size=(8.0, 4.2))
 
 
 def reduction_figure(summary: pd.DataFrame, reference: str = "jbba") -> FigureData:
@@ -326,6 +326,12 @@ def _spread(summary: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
+def _in_mhz(summary: pd.DataFrame) -> pd.DataFrame:
+    s = summary.copy()
+    s["bandwidth_mhz"] = s["server.total_bandwidth_hz"] / 1e6
+    return s
+
+
 def _mean_budget(summary: pd.DataFrame) -> pd.DataFrame:
     s = summary.copy()
     s["memory_budget_gb"] = s["devices.population.memory_bytes.values"].map(
@@ -360,9 +366,9 @@ _register(
         "round latency against total bandwidth B",
         "fig_b_bandwidth",
         lambda r: line_figure(
-            _summary(r, "fig_b_bandwidth"),
-            "server.total_bandwidth_hz",
-            "total uplink bandwidth B (Hz)",
+            _in_mhz(_summary(r, "fig_b_bandwidth")),
+            "bandwidth_mhz",
+            "total uplink bandwidth B (MHz)",
             "Round latency against bandwidth",
         ),
     )
