@@ -40,12 +40,15 @@ class EngineBench:
         return self.desim_wall_s / self.bare_wall_s
 
 
-def bench_engine(rounds: int = 1000, devices: int = 100, repeats: int = 3) -> EngineBench:
+def bench_engine(
+    rounds: int = 1000, devices: int = 100, repeats: int = 3, overrides: tuple[str, ...] = ()
+) -> EngineBench:
     """Time the default scenario with ``devices`` devices for ``rounds`` rounds.
 
     All ``devices`` devices are in every round's allocation problem; the default model has 12
     blocks, so 12 of them train per round. Memory budgets are raised so any device can hold any
-    block. The best of ``repeats`` runs of each loop is reported.
+    block; ``overrides`` (``section.key=value``) change anything else. The best of ``repeats``
+    runs of each loop is reported.
     """
     scenario = load_scenario(
         None,
@@ -53,6 +56,7 @@ def bench_engine(rounds: int = 1000, devices: int = 100, repeats: int = 3) -> En
             f"devices.population.count={devices}",
             f"run.rounds={rounds}",
             "devices.population.memory_bytes=4e9",
+            *overrides,
         ],
     )
     sim = build_simulation(scenario)

@@ -162,11 +162,15 @@ def bench_engine_cmd(
     rounds: Annotated[int, typer.Option(help="Rounds to simulate.")] = 1000,
     devices: Annotated[int, typer.Option(help="Number of devices.")] = 100,
     repeats: Annotated[int, typer.Option(help="Best of this many runs.")] = 3,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a scenario key: section.key=value (repeatable)."),
+    ] = None,
 ) -> None:
     """Simulated rounds per second, and wall time relative to a bare SimPy loop (goal ≤ 3)."""
     from desim.bench import bench_engine
 
-    b = bench_engine(rounds=rounds, devices=devices, repeats=repeats)
+    b = bench_engine(rounds=rounds, devices=devices, repeats=repeats, overrides=tuple(set_ or ()))
     table = Table(title="desim bench engine", show_header=True)
     for col in (
         "rounds",
