@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 EndPolicy = Literal["loop", "hold"]
-ROUNDING = 1e-12
+ROUNDING = 1e-9
 """Relative slack for amounts that sums of segment integrals meet only up to float rounding."""
 RateFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``rate_fn(values, which)`` maps signal values ``(m, W)`` to accumulation rates ``(m, W)``;
@@ -283,6 +283,7 @@ class PiecewiseSignals:
         if quick is not None:
             return quick
         end = np.where(remaining <= 0, start, np.inf)
+        total = remaining.copy()
         t = start.copy()
         active = np.flatnonzero(remaining > 0)
         width = max(1, int(window))
@@ -300,7 +301,7 @@ class PiecewiseSignals:
             cum = np.cumsum(inc, axis=1)
             need = remaining[active]
             # a segment integral can come out an ulp short of a need it meets exactly
-            reach = need * (1.0 - ROUNDING)
+            reach = need - ROUNDING * total[active]  # errors grow with the amount processed
             done = cum[:, -1] >= reach
             if done.all():  # the common case: finish every query without sub-indexing
                 rows_all = np.arange(active.size)

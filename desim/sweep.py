@@ -284,6 +284,8 @@ def _local_backend(todo: list[Run], workers: int, out: Path) -> Iterator[tuple[R
             yield run, execute_and_store(run, out)[0]
         return
     ctx = mp.get_context("forkserver")
+    # workers fork from a server that has already imported the simulator: no per-worker imports
+    ctx.set_forkserver_preload(["desim.components", "desim.sweep"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         pending = {pool.submit(execute_and_store, r, out): r for r in todo}
         while pending:

@@ -104,13 +104,13 @@ def test_huge_amounts_skip_whole_periods_exactly():
     assert end[2] == np.inf
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     st.lists(st.floats(0.01, 3.0), min_size=1, max_size=10),
     st.lists(st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.5]), min_size=10, max_size=10),
     st.sampled_from(["loop", "hold"]),
-    st.floats(0.0, 60.0),
-    st.floats(0.0, 80.0),
+    st.floats(0.0, 1e4),
+    st.floats(0.0, 1e3),
 )
 def test_cumulative_inversion_matches_windowed_scan(durations, vals, policy, start, amount):
     times = np.concatenate([[0.0], np.cumsum(durations[:-1])])
