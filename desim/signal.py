@@ -14,6 +14,8 @@ A rate of zero stalls accumulation; it does not fail. Integration is exact up to
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -93,8 +95,15 @@ class PiecewiseSignals:
 
     def at(self, t_s: float) -> np.ndarray:
         """Values of every signal at time ``t_s`` (seconds ≥ 0), shape ``(K,)``."""
-        _, seg = self._local(np.asarray(t_s))
-        return self.values[:, int(seg)]
+        # scalar lookups run once per round per signal: plain floats and bisect beat numpy here
+        times = self.__dict__.get("_times_list")
+        if times is None:
+            times = self.times_s.tolist()
+            object.__setattr__(self, "_times_list", times)
+        t = float(t_s)
+        if self.end_policy == "loop":
+            t = math.fmod(t, self.end_s)
+        return self.values[:, max(bisect.bisect_right(times, t) - 1, 0)]
 
     def _window(
         self, t_s: np.ndarray, width: int
@@ -203,8 +212,8 @@ class PiecewiseSignals:
     ) -> np.ndarray | None:
         """End times if every query finishes inside the segment it starts in, else ``None``.
 
-        The common case (work shorter than a speed segment, uploads shorter than a fading step)
-        then costs a handful of vector operations instead of the windowed scan.
+        Used for constant signals, where it always succeeds unless the rate is zero; on fading
+        traces uploads rarely end in their first step, so the scan is used directly there.
         """
         if self.end_policy == "loop":
             cycle, local = np.divmod(start, self.end_s)
@@ -279,9 +288,10 @@ class PiecewiseSignals:
             return start + np.where(np.isnan(dur), np.inf, dur)
         if rate_fn is None:  # identity rate: invert the precomputed cumulative integral
             return self._invert_cumulative(rows, start, remaining)
-        quick = self._within_first_segment(rows, start, remaining, rate_fn)
-        if quick is not None:
-            return quick
+        if self.times_s.size == 1:  # constant signal: one division
+            quick = self._within_first_segment(rows, start, remaining, rate_fn)
+            if quick is not None:
+                return quick
         end = np.where(remaining <= 0, start, np.inf)
         total = remaining.copy()
         t = start.copy()
