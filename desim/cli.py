@@ -137,7 +137,8 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
     table.add_row("cost model", ", ".join(metadata.get("cost_model", [])), "")
     out.print(table)
     out.print(
-        f"results written to {target}/ (rounds, device_rounds as .parquet and .csv; run.json)"
+        f"results written to {target}/ (rounds, device_rounds, fault_events, timing as "
+        ".parquet and .csv; run.json)"
     )
 
 
