@@ -691,7 +691,7 @@ class FaultyRound:
         stop = np.array([t.stop_s for t in tasks])
         ce = np.minimum(ce, stop)
         bits = sim._bits[blocks]
-        done = np.array([t in self.finished for t in tasks])
+        done = np.arange(len(tasks)) < len(self.finished)  # tasks = finished + lost
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(done & (stop > ce), bits / (stop - ce), np.nan)
         planned = ctx.pair_latency_s(alloc)
