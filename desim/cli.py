@@ -126,7 +126,8 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
         table.add_row(f"round latency {label} (s)", f"{fn(lat):.4f}", f"{fn(plan):.4f}")
     skipped = int((rounds["status"] != "ok").sum())
     if skipped or rounds["dropouts"].any():
-        table.add_row("skipped rounds / lost tasks", f"{skipped} / {int(rounds['dropouts'].sum())}", "")
+        lost = int(rounds["dropouts"].sum())
+        table.add_row("skipped rounds / lost tasks", f"{skipped} / {lost}", "")
     table.add_row("total simulated time (s)", f"{rounds['end_s'].iloc[-1]:.2f}", "")
     solve = rounds["solve_wall_s"].to_numpy() * 1e3
     table.add_row("solver time mean / max (ms)", f"{solve.mean():.3f} / {solve.max():.3f}", "")
@@ -291,7 +292,8 @@ def _print_allocator_bench(times, gap, lat) -> None:  # type: ignore[no-untyped-
 def sweep(
     spec: Annotated[Path, typer.Argument(help="Sweep spec TOML (see experiments/README.md).")],
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Results directory (default: results/sweeps/<name>).")
+        Path | None,
+        typer.Option("--out", help="Results directory (default: results/sweeps/<name>)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and exit.")] = False,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
@@ -390,7 +392,9 @@ def _points(text: str) -> tuple[tuple[int, int], ...]:
         try:
             pts.append((int(b), int(s)))
         except ValueError:
-            raise InputError(f"--points: expected BATCHxSEQ pairs like 2x96, got {item!r}") from None
+            raise InputError(
+                f"--points: expected BATCHxSEQ pairs like 2x96, got {item!r}"
+            ) from None
         if not sep or pts[-1][0] <= 0 or pts[-1][1] <= 0:
             raise InputError(f"--points: expected positive BATCHxSEQ pairs, got {item!r}")
     return tuple(pts)

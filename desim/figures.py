@@ -42,7 +42,7 @@ def _matplotlib() -> Any:
 
 
 def save_figure(data: FigureData, out_dir: Path, name: str) -> list[Path]:
-    """Draw ``data`` and write ``<name>.png``, ``<name>.pdf`` and ``<name>.csv`` into ``out_dir``."""
+    """Draw ``data``; write ``<name>.png``, ``<name>.pdf`` and ``<name>.csv`` into ``out_dir``."""
     from desim.io import write_csv
 
     plt = _matplotlib()
@@ -173,28 +173,16 @@ def gantt_figure(device_rounds: pd.DataFrame, rounds: int = 3) -> FigureData:
     def draw(ax: Any, tab: pd.DataFrame) -> None:
         devices = sorted(tab["device"].unique())
         ypos = {d: i for i, d in enumerate(devices)}
-        for i, row in tab.iterrows():
-            y = ypos[row["device"]]
+        y = tab["device"].map(ypos)
+        for phase, color in (("compute", "tab:blue"), ("upload", "tab:orange")):
+            start = tab[f"{phase}_start_s"]
             ax.barh(
-                y,
-                row["compute_end_s"] - row["compute_start_s"],
-                left=row["compute_start_s"],
-                color="tab:blue",
-                height=0.6,
-                label="compute" if i == 0 else None,
-            )
-            ax.barh(
-                y,
-                row["upload_end_s"] - row["upload_start_s"],
-                left=row["upload_start_s"],
-                color="tab:orange",
-                height=0.6,
-                label="upload" if i == 0 else None,
+                y, tab[f"{phase}_end_s"] - start, left=start, color=color, height=0.6, label=phase
             )
         ax.set_yticks(range(len(devices)), devices, fontsize=6)
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("device")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         ax.grid(alpha=0.3, axis="x")
 
     return FigureData(t, draw, f"Per-device timeline of the first {rounds} rounds", (7.0, 4.8))
@@ -280,9 +268,7 @@ NORWAY_TRACE = Path("results/traces/norway-hsdpa.parquet")
 EXTERNAL_TRACES = Path("../shared/traces-external")
 
 
-def convert_norway_traces(
-    out: Path = NORWAY_TRACE, external: Path = EXTERNAL_TRACES
-) -> None:
+def convert_norway_traces(out: Path = NORWAY_TRACE, external: Path = EXTERNAL_TRACES) -> None:
     """Convert the Norway HSDPA bus traces to one tidy trace, unless already converted."""
     if out.exists():
         return
@@ -444,6 +430,8 @@ _register(
         jbba_trace_figure,
     )
 )
+
+
 def profile_depth_figure(
     _results: Path, hardware: str = "cpu-reference", model: str = "roberta-base"
 ) -> FigureData:
@@ -486,7 +474,9 @@ _register(
         "i-trace-cdf",
         "CDF of round latency under real-trace replay, planned against realised",
         "fig_i_trace_replay",
-        lambda r: cdf_figure(pd.read_parquet(_first_run(r, "fig_i_trace_replay") / "rounds.parquet")),
+        lambda r: cdf_figure(
+            pd.read_parquet(_first_run(r, "fig_i_trace_replay") / "rounds.parquet")
+        ),
         prepare=convert_norway_traces,
     )
 )
@@ -527,19 +517,21 @@ def scheme_table(results: Path, sweep: str = "fig_schemes") -> pd.DataFrame:
         r = pd.read_parquet(stored / "rounds.parquet")
         r = r[r["status"] == "ok"]
         d = pd.read_parquet(stored / "device_rounds.parquet")
-        rows.append({
-            "scheme": run["scheme.name"],
-            "seed": run["seed"],
-            "latency_s": r["latency_s"].mean(),
-            "epoch_s": EPOCH_SAMPLES / r["samples"].mean() * r["latency_s"].mean(),
-            "peak_device_memory_bytes": d["memory_bytes"].max(),
-            "device_energy_j": r["energy_j"].mean(),
-            "bits_sent": (r["upload_bits"] + r["download_bits"]).mean(),
-            "tokens_per_s_per_w": r["tokens_per_s_per_w"].mean(),
-            "mfu": r["mfu"].mean(),
-            "granularity": r["granularity"].mean(),
-            "participants": r["active_devices"].mean(),
-        })
+        rows.append(
+            {
+                "scheme": run["scheme.name"],
+                "seed": run["seed"],
+                "latency_s": r["latency_s"].mean(),
+                "epoch_s": EPOCH_SAMPLES / r["samples"].mean() * r["latency_s"].mean(),
+                "peak_device_memory_bytes": d["memory_bytes"].max(),
+                "device_energy_j": r["energy_j"].mean(),
+                "bits_sent": (r["upload_bits"] + r["download_bits"]).mean(),
+                "tokens_per_s_per_w": r["tokens_per_s_per_w"].mean(),
+                "mfu": r["mfu"].mean(),
+                "granularity": r["granularity"].mean(),
+                "participants": r["active_devices"].mean(),
+            }
+        )
     per_run = pd.DataFrame(rows)
     order = list(dict.fromkeys(per_run["scheme"]))
     table = per_run.drop(columns="seed").groupby("scheme", sort=False).mean().reindex(order)
@@ -559,15 +551,17 @@ def schemes_figure(results: Path) -> FigureData:
             x = np.arange(len(SCHEME_METRICS)) + (i - (len(t) - 1) / 2) * width
             ax.bar(x, np.where(np.asarray(vals) > 0, vals, np.nan), width, label=row["scheme"])
         ax.set_yscale("log")
-        ax.set_xticks(range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS],
-                      fontsize=7, rotation=15)
+        ax.set_xticks(
+            range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS], fontsize=7, rotation=15
+        )
         ax.set_ylabel("relative to deft (log)")
         ax.axhline(1.0, color="black", lw=0.8)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
 
-    return FigureData(table, draw, "Schemes on the default scenario (RoBERTa-base, 20 devices)",
-                      (7.6, 4.6))
+    return FigureData(
+        table, draw, "Schemes on the default scenario (RoBERTa-base, 20 devices)", (7.6, 4.6)
+    )
 
 
 def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
@@ -597,8 +591,9 @@ def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
         ("DLoRA with KR vs fl-lora", "device computation", 100 * (1 - kr_f / fl_f), np.nan),
         ("DLoRA with KR vs fl-lora", "communication", 100 * (1 - kr_b / fl_b), np.nan),
     ]
-    return pd.DataFrame(rows, columns=["comparison", "quantity", "desim_reduction_pct",
-                                       "paper_reduction_pct"])
+    return pd.DataFrame(
+        rows, columns=["comparison", "quantity", "desim_reduction_pct", "paper_reduction_pct"]
+    )
 
 
 def dlora_reduction_figure(_results: Path) -> FigureData:

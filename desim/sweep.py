@@ -16,6 +16,7 @@ depend on the backend or the number of workers: each run is a pure function of i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -150,6 +151,14 @@ def referenced_files(scenario: Scenario) -> list[Path]:
 
 
 def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path_text: str, mtime_ns: int, size: int) -> str:
+    """Content hash, cached per (path, mtime, size): a sweep hashes each file once."""
+    path = Path(path_text)
     h = hashlib.sha256()
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     for f in files:

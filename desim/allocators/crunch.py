@@ -18,7 +18,7 @@ matching can always be rearranged to use only those (an unused one of them is ne
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -177,11 +177,24 @@ def split_allocation(
     return Allocation(block_device, bw, est, diagnostics)
 
 
+class P1Allocator(SplitAllocator):
+    """P1 at the split's planned shares, solved by :func:`solve_p1` with ``method``."""
+
+    method: ClassVar[Literal["crunch", "matching"]]
+    min_sum: bool = False
+
+    def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
+        """Match blocks to devices, then split bandwidth."""
+        t = planned_latency_matrix_s(ctx, self.bandwidth)
+        block_device, _, diag = solve_p1(ctx, t, self.method, self.min_sum)
+        return split_allocation(ctx, block_device, self.bandwidth, diag)
+
+
 @register(
     "crunch",
     "CRUNCH: exact P1 bottleneck matching in O(KN) at the bandwidth split's planned shares",
 )
-class CrunchAllocator(SplitAllocator):
+class CrunchAllocator(P1Allocator):
     """CRUNCH for P1 (DESIGN §2), with ``bottleneck-exact`` as the fallback.
 
     Attributes:
@@ -190,20 +203,14 @@ class CrunchAllocator(SplitAllocator):
         min_sum: among bottleneck-optimal matchings pick one with the least sum of latencies.
     """
 
-    min_sum: bool = False
-
-    def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
-        """Match blocks to devices, then split bandwidth."""
-        t = planned_latency_matrix_s(ctx, self.bandwidth)
-        block_device, _, diag = solve_p1(ctx, t, "crunch", self.min_sum)
-        return split_allocation(ctx, block_device, self.bandwidth, diag)
+    method: ClassVar[Literal["crunch", "matching"]] = "crunch"
 
 
 @register(
     "bottleneck-exact",
     "exact P1 by threshold search plus bipartite matching (no monotonicity assumed)",
 )
-class BottleneckExactAllocator(SplitAllocator):
+class BottleneckExactAllocator(P1Allocator):
     """Generic exact P1: binary search on thresholds, maximum bipartite matching per probe.
 
     Attributes:
@@ -211,10 +218,4 @@ class BottleneckExactAllocator(SplitAllocator):
         min_sum: among bottleneck-optimal matchings pick one with the least sum of latencies.
     """
 
-    min_sum: bool = False
-
-    def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
-        """Match blocks to devices, then split bandwidth."""
-        t = planned_latency_matrix_s(ctx, self.bandwidth)
-        block_device, _, diag = solve_p1(ctx, t, "matching", self.min_sum)
-        return split_allocation(ctx, block_device, self.bandwidth, diag)
+    method: ClassVar[Literal["crunch", "matching"]] = "matching"

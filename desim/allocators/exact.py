@@ -120,14 +120,8 @@ def p2_bounds(ctx: RoundContext) -> tuple[float, float, np.ndarray]:
     if not np.isfinite(lo):
         raise infeasible(ctx, block)
     block_device, _, _ = solve_p1(ctx, planned_latency_matrix_s(ctx, "equal"), "crunch", False)
-    blocks = np.arange(ctx.num_blocks)
-    hi, _ = minmax_latency_s(
-        ctx.compute_s[block_device, blocks][None],
-        ctx.upload_bits,
-        ctx.snr_coef_hz[block_device][None],
-        ctx.total_bandwidth_hz,
-    )
-    return lo, float(hi[0]), block_device
+    hi, _ = assignment_minmax(ctx, block_device)
+    return lo, hi, block_device
 
 
 def least_total_bandwidth(
@@ -193,16 +187,21 @@ def optimal_split_allocation(
     ctx: RoundContext, block_device: np.ndarray, diagnostics: dict[str, object]
 ) -> Allocation:
     """``block_device`` with the min-max split; the estimate is its planned round latency."""
-    blocks = np.arange(ctx.num_blocks)
+    latency, beta = assignment_minmax(ctx, block_device)
+    bw = np.zeros(ctx.num_devices)
+    bw[block_device] = beta
+    return Allocation(block_device, bw, latency + ctx.aggregation_s, diagnostics)
+
+
+def assignment_minmax(ctx: RoundContext, block_device: np.ndarray) -> tuple[float, np.ndarray]:
+    """Min-max latency (no aggregation) of a fixed assignment and its ``(N,)`` bandwidths."""
     latency, beta = minmax_latency_s(
-        ctx.compute_s[block_device, blocks][None],
+        ctx.compute_s[block_device, np.arange(ctx.num_blocks)][None],
         ctx.upload_bits,
         ctx.snr_coef_hz[block_device][None],
         ctx.total_bandwidth_hz,
     )
-    bw = np.zeros(ctx.num_devices)
-    bw[block_device] = beta[0]
-    return Allocation(block_device, bw, float(latency[0]) + ctx.aggregation_s, diagnostics)
+    return float(latency[0]), beta[0]
 
 
 @register(
