@@ -51,6 +51,7 @@ def workload_of(scenario: Scenario) -> Workload:
         num_blocks=m.num_blocks,
         lora_rank=m.lora_rank,
         gradient_bits=m.gradient_bits,
+        target_len=m.target_len,
     )
 
 

@@ -1,45 +1,59 @@
 """Cost models: what training block ``n`` costs in compute time, peak memory and upload bits.
 
-DESIGN §2: blocks are numbered from the output (block 1 next to the classification head).
-Training block ``n`` runs a full forward pass, backpropagates from the loss down to the lowest
-layer of block ``n`` only, and computes weight gradients for block ``n`` alone. Hence compute and
-memory are non-decreasing in ``n``.
+DESIGN §2: blocks are numbered from the output (block 1 next to the head). Training block
+``n`` runs a full forward pass, backpropagates from the loss down to the lowest layer of block
+``n`` only, and computes weight gradients for block ``n`` alone. Hence compute and memory are
+non-decreasing in ``n``. An encoder-decoder model (T5) numbers its decoder layers first
+(:mod:`desim.transformer`), so training an encoder block crosses the whole decoder.
 
 :class:`ProfiledCostModel` (the default) prices a block from measured profiles
 (``desim profile``; README "Calibration") through a fitted model of time and memory in depth,
 batch and sequence length. :class:`AnalyticCostModel` prices a block from FLOP and byte counts
-of a RoBERTa encoder layer (formulas in its docstring) and is the fallback for unprofiled
+of the model's layers (formulas in :func:`analytic_costs`) and is the fallback for unprofiled
 hardware or workloads; :class:`TableCostModel` returns given arrays (tests, custom costs).
+Every model also gives each block's counted training FLOPs (``BlockCosts.flops``, for MFU).
+The rules of the fine-tuning methods (what trains, what is uploaded) sit in :data:`METHODS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
 from desim.errors import ScenarioError, UnknownNameError
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Shape of an encoder-only transformer (the fields of a Hugging Face config)."""
-
-    name: str
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    intermediate_size: int
-    vocab_size: int
-    max_position_embeddings: int
+from desim.transformer import (
+    LayerKind,
+    Trains,
+    TransformerConfig,
+    head_activation_bytes,
+    layer_activation_bytes,
+    layer_input_bytes,
+    layer_lora_modules,
+    layer_params,
+    model_params,
+    step_flops,
+)
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What is trained: model, method, batch and sequence length, and the block split."""
+    """What is trained: model, method, batch and sequence lengths, and the block split.
+
+    Attributes:
+        config: the model.
+        method: the fine-tuning method (:data:`METHODS`, or a measured-only one).
+        batch_size: ``b`` sequences per step.
+        seq_len: ``s`` tokens per sequence (the encoder input of an encoder-decoder model).
+        num_blocks: ``N``; it must divide the layer count (``Ld + Le`` for T5).
+        lora_rank: LoRA rank ``r``.
+        gradient_bits: bits per uploaded value ``q``.
+        target_len: ``t`` decoder target tokens per sequence; used by encoder-decoder models
+            only.
+    """
 
     config: TransformerConfig
     method: str
@@ -48,19 +62,32 @@ class Workload:
     num_blocks: int
     lora_rank: int = 8
     gradient_bits: int = 32
+    target_len: int = 32
 
     def __post_init__(self) -> None:
-        layers = self.config.num_hidden_layers
+        layers = self.config.num_layers
         if layers % self.num_blocks:
             raise ScenarioError(
                 f"model.num_blocks: {self.num_blocks} does not divide the "
                 f"{layers} layers of {self.config.name}"
             )
+        if self.config.is_seq2seq and self.target_len < 1:
+            raise ScenarioError(f"model.target_len: expected >= 1, got {self.target_len}")
 
     @property
     def layers_per_block(self) -> int:
         """Consecutive layers in one block (``L / N``)."""
-        return self.config.num_hidden_layers // self.num_blocks
+        return self.config.num_layers // self.num_blocks
+
+    @property
+    def decoder_len(self) -> int:
+        """Target tokens the decoder sees: ``t``, or 0 for an encoder-only model."""
+        return self.target_len if self.config.is_seq2seq else 0
+
+    @property
+    def tokens_per_sample(self) -> int:
+        """Tokens one training sample carries: ``s`` (+ ``t`` for an encoder-decoder)."""
+        return self.seq_len + self.decoder_len
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,14 +97,20 @@ class BlockCosts:
     Attributes:
         compute_s: training-step seconds on the hardware class at speed factor 1 (w_n).
         memory_bytes: peak memory of the training step (m_n).
-        upload_bits: bits of the block's gradient (D_n = q·S_n).
+        upload_bits: bits the block's device uploads (D_n; :func:`upload_bits`).
         source: which model produced them (recorded in results).
+        flops: counted FLOPs of the training step (``None``: not priced; users then count
+            them with :func:`analytic_flops`).
+        flops_source: ``profiled`` (torch's FLOP counter, via the profile's ``flops``
+            column) or ``analytic`` (:func:`analytic_flops`).
     """
 
     compute_s: np.ndarray
     memory_bytes: np.ndarray
     upload_bits: np.ndarray
     source: str
+    flops: np.ndarray | None = None
+    flops_source: str = "analytic"
 
 
 class CostModel(Protocol):
@@ -90,86 +123,173 @@ class CostModel(Protocol):
         ...
 
 
-def layer_params(cfg: TransformerConfig) -> int:
-    """Parameters of one encoder layer (attention, FFN, two LayerNorms, with biases)."""
-    h, f = cfg.hidden_size, cfg.intermediate_size
-    return 4 * (h * h + h) + (h * f + f) + (f * h + h) + 2 * 2 * h
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning methods: one table of rules, used by the analytic and the profiled models.
 
 
-# methods the analytic model prices; all but ``full`` train LoRA on query and value
-ANALYTIC_METHODS = ("lora", "full", "lora-checkpoint", "qlora", "mezo")
+@dataclass(frozen=True)
+class MethodRules:
+    """What a fine-tuning method trains, computes, keeps in memory and uploads.
+
+    Attributes:
+        name: the ``model.method`` name.
+        trains: ``lora`` (LoRA rank ``r`` on every self-attention query and value) or ``full``
+            (every weight of the block's layers).
+        backward: ``False`` for zeroth-order training (two forward passes, no backward).
+        checkpoint: gradient checkpointing at layer boundaries.
+        weight_bytes_per_param: bytes of a frozen weight (fp32: 4; NF4 with an fp32 scale per
+            64 values: 0.5625).
+        estimate: the analytic figures are an estimate, not a count (results say so).
+        upload: ``gradient`` (``q`` bits per trainable value) or ``scalar`` (one ``q``-bit
+            projected gradient per block: the perturbation is regenerated from a shared seed).
+    """
+
+    name: str
+    trains: Trains
+    backward: bool = True
+    checkpoint: bool = False
+    weight_bytes_per_param: float = 4.0
+    estimate: bool = False
+    upload: Literal["gradient", "scalar"] = "gradient"
 
 
-def trainable_params_per_layer(cfg: TransformerConfig, method: str, lora_rank: int) -> int:
-    """Trainable values in one layer: LoRA on query and value (``4·h·r``) or the full layer."""
-    if method in ("lora", "lora-checkpoint", "qlora", "mezo"):
-        return 2 * 2 * cfg.hidden_size * lora_rank
-    if method == "full":
-        return layer_params(cfg)
-    raise UnknownNameError(
-        f"model.method: unknown method {method!r}; known: {', '.join(ANALYTIC_METHODS)}"
+METHODS: dict[str, MethodRules] = {
+    m.name: m
+    for m in (
+        MethodRules("lora", "lora"),
+        MethodRules("full", "full"),
+        MethodRules("lora-checkpoint", "lora", checkpoint=True),
+        MethodRules("qlora", "lora", weight_bytes_per_param=0.5625, estimate=True),
+        MethodRules("mezo", "lora", backward=False, upload="scalar"),
     )
+}
+# methods the analytic model prices
+ANALYTIC_METHODS = tuple(METHODS)
+
+
+def method_rules(method: str) -> MethodRules:
+    """The rules of ``method``.
+
+    Raises:
+        UnknownNameError: not a method the analytic model prices.
+    """
+    if method not in METHODS:
+        raise UnknownNameError(
+            f"model.method: unknown method {method!r}; known: {', '.join(ANALYTIC_METHODS)}"
+        )
+    return METHODS[method]
+
+
+def upload_bits(method: str, trainable_values: Any, gradient_bits: int) -> np.ndarray:
+    """``(N,)`` bits a device uploads after training each block.
+
+    ``q`` bits per trainable value (``D_n = q·S_n``), except for a method whose rule is
+    ``scalar`` (MeZO: ``q`` bits per block). Methods only the profiler knows (adapters, IA3)
+    upload their gradients.
+    """
+    values = np.asarray(trainable_values, dtype=float)
+    rules = METHODS.get(method)
+    if rules is not None and rules.upload == "scalar":
+        return np.full(values.shape, float(gradient_bits))
+    return values * gradient_bits
+
+
+def layer_trainable_values(cfg: TransformerConfig, kind: LayerKind, method: str,
+                           lora_rank: int) -> int:
+    """Trainable values in one layer by the method.
+
+    LoRA on the self-attention query and value: ``2·r·(h + i)`` (``4hr`` for RoBERTa); full
+    fine-tuning: the whole layer (:func:`desim.transformer.layer_params`).
+    """
+    if method_rules(method).trains == "full":
+        return layer_params(cfg, kind)
+    return sum(m.values(lora_rank) for m in layer_lora_modules(cfg, kind, 0, 0))
+
+
+def trainable_values(workload: Workload) -> np.ndarray:
+    """``(N,)`` trainable values ``S_n`` of every block (the sum over its layers)."""
+    cfg = workload.config
+    per_layer = np.array([
+        layer_trainable_values(cfg, k, workload.method, workload.lora_rank)
+        for k in cfg.layer_kinds()
+    ], dtype=float)
+    return per_layer.reshape(workload.num_blocks, -1).sum(axis=1)
+
+
+def analytic_flops(workload: Workload) -> np.ndarray:
+    """``(N,)`` counted FLOPs of one training step of block ``n`` (:func:`analytic_costs`)."""
+    rules = method_rules(workload.method)
+    counts = step_flops(workload.config, workload.batch_size, workload.seq_len,
+                        workload.decoder_len, workload.num_blocks, rules.trains,
+                        workload.lora_rank)
+    if not rules.backward:
+        return np.full(workload.num_blocks, 2.0 * counts.forward)
+    flops = counts.forward + counts.backward
+    return flops + counts.crossed_forward if rules.checkpoint else flops
 
 
 def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(N,)`` counted FLOPs, peak bytes and upload bits of block ``n`` by the method.
 
-    The formulas are those of :class:`AnalyticCostModel` (its docstring) for ``lora`` and
-    ``full``. The other methods, all on LoRA's trainable values:
+    **FLOPs** are counted exactly on every layer's matrix products by autograd's rule
+    (:mod:`desim.transformer`, which matches torch's ``FlopCounterMode``): a product of
+    ``m×k`` by ``k×n`` costs ``2mkn`` forward and ``2mkn`` more per operand that requires grad.
+    For RoBERTa with LoRA one layer's forward pass is ``F = 2bs(4hi + 2hf) + 4bs²i`` plus
+    ``8bshr`` for its two LoRA modules; the backward pass to block ``n`` costs about ``F`` per
+    crossed layer (twice for the attention products, less in the block's lowest layer, which
+    computes no input gradients), and weight gradients ``2bs`` per trainable value. T5 adds the
+    decoder layers (self-attention over ``t``, cross-attention over ``s``: its key and value
+    projections of the encoder output are backpropagated only when the trained block is in the
+    encoder), the gated FFN's third matrix, and the LM head (``2bthV`` forward, and as much
+    backward for every block).
+
+    **Memory** in fp32: frozen weights ``4·P`` (:func:`desim.transformer.model_params`),
+    the activations kept by the layers the backward crosses (the first ``nℓ`` from the output;
+    :func:`desim.transformer.layer_activation_bytes`, Korthikanti et al. 2022 scaled from 16 to
+    32 bits), the LM head's logits (T5), and 16 bytes per trainable value (weight, gradient,
+    two Adam moments). **Upload** bits: :func:`upload_bits`.
+
+    Methods (:data:`METHODS`):
 
     - ``lora-checkpoint``: gradient checkpointing at layer boundaries. The backward pass
-      recomputes the forward of the ``nℓ`` crossed layers (``+nℓ·F``). Only each crossed layer's
-      input is kept (``4bsh`` bytes), plus one layer's full activations while it recomputes.
+      recomputes the forward of the crossed layers. Only each crossed layer's input is kept
+      (``4·b·tokens·h`` bytes; T5 also the encoder output), plus the largest crossed layer's
+      activations while it recomputes.
     - ``qlora``: an **estimate**, not a measurement: frozen weights in 4-bit NF4 with an fp32
       scale per 64 values (``0.5625`` bytes per parameter). Compute is counted as for LoRA; the
       dequantisation cost is not modelled.
-    - ``mezo``: zeroth-order (MeZO). Two forward passes and no backward (``2·L·F``, the same at
-      every depth). The memory is the weights, the trainable values (no gradients or moments),
-      and one layer's activations. The upload is one projected-gradient scalar per block (the
-      perturbation is regenerated from a shared seed).
+    - ``mezo``: zeroth-order (MeZO). Two forward passes and no backward (the same at every
+      depth). The memory is the weights, the trainable values (no gradients or moments), and
+      the largest layer's activations (and T5's logits). The upload is one projected-gradient
+      scalar per block.
     """
-    cfg = workload.config
-    b, s = workload.batch_size, workload.seq_len
-    h, f, a = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads
-    L, ell = cfg.num_hidden_layers, workload.layers_per_block
-    n = np.arange(1, workload.num_blocks + 1, dtype=float)
-    method = workload.method
-    layer_fwd = 2.0 * b * s * (4 * h * h + 2 * h * f) + 4.0 * b * s * s * h
-    s_layer = trainable_params_per_layer(cfg, method, workload.lora_rank)
-    trainable = float(s_layer * ell)
-    params = cfg.vocab_size * h + cfg.max_position_embeddings * h + L * layer_params(cfg)
-    act_layer = 4.0 * (17.0 * b * s * h + 2.5 * a * b * s * s)
-    bits = np.full(workload.num_blocks, trainable * workload.gradient_bits)
-    if method == "mezo":
-        flops = np.full(n.shape, 2.0 * L * layer_fwd)
-        memory = np.full(n.shape, 4.0 * params + act_layer + 4.0 * trainable)
-        return flops, memory, np.full(workload.num_blocks, float(workload.gradient_bits))
-    flops = L * layer_fwd + n * ell * layer_fwd + ell * 2.0 * b * s * s_layer
-    weights = 4.0 * params if method != "qlora" else 0.5625 * params
-    if method == "lora-checkpoint":
-        flops = flops + n * ell * layer_fwd
-        memory = weights + n * ell * 4.0 * b * s * h + act_layer + 16.0 * trainable
+    cfg, rules = workload.config, method_rules(workload.method)
+    b, s, t = workload.batch_size, workload.seq_len, workload.decoder_len
+    kinds = cfg.layer_kinds()
+    n_layers = np.arange(1, workload.num_blocks + 1) * workload.layers_per_block
+    act = np.array([layer_activation_bytes(cfg, k, b, s, t) for k in kinds])
+    trainable = trainable_values(workload)
+    weights = rules.weight_bytes_per_param * model_params(cfg)
+    head = head_activation_bytes(cfg, b, t)
+    flops = analytic_flops(workload)
+    if not rules.backward:
+        memory = np.full(workload.num_blocks, weights + act.max() + head) + 4.0 * trainable
+    elif rules.checkpoint:
+        inputs = np.cumsum([layer_input_bytes(cfg, k, b, s, t) for k in kinds])
+        encoder_out = 4.0 * b * s * cfg.hidden_size if cfg.is_seq2seq else 0.0
+        memory = (weights + inputs[n_layers - 1] + np.maximum.accumulate(act)[n_layers - 1]
+                  + head + encoder_out + 16.0 * trainable)
     else:
-        memory = weights + n * ell * act_layer + 16.0 * trainable
-    return flops, memory, bits
+        memory = weights + np.cumsum(act)[n_layers - 1] + head + 16.0 * trainable
+    return flops, memory, upload_bits(workload.method, trainable, workload.gradient_bits)
 
 
 @dataclass(frozen=True)
 class AnalyticCostModel:
-    """FLOP- and byte-count cost model of a RoBERTa encoder (the fallback when unprofiled).
+    """FLOP- and byte-count cost model (the fallback when unprofiled; :func:`analytic_costs`).
 
-    With batch ``b``, sequence ``s``, hidden ``h``, FFN width ``f``, heads ``a``, layers ``L``
-    and ``ℓ = L/N`` layers per block, one layer's forward pass costs
-    ``F = 2bs(4h² + 2hf) + 4bs²h`` FLOPs. Backpropagating activation gradients through a layer
-    costs about ``F`` again, and weight gradients of the trainable values cost ``2bs`` FLOPs per
-    trainable weight (``4h²+2hf`` for a full layer, ``4hr`` for LoRA). So
-
-    ``w_n = [L·F + nℓ·F + ℓ·2bs·S_layer] / flops_per_s``.
-
-    Memory in fp32: frozen weights ``4·P`` (embeddings plus ``L`` layers), activations saved
-    for backward only in the ``nℓ`` layers above the cut, ``4·(17bsh + 2.5ab s²)`` bytes per layer
-    (Korthikanti et al. 2022, "Reducing activation recomputation", scaled from 16- to 32-bit), and
-    16 bytes per trainable value (weight, gradient, two Adam moments).
+    ``w_n = FLOPs_n / flops_per_s``: the counted FLOPs of block ``n``'s training step at a
+    sustained throughput. Memory and upload bits are those of :func:`analytic_costs`.
 
     Attributes:
         flops_per_s: sustained training FLOP/s of the reference hardware class.
@@ -182,7 +302,7 @@ class AnalyticCostModel:
     name: str = "analytic"
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
-        """Return ``(N,)`` compute seconds, peak bytes and upload bits for every block."""
+        """Return ``(N,)`` compute seconds, peak bytes, upload bits and FLOPs of every block."""
         speeds = dict(self.hardware_speed)
         if hardware not in speeds:
             raise UnknownNameError(
@@ -191,8 +311,9 @@ class AnalyticCostModel:
         flops, memory, bits = analytic_costs(workload)
         compute_s = flops / (self.flops_per_s * speeds[hardware])
         # QLoRA's memory is an estimate (see analytic_costs); the source says so in results
-        source = f"{self.name}-estimate" if workload.method == "qlora" else self.name
-        return BlockCosts(compute_s, memory, bits, source=source)
+        estimate = method_rules(workload.method).estimate
+        source = f"{self.name}-estimate" if estimate else self.name
+        return BlockCosts(compute_s, memory, bits, source=source, flops=flops)
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,35 +323,40 @@ class TableCostModel:
     Attributes:
         compute_s: ``(N,)`` seconds at speed factor 1.
         memory_bytes: ``(N,)`` peak bytes.
-        upload_bits: ``(N,)`` gradient bits.
+        upload_bits: ``(N,)`` upload bits.
+        flops: ``(N,)`` counted FLOPs (``None``: :func:`analytic_flops` of the workload).
     """
 
     compute_s: np.ndarray
     memory_bytes: np.ndarray
     upload_bits: np.ndarray
     name: str = "table"
+    flops: np.ndarray | None = None
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
         """Return the stored arrays (their length must equal ``workload.num_blocks``)."""
-        arrays = [
-            np.asarray(x, dtype=float)
-            for x in (self.compute_s, self.memory_bytes, self.upload_bits)
-        ]
+        given = (self.compute_s, self.memory_bytes, self.upload_bits,
+                 *(() if self.flops is None else (self.flops,)))
+        arrays = [np.asarray(x, dtype=float) for x in given]
         if any(x.shape != (workload.num_blocks,) for x in arrays):
             raise ScenarioError(
                 f"cost table has {arrays[0].shape} entries, expected {workload.num_blocks} blocks"
             )
-        return BlockCosts(*arrays, source=self.name)
+        if self.flops is None:
+            return BlockCosts(*arrays[:3], source=self.name, flops=analytic_flops(workload))
+        return BlockCosts(*arrays[:3], source=self.name, flops=arrays[3],
+                          flops_source=self.name)
 
 
 # ---------------------------------------------------------------------------------------------
 # Measured profiles (README "Calibration").
 
 PROFILE_FEATURES = ("1", "n", "bs", "n·bs", "bs²", "n·bs²")
+SEQ2SEQ_FEATURES = ("1", "b", "bs", "bs²", "d", "d·b", "d·bs", "e", "e·bs", "e·bs²", "x·bs")
 
 
-def profile_features(n: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Regressors of the fitted profile model, shape ``(..., 6)``.
+def profile_features(n: Any, b: Any, s: Any) -> np.ndarray:
+    """Regressors of the fitted profile model of an encoder-only table, shape ``(..., 6)``.
 
     With tokens ``T = b·s`` and attention size ``A = b·s²``, a block-``n`` training step is
     modelled as ``(c0 + c1·n) + (c2 + c3·n)·T + (c4 + c5·n)·A``: a fixed part (the forward
@@ -243,34 +369,92 @@ def profile_features(n: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(n), n, tokens, n * tokens, attn, n * attn], axis=-1)
 
 
+def seq2seq_features(n: Any, b: Any, s: Any, decoder_layers: int) -> np.ndarray:
+    """Regressors of an encoder-decoder table (fixed target length ``t``), shape ``(..., 11)``.
+
+    Block ``n`` crosses ``d = min(n, Ld)`` decoder and ``e = max(n − Ld, 0)`` encoder layers;
+    ``x = [n > Ld]`` marks that the encoder is crossed. With ``t`` fixed, decoder terms (``b·t``
+    tokens, ``b·t²`` self-attention) are multiples of ``b`` and cross-attention terms
+    (``b·t·s``) of ``b·s``, so a step is
+
+    ``(c0 + c1·b + c2·bs + c3·bs²) + d·(c4 + c5·b + c6·bs) + e·(c7 + c8·bs + c9·bs²)
+    + x·c10·bs``:
+
+    the forward pass and the head; a part per crossed decoder layer; a part per crossed encoder
+    layer (tokens ``b·s``, attention ``b·s²``); and, once the encoder is crossed, the
+    cross-attention keys and values of every decoder layer. Every regressor is non-decreasing
+    in ``n``, ``b`` and ``s``.
+    """
+    n, b, s = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, b, s)))
+    d = np.minimum(n, decoder_layers)
+    e = np.maximum(n - decoder_layers, 0.0)
+    x = (n > decoder_layers).astype(float)
+    bs, bss = b * s, b * s * s
+    return np.stack([np.ones_like(n), b, bs, bss, d, d * b, d * bs, e, e * bs, e * bss, x * bs],
+                    axis=-1)
+
+
+def flops_features(n: Any, b: Any, s: Any, decoder_layers: int) -> np.ndarray:
+    """Regressors of counted FLOPs: the time regressors plus the terms that make them exact.
+
+    Encoder-only: the classification head adds ``b``. Encoder-decoder: the trained block's own
+    part changes from a decoder to an encoder layer at ``n = Ld + 1`` (``x``, ``x·b``,
+    ``x·bs²``). Coefficients may be negative: FLOP counts need no monotone guarantee.
+    """
+    n, b, s = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (n, b, s)))
+    if decoder_layers <= 0:
+        return np.concatenate([profile_features(n, b, s), b[..., None]], axis=-1)
+    x = (n > decoder_layers).astype(float)
+    extra = np.stack([x, x * b, x * b * s * s], axis=-1)
+    return np.concatenate([seq2seq_features(n, b, s, decoder_layers), extra], axis=-1)
+
+
+def _relative_system(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = x / y[:, None]
+    scale = np.abs(a).max(axis=0)
+    scale[scale == 0] = 1.0
+    return a / scale, scale
+
+
 def _fit_relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative coefficients minimising the sum of squared *relative* errors."""
     from scipy.optimize import nnls
 
-    a = x / y[:, None]
-    scale = np.abs(a).max(axis=0)
-    scale[scale == 0] = 1.0
-    z, _ = nnls(a / scale, np.ones(len(y)))
+    a, scale = _relative_system(x, y)
+    z, _ = nnls(a, np.ones(len(y)))
     return z / scale
+
+
+def _fit_relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """Signed least-squares coefficients on relative errors (``None``: rank-deficient)."""
+    a, scale = _relative_system(x, y)
+    z, _, rank, _ = np.linalg.lstsq(a, np.ones(len(y)), rcond=None)
+    return z / scale if rank == x.shape[1] else None
 
 
 @dataclass(frozen=True, eq=False)
 class ProfileFit:
     """The fitted model of one measured table (one hardware class, model and method).
 
-    Coefficients multiply :func:`profile_features`. They are fitted by non-negative least
+    Time and memory coefficients multiply :func:`profile_features` (encoder-only tables) or
+    :func:`seq2seq_features` (encoder-decoder tables). They are fitted by non-negative least
     squares on relative errors, so every term grows with depth, tokens and attention size and
-    the predictions are non-decreasing in depth by construction.
+    the predictions are non-decreasing in depth by construction. Counted FLOPs (the table's
+    ``flops`` column, when every row has one) multiply :func:`flops_features`.
 
     Attributes:
         hardware, model, method: what the table describes.
-        num_blocks: profiled depths ``N`` (one encoder layer per block).
+        num_blocks: profiled depths ``N`` (one layer per block).
         lora_rank: LoRA rank of the table (0 for other methods).
-        time_coef: ``(6,)`` coefficients of training-step seconds.
-        memory_coef: ``(6,)`` coefficients of peak bytes.
+        time_coef: coefficients of training-step seconds.
+        memory_coef: coefficients of peak bytes.
         trainable_params: ``(N,)`` trainable values of block ``n`` at index ``n − 1``.
         time_residuals: ``(R,)`` relative residuals (prediction / measurement − 1) of the rows.
         memory_residuals: ``(R,)`` the same for memory.
+        decoder_layers: ``Ld`` of an encoder-decoder model (0: encoder-only).
+        target_len: the table's decoder target length ``t`` (0: encoder-only).
+        flops_coef: coefficients of counted FLOPs (``None``: the table has none).
+        flops_residuals: ``(R,)`` relative residuals of the FLOPs (``None`` without them).
     """
 
     hardware: str
@@ -283,26 +467,67 @@ class ProfileFit:
     trainable_params: np.ndarray
     time_residuals: np.ndarray
     memory_residuals: np.ndarray
+    decoder_layers: int = 0
+    target_len: int = 0
+    flops_coef: np.ndarray | None = None
+    flops_residuals: np.ndarray | None = None
+
+    def features(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray:
+        """The time and memory regressors of this table's family."""
+        if self.decoder_layers > 0:
+            return seq2seq_features(n, batch, seq_len, self.decoder_layers)
+        return profile_features(n, batch, seq_len)
 
     def compute_s(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray:
         """Predicted training-step seconds of block ``n`` (broadcasts)."""
-        return profile_features(n, batch, seq_len) @ self.time_coef
+        return self.features(n, batch, seq_len) @ self.time_coef
 
     def memory_bytes(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray:
         """Predicted peak bytes of the training step of block ``n`` (broadcasts)."""
-        return profile_features(n, batch, seq_len) @ self.memory_coef
+        return self.features(n, batch, seq_len) @ self.memory_coef
+
+    def flops(self, n: Any, batch: Any, seq_len: Any) -> np.ndarray | None:
+        """Counted FLOPs of the training step of block ``n`` (``None``: not in the table)."""
+        if self.flops_coef is None:
+            return None
+        return flops_features(n, batch, seq_len, self.decoder_layers) @ self.flops_coef
 
 
-def fit_profile(table: pd.DataFrame) -> ProfileFit:
+def _single(table: pd.DataFrame, column: str, default: int = 0) -> int:
+    if column not in table.columns:
+        return default
+    values = table[column].unique()
+    if len(values) != 1:
+        raise ScenarioError(
+            f"a profile fit needs one {column} per table; got {sorted(values.tolist())}"
+        )
+    return int(values[0])
+
+
+def fit_profile(table: pd.DataFrame, decoder_layers: int = 0) -> ProfileFit:
     """Fit :class:`ProfileFit` to the rows of one (hardware, model, method) table.
 
+    Args:
+        table: the rows (tables without ``target_len`` or ``flops`` columns are read as
+            encoder-only and without FLOP counts).
+        decoder_layers: ``Ld`` of an encoder-decoder model (its config's
+            ``num_decoder_layers``); 0 for encoder-only models.
+
     Raises:
-        ScenarioError: the rows mix several tables, or too few grid points to fit.
+        ScenarioError: the rows mix several tables, too few grid points to fit, or an
+            encoder-decoder table (``target_len > 0``) without ``decoder_layers`` (or the
+            reverse).
     """
     keys = table[["hardware", "model", "method", "num_blocks", "lora_rank"]].drop_duplicates()
     if len(keys) != 1:
         raise ScenarioError(
             f"a profile fit needs one table; got {len(keys)}: {keys.to_dict('records')}"
+        )
+    target_len = _single(table, "target_len")
+    if (target_len > 0) != (decoder_layers > 0):
+        raise ScenarioError(
+            f"profile of {keys.iloc[0]['model']}: target_len {target_len} in the table but "
+            f"{decoder_layers} decoder layers given; an encoder-decoder table needs both"
         )
     grid = table[["batch_size", "seq_len"]].drop_duplicates()
     tokens = grid["batch_size"] * grid["seq_len"]
@@ -311,11 +536,28 @@ def fit_profile(table: pd.DataFrame) -> ProfileFit:
             "a profile needs at least 3 (batch, seq_len) points with 2 sequence lengths and "
             f"2 token counts to fit; got {len(grid)}"
         )
+    if decoder_layers > 0 and (len(grid) < 4 or grid["batch_size"].nunique() < 2):
+        raise ScenarioError(
+            "an encoder-decoder profile needs at least 4 (batch, seq_len) points with 2 batch "
+            f"sizes and 2 sequence lengths to fit; got {len(grid)}"
+        )
     key = keys.iloc[0]
-    x = profile_features(table["block"], table["batch_size"], table["seq_len"])
+    n, b, s = table["block"], table["batch_size"], table["seq_len"]
+    if decoder_layers > 0:
+        x = seq2seq_features(n, b, s, decoder_layers)
+    else:
+        x = profile_features(n, b, s)
     t = table["compute_s"].to_numpy(float)
     m = table["peak_memory_bytes"].to_numpy(float)
     time_coef, memory_coef = _fit_relative_nnls(x, t), _fit_relative_nnls(x, m)
+    flops_coef = flops_residuals = None
+    if "flops" in table.columns:
+        f = table["flops"].to_numpy(float)
+        if np.all(np.isfinite(f) & (f > 0)):
+            xf = flops_features(n, b, s, decoder_layers)
+            flops_coef = _fit_relative_lstsq(xf, f)
+            if flops_coef is not None:
+                flops_residuals = xf @ flops_coef / f - 1.0
     n_blocks = int(key["num_blocks"])
     params = table.groupby("block")["trainable_params"].max()
     return ProfileFit(
@@ -329,6 +571,10 @@ def fit_profile(table: pd.DataFrame) -> ProfileFit:
         trainable_params=params.reindex(range(1, n_blocks + 1)).to_numpy(float),
         time_residuals=x @ time_coef / t - 1.0,
         memory_residuals=x @ memory_coef / m - 1.0,
+        decoder_layers=decoder_layers,
+        target_len=target_len,
+        flops_coef=flops_coef,
+        flops_residuals=flops_residuals,
     )
 
 
@@ -339,8 +585,10 @@ class ProfiledCostModel:
     Each hardware class names a profile table (:func:`desim.io.load_profile`). For a workload
     the rows of its model and method are fitted once (:func:`fit_profile`) and the fit answers
     any batch and sequence length. Compute seconds are at speed factor 1; the engine divides
-    by each device's speed factor and timeline factor. Upload bits are the block's measured
-    trainable values times ``gradient_bits``.
+    by each device's speed factor and timeline factor. Upload bits follow the method's rule
+    (:func:`upload_bits`) on the block's measured trainable values. FLOPs come from the
+    table's ``flops`` column (torch's FLOP counter) when every row has one, else from
+    :func:`analytic_flops` (``BlockCosts.flops_source`` says which).
 
     Attributes:
         profiles: hardware class → profile table.
@@ -351,32 +599,37 @@ class ProfiledCostModel:
     profiles: Mapping[str, pd.DataFrame]
     fallback: CostModel | None = None
     name: str = "profiled"
-    _fits: dict[tuple[str, str, str], ProfileFit] = field(
+    _fits: dict[tuple[str, str, str, int], ProfileFit] = field(
         default_factory=dict, init=False, repr=False
     )
 
-    def fit(self, hardware: str, model: str, method: str) -> ProfileFit | None:
-        """The fit for ``hardware``, ``model`` and ``method``, or ``None`` without rows."""
-        key = (hardware, model, method)
+    def fit(self, hardware: str, model: str, method: str,
+            decoder_layers: int = 0) -> ProfileFit | None:
+        """The fit for ``hardware``, ``model`` and ``method``, or ``None`` without rows.
+
+        ``decoder_layers`` is the model's ``Ld`` (0 for encoder-only models).
+        """
+        key = (hardware, model, method, decoder_layers)
         if key not in self._fits:
             table = self.profiles[hardware]
             rows = table[(table["model"] == model) & (table["method"] == method)]
             if rows.empty:
                 return None
-            self._fits[key] = fit_profile(rows)
+            self._fits[key] = fit_profile(rows, decoder_layers)
         return self._fits[key]
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
-        """Return ``(N,)`` compute seconds, peak bytes and upload bits for every block.
+        """Return ``(N,)`` compute seconds, peak bytes, upload bits and FLOPs of every block.
 
         Raises:
             UnknownNameError: no profile for ``hardware`` or the workload, and no fallback.
-            ScenarioError: the workload's block split or LoRA rank differs from the profile's.
+            ScenarioError: the workload's block split, LoRA rank or target length differs from
+                the profile's.
         """
         cfg = workload.config
         fit = None
         if hardware in self.profiles:
-            fit = self.fit(hardware, cfg.name, workload.method)
+            fit = self.fit(hardware, cfg.name, workload.method, cfg.num_decoder_layers)
         if fit is None:
             if self.fallback is not None:
                 return self.fallback.block_costs(workload, hardware)
@@ -391,22 +644,36 @@ class ProfiledCostModel:
                 f"profile of {hardware!r} has no rows for {cfg.name}/{workload.method}; "
                 f"it has: {', '.join(have)}"
             )
+        self._check(fit, workload, hardware)
+        n = np.arange(1, workload.num_blocks + 1)
+        b, s = workload.batch_size, workload.seq_len
+        flops = fit.flops(n, b, s)
+        return BlockCosts(
+            compute_s=fit.compute_s(n, b, s),
+            memory_bytes=fit.memory_bytes(n, b, s),
+            upload_bits=upload_bits(workload.method, fit.trainable_params,
+                                    workload.gradient_bits),
+            source=f"{self.name}:{hardware}",
+            flops=analytic_flops(workload) if flops is None else flops,
+            flops_source="analytic" if flops is None else "profiled",
+        )
+
+    @staticmethod
+    def _check(fit: ProfileFit, workload: Workload, hardware: str) -> None:
+        name = workload.config.name
         if workload.num_blocks != fit.num_blocks:
             raise ScenarioError(
-                f"model.num_blocks: the {hardware!r} profile of {cfg.name} has one layer per "
+                f"model.num_blocks: the {hardware!r} profile of {name} has one layer per "
                 f"block ({fit.num_blocks} blocks), got {workload.num_blocks}; use "
                 "cost.model = 'analytic' for other block splits"
             )
-        if fit.method == "lora" and workload.lora_rank != fit.lora_rank:
+        if fit.lora_rank > 0 and workload.lora_rank != fit.lora_rank:
             raise ScenarioError(
                 f"model.lora_rank: the {hardware!r} profile was measured at rank "
                 f"{fit.lora_rank}, got {workload.lora_rank}"
             )
-        n = np.arange(1, workload.num_blocks + 1)
-        b, s = workload.batch_size, workload.seq_len
-        return BlockCosts(
-            compute_s=fit.compute_s(n, b, s),
-            memory_bytes=fit.memory_bytes(n, b, s),
-            upload_bits=fit.trainable_params * workload.gradient_bits,
-            source=f"{self.name}:{hardware}",
-        )
+        if fit.target_len > 0 and workload.target_len != fit.target_len:
+            raise ScenarioError(
+                f"model.target_len: the {hardware!r} profile of {name} was measured at "
+                f"target length {fit.target_len}, got {workload.target_len}"
+            )

@@ -28,12 +28,12 @@ import simpy
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
 from desim.channel import Channel, shannon_rate_bps
 from desim.compute import ComputeTimeline
-from desim.cost import CostModel, Workload
+from desim.cost import CostModel, Workload, analytic_flops
 from desim.errors import DesimError, InfeasibleError, ScenarioError, SimulationError
 from desim.faults import FaultModel, RoundDraws, offline_time
 from desim.records import DeviceRounds, FaultEventRecord, RoundRecord, RunResult
 from desim.scenario import DeviceSpec, HardwarePower, RunSpec, ServerSpec
-from desim.schemes import RoundPlan, Scheme, SchemeInputs, training_flops
+from desim.schemes import RoundPlan, Scheme, SchemeInputs
 from desim.streams import rng_streams
 
 
@@ -103,18 +103,23 @@ class Simulation:
         self._names = tuple(d.name for d in self.devices)
         self._names_arr = np.asarray(self._names, dtype=object)
         self.cost_source = sorted({c.source for c in by_class.values()})
+        # flops[k, n]: counted FLOPs of block n on device k's class (profiled or analytic)
+        flops = {hw: (c.flops, c.flops_source) if c.flops is not None
+                 else (analytic_flops(self.workload), "analytic") for hw, c in by_class.items()}
+        self._flops = np.stack([flops[d.hardware][0] for d in self.devices])
+        self.flops_source = {hw: src for hw, (_, src) in flops.items()}
         try:
             self._server_work_s: np.ndarray | None = self.cost_model.block_costs(
                 self.workload, self.server_hardware
             ).compute_s
         except DesimError:  # a profile without the server's class: offloading is not priced
             self._server_work_s = None
-        # a mini-batch is uploaded as 32-bit token ids
-        self._sample_bits = float(self.workload.batch_size * self.workload.seq_len * 32)
-        # per-row FLOPs, samples and tokens of a DEFT round (one mini-batch per block)
-        self._block_flops = training_flops(self.workload)
+        # a mini-batch is uploaded as 32-bit token ids (sources and, for T5, targets)
+        tokens = self.workload.tokens_per_sample
+        self._sample_bits = float(self.workload.batch_size * tokens * 32)
+        # per-row samples and tokens of a DEFT round (one mini-batch per block)
         self._samples = np.full(N, float(self.workload.batch_size))
-        self._tokens = self._samples * self.workload.seq_len
+        self._tokens = self._samples * tokens
         if self.scheme is not None and self.faults is not None and (
             self.faults.active or self.faults.spec.events
         ):
@@ -160,7 +165,8 @@ class Simulation:
             The records and metadata of the run.
         """
         env = simpy.Environment()
-        result = RunResult(metadata={**self.metadata, "cost_model": self.cost_source})
+        result = RunResult(metadata={**self.metadata, "cost_model": self.cost_source,
+                                     "flops_source": self.flops_source})
         if self.power is not None:
             from desim.energy import device_power_table
 
@@ -242,7 +248,7 @@ class Simulation:
             total_bandwidth_hz=self.server.total_bandwidth_hz,
             aggregation_s=self.server.aggregation_s,
             server_step_s=None if server is None else float(server[-1]),
-            block_flops=self._block_flops,
+            block_flops=self._flops,
             workload=self.workload,
         )
 
@@ -364,7 +370,7 @@ class Simulation:
             download_start_s=d_start, download_end_s=d_end, download_bits=down_bits,
             compute_busy_s=busy["compute"], upload_busy_s=busy["up"],
             download_busy_s=busy["down"], flops=plan.flops, samples=plan.samples,
-            tokens=plan.samples * self.workload.seq_len,
+            tokens=plan.samples * self.workload.tokens_per_sample,
         ))
         return rec
 
@@ -517,15 +523,18 @@ class Simulation:
         return rec
 
     def _row_flops(self, ctx: RoundContext, alloc: Allocation) -> np.ndarray:
-        """``(N,)`` device FLOPs of each row: the block's, its device's deepest, or none."""
+        """``(N,)`` device FLOPs of each row: the block's, its device's deepest, or none.
+
+        FLOPs are those of the row's device class (``desim.cost.BlockCosts.flops``).
+        """
+        k = alloc.block_device
         if alloc.mode == "deft":
-            return self._block_flops
+            return self._flops[k, np.arange(ctx.num_blocks)]
         if alloc.mode == "offload":
             return np.zeros(ctx.num_blocks)
-        k = alloc.block_device
         deepest = np.zeros(ctx.num_devices, dtype=np.intp)
         np.maximum.at(deepest, k, np.arange(ctx.num_blocks))
-        return self._block_flops[deepest[k]]
+        return self._flops[k, deepest[k]]
 
 
 def device_task(env: simpy.Environment, duration_s: float):  # type: ignore[no-untyped-def]
@@ -706,7 +715,7 @@ class FaultyRound:
             planned_upload_s=planned_upload,
             memory_bytes=sim._memory[blocks], memory_budget_bytes=sim._budget[devs],
             outcome=np.array(["done" if d else t.kind for d, t in zip(done, tasks)], dtype=object),
-            flops=np.where(done, sim._block_flops[blocks], 0.0),
+            flops=np.where(done, sim._flops[devs, blocks], 0.0),
             samples=np.where(done, sim._samples[blocks], 0.0),
             tokens=np.where(done, sim._tokens[blocks], 0.0),
         ))

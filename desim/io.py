@@ -24,6 +24,7 @@ from desim.cost import TransformerConfig
 from desim.errors import InputError, ScenarioError, UnknownNameError
 from desim.records import RunResult
 from desim.scenario import Scenario, validate_scenario
+from desim.transformer import config_from_mapping
 
 DEFAULT_SCENARIO = "default.toml"
 
@@ -109,23 +110,16 @@ def load_scenario(
     return validate_scenario(data, label)
 
 
-MODEL_FIELDS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "vocab_size",
-    "max_position_embeddings",
-)
-
-
 def shipped_models() -> list[str]:
     """Names of the model configs shipped with desim."""
     return sorted(p.stem for p in _data_file("models").iterdir() if p.suffix == ".json")
 
 
 def load_model_config(name: str) -> TransformerConfig:
-    """Load a shipped model config by name (``roberta-base``) or a config JSON by path."""
+    """Load a shipped model config by name (``roberta-base``) or a config JSON by path.
+
+    RoBERTa and T5 keys are both read (:func:`desim.transformer.config_from_mapping`).
+    """
     path = Path(name)
     if not (path.suffix == ".json" and path.exists()):
         if name not in shipped_models():
@@ -138,10 +132,9 @@ def load_model_config(name: str) -> TransformerConfig:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: cannot read model config: {exc}") from None
-    missing = [f for f in MODEL_FIELDS if not isinstance(raw.get(f), int) or raw[f] <= 0]
-    if missing:
-        raise InputError(f"{path}: missing or non-positive integer fields: {', '.join(missing)}")
-    return TransformerConfig(name=path.stem, **{f: int(raw[f]) for f in MODEL_FIELDS})
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a model config must be a JSON object")
+    return config_from_mapping(raw, path.stem, str(path))
 
 
 def model_config_data(name: str) -> dict[str, Any]:

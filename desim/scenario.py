@@ -35,7 +35,10 @@ class _Frozen(BaseModel):
 class ModelSpec(_Frozen):
     """The transformer and fine-tuning workload.
 
-    ``num_blocks`` must divide the model's layer count; block 1 is next to the output.
+    ``num_blocks`` must divide the model's layer count (``Ld + Le`` for an encoder-decoder
+    model); block 1 is next to the output. ``seq_len`` is the (encoder) input length;
+    ``target_len`` is the decoder's target length and is used by encoder-decoder models (T5)
+    only.
     """
 
     name: str = "roberta-base"
@@ -45,6 +48,7 @@ class ModelSpec(_Frozen):
     seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = 128
     num_blocks: Annotated[int, Field(ge=1, le=10_000)] = 12
     gradient_bits: Annotated[int, Field(ge=1, le=64)] = 32
+    target_len: Annotated[int, Field(ge=1, le=1_000_000)] = 32
 
 
 class ServerSpec(_Frozen):

@@ -34,40 +34,33 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from desim.channel import shannon_rate_bps
-from desim.cost import TransformerConfig, Workload
+from desim.cost import Workload, analytic_flops
 from desim.errors import InfeasibleError, UnknownNameError
+from desim.transformer import LoraModule, layer_forward_flops, lora_modules
 
 SCHEME_NAMES: tuple[str, ...] = ("deft", "fl-lora", "dlora", "offload")
-LORA_TARGETS = 2  # LoRA on query and value: two modules per layer (DESIGN §5)
 
 PhaseKind = Literal["compute", "up", "down", "server"]
 
 
-def layer_forward_flops(cfg: TransformerConfig, batch: int, seq_len: int) -> float:
-    """FLOPs of one encoder layer's forward pass, ``F = 2bs(4h² + 2hf) + 4bs²h``."""
-    h, f = cfg.hidden_size, cfg.intermediate_size
-    return 2.0 * batch * seq_len * (4 * h * h + 2 * h * f) + 4.0 * batch * seq_len**2 * h
-
-
 def training_flops(workload: Workload) -> np.ndarray:
-    """``(N,)`` counted FLOPs of one training step of block ``n`` (the analytic cost model's).
+    """``(N,)`` counted FLOPs of one training step of block ``n`` by the analytic count.
 
-    For LoRA and full fine-tuning: a full forward pass (``L·F``), the backward pass down to
-    block ``n`` (``nℓ·F``) and the weight gradients of block ``n`` (``2bs`` per trainable
-    value); other methods as in :func:`desim.cost.analytic_costs`.
+    :func:`desim.cost.analytic_flops` (formulas in :func:`desim.cost.analytic_costs`). Runs
+    use each hardware class's ``BlockCosts.flops`` instead, which are torch-counted when the
+    profile has them.
     """
-    from desim.cost import analytic_costs
-
-    return analytic_costs(workload)[0]
+    return analytic_flops(workload)
 
 
-def lora_module_flops(cfg: TransformerConfig, batch: int, seq_len: int, rank: int) -> float:
-    """FLOPs of one LoRA module's training step on the device: ``3 · 4bshr``.
+def lora_module_flops(module: LoraModule, batch: int, rank: int) -> float:
+    """FLOPs of one LoRA module's training step on the device: ``3 · 2b·tokens·r(d_in + d_out)``.
 
-    Forward ``x·A`` then ``·B`` is ``2bs·hr + 2bs·rh``; the backward pass (gradients of ``A``,
-    ``B`` and of the input) costs twice the forward.
+    Forward ``x·A`` then ``·B`` is ``2b·tokens·(d_in·r + r·d_out)``; the backward pass
+    (gradients of ``A``, ``B`` and of the input) costs twice the forward. RoBERTa:
+    ``3 · 4bshr``; a T5 module on ``t`` decoder tokens or ``s`` encoder tokens, ``d_out = i``.
     """
-    return 3.0 * 4.0 * batch * seq_len * cfg.hidden_size * rank
+    return 3.0 * 2.0 * batch * module.tokens * rank * (module.d_in + module.d_out)
 
 
 def fedavg(updates: np.ndarray, samples: np.ndarray) -> np.ndarray:
@@ -102,7 +95,8 @@ class SchemeInputs:
         aggregation_s: server time after each barrier.
         server_step_s: seconds for the server to run one full training step (``None``: not
             priced).
-        block_flops: ``(N,)`` counted FLOPs of training down to block ``n``.
+        block_flops: ``(K, N)`` counted FLOPs of training down to block ``n`` on device
+            ``k``'s hardware class.
         workload: the workload.
     """
 
@@ -272,7 +266,7 @@ class FedLoRAScheme(Scheme):
             stages=((Phase("compute", work), Phase("up", bits)), (Phase("down", bits),)),
             barrier_s=(inp.aggregation_s, 0.0),
             memory_bytes=np.full(P, float(inp.memory_bytes[deepest])),
-            flops=np.full(P, self.local_steps * float(inp.block_flops[deepest])),
+            flops=self.local_steps * inp.block_flops[devs, deepest],
             samples=samples,
             planned_latency_s=float(up_end.max() + inp.aggregation_s + down.max()),
             downlink_rate_bps=self.downlink_rate_bps,
@@ -351,22 +345,77 @@ class DLoRAState:
     kr: KillReviveState | None
 
 
+@dataclass(frozen=True, eq=False)
+class SplitLayout:
+    """Where DLoRA's tensors come from: the LoRA modules, their input groups and layers.
+
+    Modules and layers are counted from the input (T5: encoder layers first). Modules of one
+    group share an input tensor (a self-attention's query and value read the same one).
+
+    Attributes:
+        module_flops: ``(M,)`` device FLOPs of one training step of each module.
+        module_values: ``(M,)`` LoRA values of each module.
+        out_bits: ``(M,)`` bits of each module's output (or output-gradient) tensor.
+        group_bits: ``(G,)`` bits of each group's input (or input-gradient) tensor.
+        module_group: ``(M, G)`` membership of modules in groups.
+        module_layer: ``(M, L)`` membership of modules in layers.
+        group_layer: ``(G, L)`` membership of groups in layers.
+        layer_share: ``(L,)`` each layer's share of the frozen backbone's forward FLOPs.
+    """
+
+    module_flops: np.ndarray
+    module_values: np.ndarray
+    out_bits: np.ndarray
+    group_bits: np.ndarray
+    module_group: np.ndarray
+    module_layer: np.ndarray
+    group_layer: np.ndarray
+    layer_share: np.ndarray
+
+    @classmethod
+    def of(cls, wl: Workload, activation_bits: int) -> SplitLayout:
+        """The layout of ``wl``'s model at its batch and sequence lengths."""
+        cfg, b, r = wl.config, wl.batch_size, wl.lora_rank
+        mods = lora_modules(cfg, wl.seq_len, wl.decoder_len)
+        groups = sorted({(m.layer, m.group) for m in mods})
+        first = {g: next(m for m in mods if (m.layer, m.group) == g) for g in groups}
+        L = cfg.num_layers
+        kinds = cfg.layer_kinds()[::-1]  # from the input
+        fwd = np.array([layer_forward_flops(cfg, k, b, wl.seq_len, wl.decoder_len)
+                        for k in kinds])
+        return cls(
+            module_flops=np.array([lora_module_flops(m, b, r) for m in mods]),
+            module_values=np.array([float(m.values(r)) for m in mods]),
+            out_bits=np.array([float(b * m.tokens * m.d_out * activation_bits) for m in mods]),
+            group_bits=np.array([float(b * first[g].tokens * first[g].d_in * activation_bits)
+                                 for g in groups]),
+            module_group=np.array([[(m.layer, m.group) == g for g in groups] for m in mods],
+                                  dtype=float),
+            module_layer=np.array([[m.layer == j for j in range(L)] for m in mods], dtype=float),
+            group_layer=np.array([[g[0] == j for j in range(L)] for g in groups], dtype=float),
+            layer_share=fwd / fwd.sum(),
+        )
+
+
 @dataclass(frozen=True)
 class DLoRAScheme(Scheme):
     """DLoRA split fine-tuning (``dlora``): server backbone, device LoRA modules.
 
-    Modules are the ``2L`` LoRA modules (query and value of every layer), module ``2(l−1)``
-    and ``2(l−1)+1`` in layer ``l`` counted from the input. One step of a device, layer by
-    layer from the input: the server runs the frozen layer (``server_step_s / 2L``); if the
-    layer has an active module the server sends its input down (one tensor of
-    ``T = b·s·h·activation_bits`` bits), the device runs its active modules and sends one
-    output tensor per active module up. The backward pass mirrors it from the output: the
-    server's layer backward, one gradient tensor down per active module, the device's module
-    backward, one input-gradient tensor up per active layer. So per step and device
-    ``up = down = (active modules + active layers)·T`` bits and the device computes
-    ``active modules × 3·4bshr`` FLOPs at its sustained training FLOP/s. ``local_steps`` steps
-    make a round; a barrier and ``aggregation_s`` end it (the server has nothing to average:
-    each device's modules are its own).
+    Modules are the ``2L`` LoRA modules (self-attention query and value of every layer),
+    modules ``2(l−1)`` and ``2(l−1)+1`` in layer ``l`` counted from the input (T5: encoder
+    layers first, then decoder layers). One step of a device, layer by layer from the input:
+    the server runs the frozen layer (its share of the backbone's forward FLOPs of
+    ``server_step_s / 2``); if the layer has an active module the server sends its input down
+    (``b·tokens·h·activation_bits`` bits, ``tokens`` = ``s`` in an encoder layer and ``t`` in a
+    decoder layer), the device runs its active modules and sends one output tensor per active
+    module up (``b·tokens·i·activation_bits``; ``i = h`` for RoBERTa). The backward pass
+    mirrors it from the output: the server's layer backward, one output-gradient tensor down
+    per active module, the device's module backward, one input-gradient tensor up per active
+    layer. So per step and device on RoBERTa ``up = down = (active modules + active layers)·T``
+    bits with ``T = b·s·h·activation_bits``, and the device computes
+    :func:`lora_module_flops` per active module at its sustained training FLOP/s. ``local_steps``
+    steps make a round; a barrier and ``aggregation_s`` end it (the server has nothing to
+    average: each device's modules are its own).
 
     Attributes:
         local_steps: steps per round.
@@ -394,8 +443,8 @@ class DLoRAScheme(Scheme):
     name: ClassVar[str] = "dlora"
 
     def num_modules(self, workload: Workload) -> int:
-        """``2L`` LoRA modules."""
-        return LORA_TARGETS * workload.config.num_hidden_layers
+        """``2L`` LoRA modules (all layers, encoder and decoder)."""
+        return len(lora_modules(workload.config, workload.seq_len, workload.decoder_len))
 
     def new_state(self, num_devices: int, rng: np.random.Generator) -> Any:
         """Every module active (the masks are created at the first plan, once ``2L`` is known)."""
@@ -417,8 +466,9 @@ class DLoRAScheme(Scheme):
 
     def plan(self, inp: SchemeInputs, state: Any, rng: np.random.Generator) -> RoundPlan:
         """Phases of ``local_steps`` split steps over the active modules of each device."""
-        wl, cfg = inp.workload, inp.workload.config
-        L, M = cfg.num_hidden_layers, self.num_modules(inp.workload)
+        wl = inp.workload
+        lay = SplitLayout.of(wl, self.activation_bits)
+        M, L = lay.module_layer.shape
         if inp.server_step_s is None:
             raise InfeasibleError(
                 f"round {inp.round_index}: dlora needs the server's training-step cost, but "
@@ -441,27 +491,27 @@ class DLoRAScheme(Scheme):
             if policy is not None
             else np.ones((P, M), dtype=bool)
         )
-        per_layer = active.reshape(P, L, LORA_TARGETS)
-        mods = per_layer.sum(axis=2).astype(float)  # (P, L) active modules per layer
-        layer_on = (mods > 0).astype(float)
-        T = float(wl.batch_size * wl.seq_len * cfg.hidden_size * self.activation_bits)
-        module_flops = lora_module_flops(cfg, wl.batch_size, wl.seq_len, wl.lora_rank)
+        on = active.astype(float)
+        group_on = ((on @ lay.module_group) > 0).astype(float)  # (P, G) inputs in use
+        flops = (on * lay.module_flops) @ lay.module_layer  # (P, L) module FLOPs per layer
+        outs = (on * lay.out_bits) @ lay.module_layer  # (P, L) output tensors per layer
+        ins = (group_on * lay.group_bits) @ lay.group_layer  # (P, L) input tensors per layer
         # device FLOP/s: its profiled full training step against that step's counted FLOPs
         deepest = inp.work_s.shape[1] - 1
-        flops_per_work_s = inp.block_flops[deepest] / inp.work_s[devs, deepest]
-        layer_server_s = inp.server_step_s / self.server_speed_factor / (2 * L)
-        srv = np.full(P, layer_server_s)
+        flops_per_work_s = inp.block_flops[devs, deepest] / inp.work_s[devs, deepest]
+        layer_server_s = inp.server_step_s / self.server_speed_factor / 2 * lay.layer_share
         phases: list[Phase] = []
         for _ in range(self.local_steps):
             for layer in range(L):  # forward, from the input
-                phases += [Phase("server", srv), Phase("down", layer_on[:, layer] * T),
-                           Phase("compute", mods[:, layer] * module_flops / 3 / flops_per_work_s),
-                           Phase("up", mods[:, layer] * T)]
+                phases += [Phase("server", np.full(P, layer_server_s[layer])),
+                           Phase("down", ins[:, layer]),
+                           Phase("compute", flops[:, layer] / 3 / flops_per_work_s),
+                           Phase("up", outs[:, layer])]
             for layer in reversed(range(L)):  # backward, from the output
-                phases += [Phase("server", srv), Phase("down", mods[:, layer] * T),
-                           Phase("compute",
-                                 mods[:, layer] * 2 * module_flops / 3 / flops_per_work_s),
-                           Phase("up", layer_on[:, layer] * T)]
+                phases += [Phase("server", np.full(P, layer_server_s[layer])),
+                           Phase("down", outs[:, layer]),
+                           Phase("compute", flops[:, layer] * 2 / 3 / flops_per_work_s),
+                           Phase("up", ins[:, layer])]
         bw = np.full(P, inp.total_bandwidth_hz / P)
         plan_stub = RoundPlan(devs, bw, (tuple(phases),), (inp.aggregation_s,), np.zeros(P),
                               np.zeros(P), np.zeros(P), 0.0)
@@ -473,12 +523,11 @@ class DLoRAScheme(Scheme):
             + _planned_up_s(inp, devs, up_bits, bw)
             + (_planned_up_s(inp, devs, down_bits, bw) if self.downlink_rate_bps is None
                else down_bits / self.downlink_rate_bps)
-            + 2 * L * self.local_steps * layer_server_s
+            + self.local_steps * inp.server_step_s / self.server_speed_factor
         )
         # device memory: its LoRA values with gradient and Adam moments (16 B each) and the
-        # activations of its active layers kept for backward (the input tensor per layer)
-        lora_values = n_active * 2 * cfg.hidden_size * wl.lora_rank
-        memory = 16.0 * lora_values + layer_on.sum(axis=1) * T / 8
+        # inputs of its active modules kept for backward
+        memory = 16.0 * on @ lay.module_values + group_on @ lay.group_bits / 8
         if policy is not None:
             policy.observe(state.kr, devs, self.module_scores(inp.round_index, devs, M, rng))
         return RoundPlan(
@@ -487,7 +536,7 @@ class DLoRAScheme(Scheme):
             stages=(tuple(phases),),
             barrier_s=(inp.aggregation_s,),
             memory_bytes=memory,
-            flops=self.local_steps * n_active * module_flops,
+            flops=self.local_steps * on @ lay.module_flops,
             samples=np.full(P, float(self.local_steps * wl.batch_size)),
             planned_latency_s=float(planned.max() + inp.aggregation_s),
             downlink_rate_bps=self.downlink_rate_bps,
@@ -515,6 +564,6 @@ def make_scheme(name: str, params: dict[str, Any] | None = None) -> Scheme | Non
 
 __all__: Sequence[str] = (
     "SCHEME_NAMES", "DLoRAScheme", "DLoRAState", "FedLoRAScheme", "KillRevive",
-    "KillReviveState", "Phase", "RoundPlan", "Scheme", "SchemeInputs", "fedavg", "make_scheme",
-    "training_flops",
+    "KillReviveState", "Phase", "RoundPlan", "Scheme", "SchemeInputs", "SplitLayout", "fedavg",
+    "lora_module_flops", "make_scheme", "training_flops",
 )

@@ -25,12 +25,13 @@ from desim.schemes import (
 )
 from desim.signal import PiecewiseSignals
 from tests.helpers import TINY
+from tests.test_schemes_methods import STEP
 
 # power of the tiny devices: compute 5 W, transmit 2.5 W, receive 1.3 W, idle 1 W
 POWER = {"cpu-reference": HardwarePower(compute_w=5.0, transmit_w=2.5, receive_w=1.3,
                                         idle_w=1.0, peak_flops_per_s=1e6)}
-# TINY (h=32, f=64, L=2) at b=1, s=8: one layer forward F = 16(4·32² + 2·32·64) + 4·64·32
-F = 16 * (4 * 32**2 + 2 * 32 * 64) + 4 * 64 * 32
+# TINY (h=32, f=64, L=2) at b=1, s=8: counted FLOPs of training block 1 and block 2 (the
+# full step), derived in tests/test_schemes_methods.py
 T = 1 * 8 * 32 * 32  # one activation tensor b·s·h at 32 bits
 
 
@@ -60,10 +61,7 @@ def tiny(scheme: Scheme, rounds: int = 1) -> Simulation:
 
 
 def test_training_flops_of_the_tiny_model():
-    # n = 1: 2F forward + 1F backward + 2bs·(4hr) LoRA weight gradients; n = 2 one more F
-    lora = 2 * 1 * 8 * (4 * 32 * 8)
-    assert training_flops(Workload(TINY, "lora", 1, 8, 2)).tolist() == [3 * F + lora,
-                                                                         4 * F + lora]
+    assert training_flops(Workload(TINY, "lora", 1, 8, 2)).tolist() == STEP
 
 
 def test_fl_lora_round_bits_compute_and_energy_exactly():
@@ -82,8 +80,7 @@ def test_fl_lora_round_bits_compute_and_energy_exactly():
     assert r0.download_start_s.tolist() == pytest.approx([9.1, 9.1])
     assert r0.download_end_s.tolist() == pytest.approx([10.1, 10.1])
     assert r0.memory_bytes.tolist() == [2e9, 2e9]  # the deepest block's peak
-    lora = 2 * 1 * 8 * (4 * 32 * 8)
-    assert r0.flops.tolist() == [2 * (4 * F + lora)] * 2
+    assert r0.flops.tolist() == [2 * STEP[1]] * 2
     assert r0.samples.tolist() == [2.0, 2.0] and r0.tokens.tolist() == [16.0, 16.0]
     # energy: A 4·5 + 1·2.5 + 1·1.3 + (10.1 − 6)·1 = 27.9 J; B 40 + 2.5 + 1.3 + 0.1 = 43.9 J
     assert r0.energy_j.tolist() == pytest.approx([27.9, 43.9])
@@ -92,7 +89,7 @@ def test_fl_lora_round_bits_compute_and_energy_exactly():
     assert r0.granularity.tolist() == pytest.approx([2.0, 4.0])
     assert rounds.granularity.iloc[0] == pytest.approx(12.0 / 4.0)
     # MFU: FLOPs / (compute s × peak·σ): A's peak is 2e6, B's 1e6
-    flops = 2 * (4 * F + lora)
+    flops = 2 * STEP[1]
     assert r0.mfu.tolist() == pytest.approx([flops / (4 * 2e6), flops / (8 * 1e6)])
     assert rounds.mfu.iloc[0] == pytest.approx(2 * flops / (10.1 * 3e6))
 
@@ -144,8 +141,7 @@ def test_dlora_split_round_exactly():
     assert dev.download_bits.tolist() == [6 * T, 6 * T]
     module_flops = 3 * 4 * 1 * 8 * 32 * 8
     assert dev.flops.tolist() == [4 * module_flops] * 2
-    lora = 2 * 1 * 8 * (4 * 32 * 8)
-    step = 4 * F + lora
+    step = STEP[1]
     comp = [4 * module_flops / (step / 2.0), 4 * module_flops / (step / 4.0)]
     assert dev.compute_busy_s.tolist() == pytest.approx(comp)
     assert dev.upload_busy_s.tolist() == pytest.approx([6 * T / 2e6] * 2)
@@ -216,8 +212,7 @@ def test_deft_rows_carry_flops_and_energy_of_each_block():
     sim.power = POWER
     result = sim.run()
     dev = result.device_rounds_frame().set_index("block")
-    lora = 2 * 1 * 8 * (4 * 32 * 8)
-    assert dev.flops.tolist() == [3 * F + lora, 4 * F + lora]
+    assert dev.flops.tolist() == STEP
     assert dev.download_bits.tolist() == [0.0, 0.0]
     # hand computation of tests/test_engine.py: B trains block 1 (2 s, 0.25 s upload),
     # A block 2 (2 s, 0.5 s upload); round 2.6 s

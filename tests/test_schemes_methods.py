@@ -9,12 +9,30 @@ from desim.cost import AnalyticCostModel, Workload, analytic_costs
 from desim.io import load_scenario
 from tests.helpers import TINY
 
-# TINY: h=32, f=64, a=2 heads, L=2, vocab 100, 64 positions; b=1, s=8
+# TINY: h=32, f=64, a=2 heads, L=2, vocab 100, 64 positions; b=1, s=8, LoRA r=8
 LAYER = 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32) + 4 * 32  # 8544 parameters
 WEIGHTS = 4.0 * (100 * 32 + 64 * 32 + 2 * LAYER)  # fp32 bytes
-ACT = 4.0 * (17 * 8 * 32 + 2.5 * 2 * 64)  # one layer's saved activations, bytes
-LORA = 4 * 32 * 8  # LoRA r=8 values per layer
-F = 16 * (4 * 32**2 + 2 * 32 * 64) + 4 * 64 * 32  # one layer forward, FLOPs
+# one layer's saved activations, fp32 bytes: 2·(10bsh + 8bsi + 4bsf + 5ab s²), i = h
+ACT = 2.0 * (10 * 8 * 32 + 8 * 8 * 32 + 4 * 8 * 64 + 5 * 2 * 8 * 8)
+LORA = 2 * 8 * (32 + 32)  # LoRA r=8 values per layer: query and value, r·(h + i) each
+
+# Counted FLOPs, as multiply-accumulates (MACs) of each product (FLOPs = 2 × MACs):
+PROJ = 8 * 32 * 32  # one h×h projection (query, key, value, output) on b·s = 8 tokens
+ATT = 8 * 8 * 32  # scores QKᵀ or context PV, summed over the heads
+FFN = 8 * 32 * 64 + 8 * 64 * 32  # the two feed-forward matrices
+LA = LB = 8 * 32 * 8  # a LoRA module's x·A and (xA)·B
+HEAD = 32 * 32 + 32 * 2  # the classification head on the first token (h×h, h×2)
+LAYER_FWD = 4 * PROJ + 2 * ATT + FFN + 2 * (LA + LB)
+FWD = 2 * (2 * LAYER_FWD + HEAD)  # the forward pass, FLOPs
+# backward of the trained block's layer (its input needs no grad): each LoRA module's A once
+# and B twice (its weight and its input), the scores for Q only (the key needs no grad), the
+# context for both operands, and the input gradients of the output projection and the FFN
+TRAINED = 2 * (2 * (LA + 2 * LB) + ATT + 2 * ATT + PROJ + FFN)
+# backward of a crossed frozen layer: the input gradient of every product, both attention
+# operands, and the LoRA path to the input
+CROSSED = 2 * (4 * PROJ + 4 * ATT + FFN + 2 * (LA + LB))
+HEAD_BWD = 2 * HEAD  # the head's input gradients
+STEP = [FWD + HEAD_BWD + TRAINED, FWD + HEAD_BWD + CROSSED + TRAINED]  # blocks 1 and 2
 
 
 def costs(method: str):  # type: ignore[no-untyped-def]
@@ -34,14 +52,24 @@ def test_method_memory_exactly_and_ordered():
 
 
 def test_method_flops_and_bits():
-    wgrad = 2 * 8 * LORA
-    assert costs("lora")[0].tolist() == [3 * F + wgrad, 4 * F + wgrad]
-    assert costs("lora-checkpoint")[0].tolist() == [4 * F + wgrad, 6 * F + wgrad]
-    assert costs("mezo")[0].tolist() == [4 * F, 4 * F]  # two forward passes, any depth
+    assert STEP == [434432, 598272]
+    assert costs("lora")[0].tolist() == STEP
+    # checkpointing recomputes the forward pass of every crossed layer
+    ckpt = [STEP[0] + 2 * LAYER_FWD, STEP[1] + 2 * 2 * LAYER_FWD]
+    assert costs("lora-checkpoint")[0].tolist() == ckpt
+    assert costs("mezo")[0].tolist() == [2 * FWD, 2 * FWD]  # two forward passes, any depth
     assert costs("mezo")[2].tolist() == [32.0, 32.0]  # one projected-gradient scalar
     assert costs("lora")[2].tolist() == [32.0 * LORA] * 2
     qlora = costs("qlora")[1].tolist()
     assert qlora == [0.5625 * WEIGHTS / 4 + n * ACT + 16 * LORA for n in (1, 2)]
+    # full fine-tuning (no LoRA modules). The trained layer: weight gradients of query, key
+    # and value (their input needs no grad), weight and input gradients of the output
+    # projection and the FFN, both attention operands. A crossed layer: input gradients.
+    fwd = 2 * (2 * (4 * PROJ + 2 * ATT + FFN) + HEAD)
+    trained = 2 * (3 * PROJ + 2 * PROJ + 4 * ATT + 2 * FFN)
+    crossed = 2 * (4 * PROJ + 4 * ATT + FFN)
+    assert costs("full")[0].tolist() == [fwd + HEAD_BWD + trained,
+                                         fwd + HEAD_BWD + crossed + trained]
 
 
 def test_qlora_is_labelled_an_estimate_in_results():
