@@ -403,14 +403,23 @@ def _points(text: str) -> tuple[tuple[int, int], ...]:
 @app.command()
 def profile(
     model: Annotated[
-        str | None, typer.Option(help="roberta-base, roberta-large or a config .json path.")
+        str | None,
+        typer.Option(help="roberta-base, roberta-large, flan-t5-small, flan-t5-base or a "
+                     "config .json path."),
     ] = None,
-    method: Annotated[str, typer.Option(help="lora, adapter, ia3 or full.")] = "lora",
+    method: Annotated[
+        str, typer.Option(help="lora, lora-checkpoint, qlora, mezo, adapter, ia3 or full.")
+    ] = "lora",
     batch: Annotated[
         str | None, typer.Option("--batch", help="Batch size(s), comma-separated: 1,4,8.")
     ] = None,
     seq_len: Annotated[
-        str | None, typer.Option("--seq-len", help="Sequence length(s), comma-separated.")
+        str | None,
+        typer.Option("--seq-len", help="Sequence length(s), comma-separated (T5: encoder)."),
+    ] = None,
+    target_len: Annotated[
+        int | None,
+        typer.Option("--target-len", help="Decoder target tokens (T5 only; default 32)."),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     repeats: Annotated[int, typer.Option(help="Timed repetitions per grid point.")] = 3,
@@ -433,29 +442,36 @@ def profile(
         typer.Option(help="BATCHxSEQ pairs, e.g. 2x96,6x192: the grid (instead of --batch x "
                      "--seq-len), or the held-out points of --validate."),
     ] = None,
+    count_flops: Annotated[
+        Path | None,
+        typer.Option("--count-flops", help="Count the flops column of this profile (times "
+                     "untouched); writes --out, or the file itself."),
+    ] = None,
+    kr_scores: Annotated[
+        bool,
+        typer.Option("--kr-scores", help="Measure Kill-and-Revive gradient-norm scores of the "
+                     "LoRA modules over --steps real training steps (one --batch, --seq-len)."),
+    ] = False,
+    steps: Annotated[int, typer.Option(help="Training steps of --kr-scores.")] = 20,
 ) -> None:
     """Measure per-block training costs (or, with --validate, the fitted model's error)."""
-    from desim.profiling import ProfileRequest, require_profiling, run_profile, run_validation
+    from desim.profiling import ProfileRequest, require_profiling, run_profile
 
     require_profiling()
     if validate is not None:
-        from desim.io import read_profile, write_report_csv
-        from desim.profiling.report import print_validation
+        _profile_validate(validate, model, points, repeats, out_path)
+        return
+    if count_flops is not None:
+        from desim.io import read_profile, write_profile
+        from desim.profiling import run_count_flops
 
-        table = read_profile(validate)
-        with _profile_progress("validating") as tick:
-            report = run_validation(
-                table, _points(points) if points else None, repeats=repeats,
-                model_path=model, on_progress=tick,
-            )
-        print_validation(report, out)
-        target = out_path or validate.with_name(validate.stem + "-validation.csv")
-        write_report_csv(report.summary, target)
-        stem = target.with_suffix("")
-        write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
-        write_report_csv(report.violations, stem.with_name(stem.name + "-monotonicity.csv"))
-        out.print(f"MAPE table written to {target} (per-block rows: {stem.name}-rows.csv, "
-                  f"depth violations: {stem.name}-monotonicity.csv)")
+        counted = run_count_flops(read_profile(count_flops), model)
+        target = out_path or count_flops
+        write_profile(counted, target)
+        out.print(f"flops counted for {len(counted)} rows; written to {target}")
+        return
+    if kr_scores:
+        _profile_kr_scores(model, batch, seq_len, target_len, steps, threads, out_path)
         return
     grid = _points(points) if points else ()
     if grid:
@@ -476,11 +492,54 @@ def profile(
         warmup=warmup,
         threads=threads or None,
         hardware=hardware,
+        target_len=target_len,
     )
     with _profile_progress(f"profiling {model} {method}") as tick:
         table = run_profile(request, on_progress=tick)
     write_profile(table, out_path)
     out.print(f"{len(table)} rows written to {out_path}")
+
+
+def _profile_validate(
+    validate: Path, model: str | None, points: str | None, repeats: int, out_path: Path | None
+) -> None:
+    from desim.io import read_profile, write_report_csv
+    from desim.profiling import run_validation
+    from desim.profiling.report import print_validation
+
+    table = read_profile(validate)
+    with _profile_progress("validating") as tick:
+        report = run_validation(
+            table, _points(points) if points else None, repeats=repeats,
+            model_path=model, on_progress=tick,
+        )
+    print_validation(report, out)
+    target = out_path or validate.with_name(validate.stem + "-validation.csv")
+    write_report_csv(report.summary, target)
+    stem = target.with_suffix("")
+    write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
+    write_report_csv(report.violations, stem.with_name(stem.name + "-monotonicity.csv"))
+    out.print(f"MAPE table written to {target} (per-block rows: {stem.name}-rows.csv, "
+              f"depth violations: {stem.name}-monotonicity.csv)")
+
+
+def _profile_kr_scores(
+    model: str | None, batch: str | None, seq_len: str | None, target_len: int | None,
+    steps: int, threads: int, out_path: Path | None,
+) -> None:
+    from desim.io import write_kr_scores
+    from desim.profiling import run_kr_scores
+
+    if model is None or batch is None or seq_len is None or out_path is None:
+        raise InputError("desim profile --kr-scores needs --model, --batch, --seq-len and --out")
+    b, s = _int_list(batch, "--batch"), _int_list(seq_len, "--seq-len")
+    if len(b) != 1 or len(s) != 1:
+        raise InputError("--kr-scores: give one --batch and one --seq-len")
+    scores = run_kr_scores(model, steps, b[0], s[0], target_len=target_len,
+                           threads=threads or None)
+    write_kr_scores(scores, out_path)
+    modules = scores["module"].nunique()
+    out.print(f"{steps} steps x {modules} modules written to {out_path}")
 
 
 @contextlib.contextmanager

@@ -140,42 +140,65 @@ def load_model_config(name: str) -> TransformerConfig:
 def model_config_data(name: str) -> dict[str, Any]:
     """The whole config mapping of a shipped model or config JSON (for building the model).
 
-    The mapping gains ``_name``, the model's name in tables (the file stem).
+    The mapping gains ``_name``, the model's name in tables (the file stem), and ``_family``
+    (``roberta`` or ``t5``: the file's ``_family`` key, else ``t5`` when ``model_type`` is
+    ``t5``). T5 configs use Hugging Face's T5 keys (``d_model``, ``d_ff``, ``d_kv``,
+    ``num_heads``, ``num_layers``, ``num_decoder_layers``, ``vocab_size``).
 
     Raises:
-        UnknownNameError, InputError: as :func:`load_model_config`.
+        UnknownNameError, InputError: as :func:`load_model_config`, or a T5 config lacking
+            one of its keys.
     """
-    cfg = load_model_config(name)
     path = Path(name)
     if not (path.suffix == ".json" and path.exists()):
+        if name not in shipped_models():
+            load_model_config(name)  # raises the unknown-model error
         path = _data_file("models", f"{name}.json")
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read model config: {exc}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a model config must be a JSON object")
-    raw["_name"] = cfg.name
+    family = raw.get("_family") or ("t5" if raw.get("model_type") == "t5" else "roberta")
+    if family not in ("roberta", "t5"):
+        raise InputError(f"{path}: _family: expected 'roberta' or 't5' (got {family!r})")
+    if family == "t5":
+        bad = [f for f in T5_FIELDS if not isinstance(raw.get(f), int) or raw[f] <= 0]
+        if bad:
+            raise InputError(f"{path}: missing or non-positive integer fields: {', '.join(bad)}")
+        raw["_name"] = path.stem
+    else:
+        raw["_name"] = load_model_config(str(path)).name
+    raw["_family"] = family
     return raw
+
+
+T5_FIELDS = ("d_model", "d_ff", "d_kv", "num_heads", "num_layers", "vocab_size")
 
 
 # Profile tables (DESIGN §4, README "Calibration"): column -> (kind, meaning with unit).
 PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
     "hardware": ("str", "hardware-class name the profile describes"),
     "model": ("str", "model name (config file stem)"),
-    "method": ("str", "fine-tuning method: lora, adapter, ia3 or full"),
-    "lora_rank": ("int", "LoRA rank (0 for other methods)"),
+    "method": ("str", "fine-tuning method: lora, lora-checkpoint, qlora, mezo, adapter, ia3, full"),
+    "lora_rank": ("int", "LoRA rank (0 for methods without LoRA values)"),
     "batch_size": ("int", "sequences per step (b)"),
-    "seq_len": ("int", "tokens per sequence (s)"),
-    "block": ("int", "block depth n; 1 is next to the classification head"),
-    "num_blocks": ("int", "blocks in the model (one encoder layer each)"),
-    "fwd_s": ("float", "median forward-pass seconds (with loss)"),
-    "bwd_s": ("float", "median seconds of the backward pass stopping at block n"),
-    "step_s": ("float", "median seconds of the AdamW step on block n"),
+    "seq_len": ("int", "tokens per sequence (s; for encoder-decoder models the encoder input)"),
+    "target_len": ("int", "decoder target tokens per sequence (0 for encoder-only models)"),
+    "block": ("int", "block depth n; 1 is next to the output (t5: decoder layers, then encoder)"),
+    "num_blocks": ("int", "blocks in the model (one transformer layer each)"),
+    "fwd_s": ("float", "median forward-pass seconds (with loss; mezo: both forward passes)"),
+    "bwd_s": ("float", "median seconds of the backward pass stopping at block n (mezo: 0)"),
+    "step_s": ("float", "median seconds of the AdamW step on block n (mezo: perturb + update)"),
     "compute_s": ("float", "median seconds of fwd + bwd + step (one training step, w_n)"),
     "fwd_spread_s": ("float", "max - min of fwd_s over repeats"),
     "bwd_spread_s": ("float", "max - min of bwd_s over repeats"),
     "step_spread_s": ("float", "max - min of step_s over repeats"),
     "compute_spread_s": ("float", "max - min of compute_s over repeats"),
+    "flops": ("float", "counted FLOPs of one training step of block n (empty: not counted)"),
     "peak_memory_bytes": ("int", "peak bytes of the training step of block n (m_n)"),
-    "saved_bytes": ("int", "bytes saved for backward (CPU accounting; 0 on CUDA)"),
+    "saved_bytes": ("int", "bytes autograd keeps for backward (checkpointing: layer inputs)"),
     "param_bytes": ("int", "bytes of all parameters (frozen and trainable)"),
     "grad_bytes": ("int", "bytes of block n's gradients"),
     "optimizer_bytes": ("int", "bytes of block n's AdamW state"),
@@ -183,7 +206,8 @@ PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
     "trainable_params": ("int", "trainable values in block n (S_n; upload D_n = q S_n bits)"),
     "repeats": ("int", "timed repetitions per grid point"),
     "clock": ("str", "thread-cpu (CPU time of the single torch thread) or wall"),
-    "memory_method": ("str", "saved-tensors (CPU accounting) or cuda-max-allocated"),
+    "memory_method": ("str", "saved-tensors, live-tensors (step high-water mark) or "
+                      "cuda-max-allocated"),
     "device": ("str", "torch device: cpu or cuda"),
     "device_name": ("str", "CPU or GPU model"),
     "cores": ("int", "logical CPU cores of the machine"),
@@ -193,8 +217,11 @@ PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
     "peft_version": ("str", "peft version"),
     "date": ("str", "UTC time of the measurement"),
 }
-PROFILE_KEY = ("hardware", "model", "method", "batch_size", "seq_len", "block")
+PROFILE_KEY = ("hardware", "model", "method", "batch_size", "seq_len", "target_len", "block")
 _PROFILE_POSITIVE = ("batch_size", "seq_len", "block", "num_blocks", "peak_memory_bytes")
+# columns added after the first profiles were shipped: older files get these values
+_PROFILE_LATER = {"target_len": "0", "flops": ""}
+_PROFILE_MAY_BE_EMPTY = ("flops",)
 
 
 def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
@@ -213,6 +240,9 @@ def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
 def read_profile(path: str | Path) -> pd.DataFrame:
     """Read and check one profile CSV.
 
+    Tables written before a column existed still load: ``target_len`` is then 0 and
+    ``flops`` NaN (``desim profile --count-flops`` fills it).
+
     Raises:
         InputError: naming the file, and the line and column of the first bad value.
     """
@@ -223,6 +253,9 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{p}: file not found") from None
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"{p}: cannot read profile CSV: {exc}") from None
+    for col, default in _PROFILE_LATER.items():
+        if col not in raw.columns:
+            raw[col] = default
     missing = [c for c in PROFILE_COLUMNS if c not in raw.columns]
     if missing:
         raise InputError(f"{p}: missing profile columns: {', '.join(missing)}")
@@ -234,6 +267,8 @@ def read_profile(path: str | Path) -> pd.DataFrame:
             continue
         values = pd.to_numeric(frame[col], errors="coerce")
         bad = values.isna() | ~np.isfinite(values) | (values < 0)
+        if col in _PROFILE_MAY_BE_EMPTY:
+            bad &= frame[col].str.strip() != ""
         if col in _PROFILE_POSITIVE:
             bad |= values <= 0
         if kind == "int":
@@ -256,6 +291,81 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         key = dict(frame.iloc[i][list(PROFILE_KEY)])
         raise InputError(f"{p}: line {i + 2}: duplicate row for {key}")
     return frame
+
+
+# Kill-and-Revive sensitivity scores (README "Calibration"): tidy rows of (step, module).
+KR_SCORE_COLUMNS = ("step", "module", "layer", "target", "score")
+
+
+def write_kr_scores(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write Kill-and-Revive scores (columns :data:`KR_SCORE_COLUMNS`) as CSV atomically."""
+    p = Path(path)
+    missing = [c for c in KR_SCORE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"{p}: scores lack columns {', '.join(missing)}")
+    if not p.parent.exists():
+        raise InputError(f"{p}: directory {p.parent} does not exist")
+    out = frame[list(KR_SCORE_COLUMNS)]
+    _atomic_write(p, lambda t: out.to_csv(t, index=False, float_format="%.9g"))
+    return p
+
+
+def read_kr_scores(path: str | Path) -> np.ndarray:
+    """Read a Kill-and-Revive score file into an array of shape ``(steps, modules)``.
+
+    Rows are ``step, module, layer, target, score`` (``desim profile --kr-scores``); row ``r``
+    of the result is the ``r``-th step in increasing order and column ``i`` is module ``i``
+    (``2(l − 1) + t``: layer ``l`` from the input, ``t`` = 0 query, 1 value).
+
+    Raises:
+        InputError: naming the file and the line and field of the first problem: a missing
+            column, a step or module that is not a non-negative integer, a score that is not a
+            finite non-negative number, a duplicate (step, module), or a step whose modules are
+            not exactly ``0..M-1`` (``M`` the number of modules of the file).
+    """
+    p = Path(path)
+    try:
+        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{p}: cannot read score CSV: {exc}") from None
+    missing = [c for c in ("step", "module", "score") if c not in raw.columns]
+    if missing:
+        raise InputError(
+            f"{p}: missing columns: {', '.join(missing)} (expected {', '.join(KR_SCORE_COLUMNS)})"
+        )
+    if raw.empty:
+        raise InputError(f"{p}: no score rows")
+    values = {}
+    for col, what in (("step", "a non-negative integer"), ("module", "a non-negative integer"),
+                      ("score", "a finite non-negative number")):
+        v = pd.to_numeric(raw[col], errors="coerce").to_numpy(float)
+        bad = ~np.isfinite(v) | (v < 0)
+        if col != "score":
+            bad |= v != np.round(v)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                f"{p}: line {i + 2}: field {col}: expected {what} (got {raw[col].iloc[i]!r})"
+            )
+        values[col] = v
+    step, module = values["step"].astype(np.int64), values["module"].astype(np.int64)
+    frame = pd.DataFrame({"step": step, "module": module, "score": values["score"]})
+    dup = frame.duplicated(["step", "module"])
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(f"{p}: line {i + 2}: duplicate row for step {step[i]}, module {module[i]}")
+    count = int(module.max()) + 1
+    for s, rows in frame.groupby("step", sort=True):
+        have = set(rows["module"])
+        if len(have) != count:
+            gap = min(set(range(count)) - have)
+            raise InputError(
+                f"{p}: step {s}: module {gap} missing (every step needs modules 0..{count - 1})"
+            )
+    table = frame.pivot(index="step", columns="module", values="score").sort_index()
+    return table.to_numpy(float)
 
 
 def write_report_csv(frame: pd.DataFrame, path: str | Path) -> Path:

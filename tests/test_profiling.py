@@ -58,7 +58,7 @@ def test_saved_tensor_accounting_matches_hand_count():
     x = torch.randn(2, 4)
     with SavedTensorMeter(exclude=lin.parameters()) as meter:
         y = torch.relu(lin(x))
-        (y * y).sum()
+        loss = (y * y).sum()
     assert meter.saved_bytes == 56
     assert meter.tensors == 4
 
@@ -93,14 +93,16 @@ def test_tiny_profile_is_monotone_in_depth(tiny_lora):
 
 def test_meta_accounting_equals_cpu_accounting(tiny_path):
     from desim.io import model_config_data
-    from desim.profiling.models import build_model
-    from desim.profiling.runner import _inputs, saved_bytes_by_depth
+    from desim.profiling.models import build_model, make_inputs
+    from desim.profiling.runner import saved_bytes_by_depth
 
     data = model_config_data(str(tiny_path))
-    for method in ("lora", "full", "adapter", "ia3"):
-        cpu = saved_bytes_by_depth(*build_model(data, method), _inputs(3, 24, 100, "cpu", 0))
+    for method in ("lora", "full", "adapter", "ia3", "lora-checkpoint"):
+        cpu = saved_bytes_by_depth(
+            *build_model(data, method), make_inputs(data, 3, 24, 0, "cpu", 0)
+        )
         meta = saved_bytes_by_depth(
-            *build_model(data, method, device="meta"), _inputs(3, 24, 100, "meta", 0)
+            *build_model(data, method, device="meta"), make_inputs(data, 3, 24, 0, "meta", 0)
         )
         assert list(cpu) == list(meta)
 

@@ -7,9 +7,11 @@ that need torch (:mod:`desim.profiling.models`, :mod:`~desim.profiling.memory`,
 :func:`run_validation`, after :func:`require_profiling` has checked the extra is installed.
 
 What is measured (DESIGN §2 "Depth"): for every block depth ``n`` (block 1 next to the
-classification head) the forward time, the backward time with autograd stopping at block ``n``,
-the optimizer step time of block ``n``, the peak memory of that training step and the trainable
-parameter count. See README "Calibration" for the method and its assumptions.
+output) the forward time, the backward time with autograd stopping at block ``n``, the
+optimizer step time of block ``n``, the peak memory of that training step, its counted FLOPs
+and the trainable parameter count. :func:`run_kr_scores` measures the Kill-and-Revive
+gradient-norm sensitivity of LoRA modules over real training steps. See README "Calibration"
+for the methods and their assumptions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from desim.errors import DesimError, InputError, UnknownNameError
 
 INSTALL_HINT = 'pip install ".[profile]" "torch==2.13.0+cpu"'
-METHODS = ("lora", "adapter", "ia3", "full")
+METHODS = ("lora", "adapter", "ia3", "full", "lora-checkpoint", "mezo", "qlora")
 DEVICES = ("cpu", "cuda")
 
 
@@ -64,6 +66,8 @@ class ProfileRequest:
         seed: seed of the random weights and inputs.
         points: explicit ``(batch, seq_len)`` pairs; when given they replace the product grid
             of ``batches`` × ``seq_lens``.
+        target_len: decoder target tokens per sequence of an encoder-decoder model (``None``:
+            32 for T5; encoder-only models take none).
     """
 
     model: str
@@ -79,6 +83,7 @@ class ProfileRequest:
     adapter_size: int = 64
     seed: int = 0
     points: tuple[tuple[int, int], ...] = ()
+    target_len: int | None = None
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -108,6 +113,8 @@ class ProfileRequest:
             raise InputError(f"--warmup: must be at least 0 (got {self.warmup})")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads: must be at least 1 (got {self.threads})")
+        if self.target_len is not None and self.target_len < 1:
+            raise InputError(f"--target-len: must be at least 1 (got {self.target_len})")
         if self.lora_rank < 1 or self.adapter_size < 1:
             raise InputError("lora_rank and adapter_size must be positive")
 
@@ -136,3 +143,22 @@ def run_validation(profile, points=None, repeats=3, model_path=None, on_progress
     return validate_profile(
         profile, points, repeats=repeats, model_path=model_path, on_progress=on_progress
     )
+
+
+def run_kr_scores(model, steps, batch_size, seq_len, **kwargs):  # type: ignore[no-untyped-def]
+    """Kill-and-Revive gradient-norm scores of LoRA modules over real training steps.
+
+    See :func:`desim.profiling.sensitivity.kr_scores`.
+    """
+    require_profiling()
+    from desim.profiling.sensitivity import kr_scores
+
+    return kr_scores(model, steps, batch_size, seq_len, **kwargs)
+
+
+def run_count_flops(profile, model_path=None):  # type: ignore[no-untyped-def]
+    """A copy of ``profile`` with its ``flops`` column counted (:func:`~.runner.count_flops`)."""
+    require_profiling()
+    from desim.profiling.runner import count_flops
+
+    return count_flops(profile, model_path)

@@ -12,7 +12,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-GROUP = ["hardware", "model", "method", "batch_size", "seq_len"]
+GROUP = ["hardware", "model", "method", "batch_size", "seq_len", "target_len"]
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ import pandas as pd
 
 from desim.cost import fit_profile
 from desim.errors import InputError
-from desim.io import shipped_models
+from desim.io import model_config_data, shipped_models
 from desim.profiling import ProfileRequest
+from desim.profiling.models import layer_counts
 from desim.profiling.report import GROUP, ValidationReport, depth_violations
 from desim.profiling.runner import profile_table
 
@@ -61,7 +62,10 @@ def validate_profile(
     rows, summary, fits, violations = [], [], [], [depth_violations(profile, "profile")]
     tables = list(profile.groupby(["hardware", "model", "method"], sort=True))
     for (hardware, model, method), table in tables:
-        fit = fit_profile(table)
+        config = model_path or model
+        if model_path is None and model not in shipped_models():
+            raise InputError(f"{model} is not a shipped model; pass its config with --model")
+        fit = fit_profile(table, layer_counts(model_config_data(config))[1])
         grid = table[["batch_size", "seq_len"]].drop_duplicates()
         pts = list(points) if points else held_out_points(grid)
         inside = set(pts) & set(zip(grid["batch_size"], grid["seq_len"], strict=True))
@@ -69,9 +73,6 @@ def validate_profile(
             raise InputError(f"--points: {sorted(inside)} are grid points of the profile")
         if not pts:
             raise InputError(f"{model} {method}: no default held-out point fits the grid")
-        config = model_path or model
-        if model_path is None and model not in shipped_models():
-            raise InputError(f"{model} is not a shipped model; pass its config with --model")
         first = table.iloc[0]
         request = ProfileRequest(
             model=config,
@@ -85,6 +86,7 @@ def validate_profile(
             threads=int(first["threads"]) or None,
             hardware=str(hardware),
             lora_rank=int(first["lora_rank"]) or 8,
+            target_len=int(first["target_len"]) or None,
         )
         measured = profile_table(request, on_progress=on_progress)
         violations.append(depth_violations(measured, "held-out"))
@@ -100,10 +102,11 @@ def validate_profile(
         part["compute_spread_s"] = measured["compute_spread_s"]
         part["rss_peak_bytes"] = measured["rss_peak_bytes"]
         rows.append(part)
+        target = int(first["target_len"])
         for (b, s), g in part.groupby(["batch_size", "seq_len"], sort=True):
-            summary.append((hardware, model, method, b, s, g["compute_ape_pct"].mean(),
+            summary.append((hardware, model, method, b, s, target, g["compute_ape_pct"].mean(),
                             g["memory_ape_pct"].mean()))
-        summary.append((hardware, model, method, 0, 0, part["compute_ape_pct"].mean(),
+        summary.append((hardware, model, method, 0, 0, target, part["compute_ape_pct"].mean(),
                         part["memory_ape_pct"].mean()))
         fits.append((hardware, model, method, len(table),
                      100 * np.abs(fit.time_residuals).max(),
