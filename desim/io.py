@@ -297,6 +297,29 @@ def read_profile(path: str | Path) -> pd.DataFrame:
 KR_SCORE_COLUMNS = ("step", "module", "layer", "target", "score")
 
 
+def shipped_kr_scores() -> list[str]:
+    """Names of the Kill-and-Revive score files shipped with desim (``desim/data/kr-scores``)."""
+    folder = _data_file("kr-scores")
+    return sorted(p.name for p in folder.glob("*.csv")) if folder.is_dir() else []
+
+
+def resolve_kr_scores_path(text: str) -> Path:
+    """A score file path: ``shipped:NAME`` names a file of :func:`shipped_kr_scores`.
+
+    Raises:
+        InputError: an unknown shipped name (the message lists the shipped ones).
+    """
+    if text.startswith(SHIPPED_PREFIX):
+        name = text[len(SHIPPED_PREFIX) :]
+        if name not in shipped_kr_scores():
+            raise InputError(
+                f"{text}: no such shipped score file; shipped: "
+                f"{', '.join(shipped_kr_scores()) or 'none'}"
+            )
+        return _data_file("kr-scores", name)
+    return Path(text)
+
+
 def write_kr_scores(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write Kill-and-Revive scores (columns :data:`KR_SCORE_COLUMNS`) as CSV atomically."""
     p = Path(path)

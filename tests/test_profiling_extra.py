@@ -65,18 +65,18 @@ def test_read_kr_scores_errors_name_file_line_and_field(tmp_path, header, body, 
 
 
 def test_shipped_kr_scores_have_one_value_per_module_of_roberta_base():
-    from pathlib import Path
-
     import numpy as np
 
-    from desim.io import read_kr_scores
+    from desim.errors import InputError
+    from desim.io import read_kr_scores, resolve_kr_scores_path, shipped_kr_scores
 
-    path = Path(__file__).parent.parent / "desim" / "data" / "traces" / "kr-scores_roberta-base.csv"
-    if not path.exists():
-        pytest.skip("kr-scores_roberta-base.csv not shipped")
-    scores = read_kr_scores(path)
+    if "kr-scores_roberta-base.csv" not in shipped_kr_scores():
+        pytest.skip("kr-scores_roberta-base.csv not installed with the package")
+    scores = read_kr_scores(resolve_kr_scores_path("shipped:kr-scores_roberta-base.csv"))
     assert scores.shape == (20, 24)
     assert np.allclose(scores.mean(axis=1), 1.0)
+    with pytest.raises(InputError, match="no such shipped score file.*kr-scores_roberta-base"):
+        resolve_kr_scores_path("shipped:nope.csv")
 
 
 def test_profile_tables_from_before_flops_still_load(tmp_path):

@@ -96,14 +96,14 @@ def layer_counts(data: dict[str, Any]) -> tuple[int, int]:
 def hf_config(data: dict[str, Any]) -> Any:
     """A transformers config (``RobertaConfig`` or ``T5Config``) from a config mapping.
 
-    Keys starting ``_`` and ``architectures`` are dropped. RoBERTa gets two labels; T5 gets
-    ``use_cache = False`` (training keeps no key/value cache).
+    Keys starting ``_`` and ``architectures`` are dropped; ``use_cache`` is off (training keeps
+    no key/value cache). RoBERTa gets two labels.
     """
     keep = {k: v for k, v in data.items() if not k.startswith("_") and k != "architectures"}
+    keep["use_cache"] = False
     if family(data) == "t5":
         from transformers import T5Config
 
-        keep["use_cache"] = False
         return T5Config(**keep)
     from transformers import RobertaConfig
 
