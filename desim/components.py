@@ -112,14 +112,20 @@ def make_compute(
 def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostModel:
     """The cost model a scenario's ``[cost]`` section describes (reads the profiles)."""
     classes = sorted({d.hardware for d in devices} | set(spec.profiles))
+    refs = spec.profiles
+    speed = {h: refs[h].speed if h in refs else 1.0 for h in classes}
     analytic = AnalyticCostModel(
         flops_per_s=spec.analytic_flops_per_s,
-        hardware_speed=tuple((h, 1.0) for h in classes),
+        hardware_speed=tuple(speed.items()),
     )
     if spec.model == "analytic":
         return analytic
-    profiles = {h: load_profile(ref) for h, ref in spec.profiles.items()}
-    return ProfiledCostModel(profiles, fallback=analytic if spec.fallback == "analytic" else None)
+    profiles = {h: load_profile(r.profile) for h, r in refs.items()}
+    return ProfiledCostModel(
+        profiles,
+        fallback=analytic if spec.fallback == "analytic" else None,
+        class_speed={h: r.speed for h, r in refs.items() if r.speed != 1.0},
+    )
 
 
 def make_scheme_of(scenario: Scenario) -> Scheme | None:

@@ -594,10 +594,13 @@ class ProfiledCostModel:
         profiles: hardware class → profile table.
         fallback: prices classes or workloads without profile rows (``None``: raise instead);
             its ``source`` is recorded, so a run says which model priced it.
+        class_speed: hardware class → how many times faster the class runs than its profile
+            (a class priced by another class's measurements); absent classes: 1.
     """
 
     profiles: Mapping[str, pd.DataFrame]
     fallback: CostModel | None = None
+    class_speed: Mapping[str, float] = field(default_factory=dict)
     name: str = "profiled"
     _fits: dict[tuple[str, str, str, int], ProfileFit] = field(
         default_factory=dict, init=False, repr=False
@@ -648,12 +651,16 @@ class ProfiledCostModel:
         n = np.arange(1, workload.num_blocks + 1)
         b, s = workload.batch_size, workload.seq_len
         flops = fit.flops(n, b, s)
+        speed = float(self.class_speed.get(hardware, 1.0))
+        source = f"{self.name}:{hardware}"
+        if speed != 1.0:
+            source = f"{self.name}:{fit.hardware} profile /{speed:g} for {hardware}"
         return BlockCosts(
-            compute_s=fit.compute_s(n, b, s),
+            compute_s=fit.compute_s(n, b, s) / speed,
             memory_bytes=fit.memory_bytes(n, b, s),
             upload_bits=upload_bits(workload.method, fit.trainable_params,
                                     workload.gradient_bits),
-            source=f"{self.name}:{hardware}",
+            source=source,
             flops=analytic_flops(workload) if flops is None else flops,
             flops_source="analytic" if flops is None else "profiled",
         )

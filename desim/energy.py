@@ -28,10 +28,12 @@ from desim.scenario import DeviceSpec, HardwarePower
 
 # Nominal figures; README "Schemes, methods and energy" gives the source of each number.
 DEFAULT_POWER: dict[str, HardwarePower] = {
-    # one fp32 CPU core (the shipped profile): 2 FMA units x 8 fp32 lanes x 2 FLOP x ~3 GHz;
-    # a phone-class SoC under sustained load; LTE radio powers from Huang et al. (MobiSys 2012)
+    # one fp32 core of the profiling CPU (AMD EPYC, family 26 = Zen 5, full-width AVX-512):
+    # 2 FMA pipes x 16 fp32 lanes x 2 FLOP x 3 GHz (assumed clock); the profiled steps sustain
+    # 6-9e10 FLOP/s on it. Watts: a phone-class SoC under sustained load; LTE radio powers
+    # from Huang et al. (MobiSys 2012)
     "cpu-reference": HardwarePower(
-        compute_w=5.0, transmit_w=2.5, receive_w=1.3, idle_w=1.0, peak_flops_per_s=9.6e10
+        compute_w=5.0, transmit_w=2.5, receive_w=1.3, idle_w=1.0, peak_flops_per_s=1.92e11
     ),
     # Jetson AGX Orin 64GB in its 30 W mode; GPU fp32 peak 2048 CUDA cores x 2 x 1.3 GHz
     "jetson-agx-orin": HardwarePower(

@@ -253,21 +253,43 @@ class ComputeSpec(_Frozen):
         return self
 
 
+class BorrowedProfile(_Frozen):
+    """A hardware class priced by another class's profile, ``speed`` times faster.
+
+    For classes nobody has measured (README "Calibration"): the class's compute seconds are the
+    profile's divided by ``speed``; memory, bits and FLOPs are the profile's. Device speed
+    factors of the class stay relative to the class itself.
+    """
+
+    profile: Annotated[str, Field(min_length=1)]
+    speed: PositiveFloat = 1.0
+
+
 class CostSpec(_Frozen):
     """Which cost model prices a block (README "Calibration").
 
     - ``profiled`` (default): measured profiles. ``profiles`` maps each hardware class to a
       profile: a shipped hardware-class name (``cpu-reference``) or a path to a profile CSV or
-      a folder of them. A class or workload without profile rows is priced by the ``analytic``
-      model when ``fallback = "analytic"`` and is an error when ``fallback = "none"``; results
-      record which model priced each class (``cost_model`` in run.json).
+      a folder of them, or ``{ profile = ..., speed = ... }`` to price an unmeasured class by
+      another class's profile at a relative speed. A class or workload without profile rows
+      is priced by the ``analytic`` model when ``fallback = "analytic"`` and is an error when
+      ``fallback = "none"``; results record which model priced each class (``cost_model`` in
+      run.json).
     - ``analytic``: FLOP and byte counts at ``analytic_flops_per_s``.
     """
 
     model: Literal["profiled", "analytic"] = "profiled"
-    profiles: dict[Annotated[str, Field(min_length=1)], Annotated[str, Field(min_length=1)]] = (
-        Field(default_factory=lambda: {"cpu-reference": "cpu-reference"})
+    profiles: dict[Annotated[str, Field(min_length=1)], BorrowedProfile] = Field(
+        default_factory=lambda: {"cpu-reference": BorrowedProfile(profile="cpu-reference")}
     )
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _plain_names(cls, value: Any) -> Any:
+        # a plain string names the class's own profile (speed 1)
+        if isinstance(value, dict):
+            return {k: {"profile": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
     fallback: Literal["analytic", "none"] = "analytic"
     analytic_flops_per_s: PositiveFloat = 5e10
 

@@ -145,7 +145,11 @@ def run_key(scenario: Scenario) -> str:
 
 def referenced_files(scenario: Scenario) -> list[Path]:
     """Existing user files a scenario reads (trace and profile paths, not shipped names)."""
-    refs = [scenario.channel.path, scenario.compute.path, *scenario.cost.profiles.values()]
+    refs = [
+        scenario.channel.path,
+        scenario.compute.path,
+        *(ref.profile for ref in scenario.cost.profiles.values()),
+    ]
     paths = [Path(r) for r in refs if r and not r.startswith("shipped:")]
     return sorted({p for p in paths if p.exists()})
 

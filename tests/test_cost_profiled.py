@@ -162,3 +162,31 @@ def test_default_scenario_uses_shipped_profile_and_admits_every_block():
         assert (budgets >= memory[j - 1]).sum() >= n_blocks - j + 1
     # tight: the smallest budget cannot hold the deepest block
     assert budgets.min() < memory[-1]
+
+
+def test_borrowed_profile_scales_compute_only():
+    """A class priced by another class's profile runs `speed` times faster, nothing else."""
+    from desim.components import build_simulation
+    from desim.io import load_scenario
+
+    base = load_scenario(None, ["run.rounds=1"])
+    borrowed = load_scenario(None, [
+        'cost.profiles={"cpu-reference"={profile="cpu-reference", speed=4.0}}', "run.rounds=1"
+    ])
+    a = build_simulation(base)
+    b = build_simulation(borrowed)
+    ca = a.cost_model.block_costs(a.workload, "cpu-reference")
+    cb = b.cost_model.block_costs(b.workload, "cpu-reference")
+    np.testing.assert_allclose(cb.compute_s, ca.compute_s / 4.0, rtol=1e-12)
+    np.testing.assert_array_equal(cb.memory_bytes, ca.memory_bytes)
+    np.testing.assert_array_equal(cb.upload_bits, ca.upload_bits)
+    np.testing.assert_array_equal(cb.flops, ca.flops)
+    assert "/4 for cpu-reference" in cb.source
+
+
+def test_borrowed_profile_rejects_a_non_positive_speed():
+    from desim.errors import ScenarioError as Err
+    from desim.io import load_scenario
+
+    with pytest.raises(Err, match="cost.profiles"):
+        load_scenario(None, ['cost.profiles={"x"={profile="cpu-reference", speed=0}}'])
