@@ -24,8 +24,16 @@ from desim.compute import (
 from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
 from desim.energy import merged_power
 from desim.engine import Simulation
+from desim.errors import InputError
 from desim.faults import FaultModel
-from desim.io import load_model_config, load_profile, read_trace, resolve_trace_path
+from desim.io import (
+    load_model_config,
+    load_profile,
+    read_kr_scores,
+    read_trace,
+    resolve_kr_scores_path,
+    resolve_trace_path,
+)
 from desim.records import SCHEMA_VERSION
 from desim.scenario import (
     ChannelSpec,
@@ -128,6 +136,31 @@ def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostMode
     )
 
 
+def kr_scores_of(scenario: Scenario) -> tuple[tuple[float, ...], ...] | None:
+    """DLoRA's Kill-and-Revive score rows: inline, or read from the named score file.
+
+    Raises:
+        InputError: an unreadable file, or rows whose length is not the model's ``2L`` modules.
+    """
+    ref = scenario.scheme.kr_scores
+    if ref is None:
+        return None
+    where = "scheme.kr_scores"
+    if isinstance(ref, str):
+        rows = read_kr_scores(resolve_kr_scores_path(ref))
+        where = f"scheme.kr_scores ({ref})"
+    else:
+        rows = ref
+    modules = 2 * workload_of(scenario).config.num_layers
+    bad = [len(r) for r in rows if len(r) != modules]
+    if bad:
+        raise InputError(
+            f"{where}: {scenario.model.name} has {modules} LoRA modules (q and v of every "
+            f"layer), but a score row has {bad[0]}"
+        )
+    return tuple(tuple(float(v) for v in r) for r in rows)
+
+
 def make_scheme_of(scenario: Scenario) -> Scheme | None:
     """The scheme a scenario's ``[scheme]`` section describes (``None``: allocator-planned)."""
     sp = scenario.scheme
@@ -148,7 +181,7 @@ def make_scheme_of(scenario: Scenario) -> Scheme | None:
         return make_scheme("dlora", {
             **common, "server_speed_factor": sp.server_speed_factor,
             "activation_bits": sp.activation_bits, "kill_revive": kr, "score": sp.kr_score,
-            "score_sigma": sp.kr_score_sigma, "scores": sp.kr_scores,
+            "score_sigma": sp.kr_score_sigma, "scores": kr_scores_of(scenario),
         })
     return None
 

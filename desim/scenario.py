@@ -361,7 +361,8 @@ class SchemeSpec(_Frozen):
     ``selection`` (``all``, ``random``, ``fastest``) with ``clients`` picks the participants of
     ``fl-lora`` and ``dlora``; ``local_steps`` is ``E``; ``downlink_rate_bps`` fixes the
     downlink rate (unset: the reciprocal channel). The ``kr_*`` keys set DLoRA's
-    Kill-and-Revive (``kill_revive = false`` keeps every module active).
+    Kill-and-Revive (``kill_revive = false`` keeps every module active); ``kr_scores`` is a
+    score file (``shipped:NAME`` or a path, :func:`desim.io.read_kr_scores`) or inline rows.
     """
 
     name: Literal["deft", "fl-lora", "dlora", "offload"] = "deft"
@@ -378,14 +379,19 @@ class SchemeSpec(_Frozen):
     kr_min_active: Annotated[int, Field(ge=1)] = 1
     kr_score: Literal["synthetic", "trace"] = "synthetic"
     kr_score_sigma: NonNegFloat = 0.5
-    kr_scores: tuple[tuple[FiniteFloat, ...], ...] | None = None
+    kr_scores: (
+        Annotated[str, Field(min_length=1)] | tuple[tuple[FiniteFloat, ...], ...] | None
+    ) = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemeSpec:
         if self.selection != "all" and self.clients is None:
             raise ValueError(f"selection = {self.selection!r} needs scheme.clients (m)")
         if self.kr_score == "trace" and not self.kr_scores:
-            raise ValueError("kr_score = 'trace' needs scheme.kr_scores (rows of 2L scores)")
+            raise ValueError(
+                "kr_score = 'trace' needs scheme.kr_scores: rows of 2L scores or a score file "
+                "(desim profile --kr-scores; shipped:kr-scores_roberta-base.csv)"
+            )
         return self
 
 

@@ -149,6 +149,7 @@ def referenced_files(scenario: Scenario) -> list[Path]:
         scenario.channel.path,
         scenario.compute.path,
         *(ref.profile for ref in scenario.cost.profiles.values()),
+        scenario.scheme.kr_scores if isinstance(scenario.scheme.kr_scores, str) else None,
     ]
     paths = [Path(r) for r in refs if r and not r.startswith("shipped:")]
     return sorted({p for p in paths if p.exists()})
