@@ -223,6 +223,16 @@ def test_t5_lora_targets_self_attention_query_and_value(paths):
     assert set(t["trainable_params"]) == {2 * r * (h + inner)}
 
 
+def test_t5_checkpointing_keeps_one_input_per_crossed_decoder_layer(paths):
+    model, blocks, _, inputs = _meta(paths, "lora-checkpoint", "tiny-t5", target=8)
+    from desim.profiling.runner import saved_bytes_by_depth
+
+    saved = saved_bytes_by_depth(model, blocks, inputs)
+    # decoder blocks 1..3: one more decoder layer input (b x t x d_model fp32) per block; no
+    # grad-requiring position bias drags the layers below block n into the graph
+    assert list(np.diff(saved[:3])) == [4 * B * 8 * 32] * 2
+
+
 def test_target_len_is_rejected_for_encoder_only_models(paths):
     with pytest.raises(InputError, match="--target-len: .* encoder-only"):
         run_profile(ProfileRequest(str(paths["tiny-roberta"]), "lora", (1,), (8,),

@@ -180,6 +180,12 @@ def _apply_method(
             # need it); that would extend every backward pass to the embeddings and keep the
             # activations of the layers below block n, so it is undone
             model.disable_input_require_grads()
+            # T5 attention makes its zero position bias a grad-requiring leaf under
+            # checkpointing (for reentrant checkpoints), which extends the backward pass of a
+            # decoder block through every decoder layer below it; that flag is turned off
+            for module in model.modules():
+                if type(module).__name__ == "T5Attention":
+                    module.gradient_checkpointing = False
         return peft_model
     return model
 
