@@ -356,7 +356,7 @@ def figures(
     workers: Annotated[int, typer.Option(help="Workers for missing sweeps.")] = 1,
 ) -> None:
     """Draw paper figures (PNG, PDF and the plotted CSV) from stored sweep results."""
-    from desim.figures import FIGURES, draw_figures
+    from desim.figures import FIGURES, draw_figures, sweeps_of
     from desim.sweep import expand, load_sweep_spec, run_sweep
 
     chosen = list(names or FIGURES)
@@ -364,9 +364,8 @@ def figures(
         for name in chosen:
             if name in FIGURES and FIGURES[name].prepare is not None:
                 FIGURES[name].prepare()  # type: ignore[misc]
-        for sweep_name in dict.fromkeys(FIGURES[n].sweep for n in chosen if n in FIGURES):
-            if sweep_name is None:
-                continue
+        needed = [s for n in chosen if n in FIGURES for s in sweeps_of(FIGURES[n])]
+        for sweep_name in dict.fromkeys(needed):
             spec, spec_dir = load_sweep_spec(specs / f"{sweep_name}.toml")
             runs = expand(spec, spec_dir)
             err.print(f"sweep {sweep_name}: {len(runs)} runs")

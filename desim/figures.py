@@ -28,6 +28,7 @@ class FigureData:
     draw: Callable[[Any, pd.DataFrame], None]
     title: str
     size: tuple[float, float] = (6.4, 4.2)
+    panels: int = 1  # >1: ``draw`` gets a row of that many axes instead of one
 
 
 def _matplotlib() -> Any:
@@ -47,9 +48,12 @@ def save_figure(data: FigureData, out_dir: Path, name: str) -> list[Path]:
 
     plt = _matplotlib()
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=data.size, constrained_layout=True)
+    fig, ax = plt.subplots(1, data.panels, figsize=data.size, constrained_layout=True)
     data.draw(ax, data.table)
-    ax.set_title(data.title, fontsize=10)
+    if data.panels == 1:
+        ax.set_title(data.title, fontsize=10)
+    else:
+        fig.suptitle(data.title, fontsize=10)
     paths = []
     for ext in ("png", "pdf"):
         path = out_dir / f"{name}.{ext}"
@@ -250,16 +254,23 @@ def convergence_figure(trace: pd.DataFrame) -> FigureData:
     return FigureData(trace, draw, "JBBA dual ascent convergence")
 
 
+def sweeps_of(spec: FigureSpec) -> tuple[str, ...]:
+    """The sweep names a figure reads (none, one or several)."""
+    if spec.sweep is None:
+        return ()
+    return (spec.sweep,) if isinstance(spec.sweep, str) else spec.sweep
+
+
 @dataclass(frozen=True)
 class FigureSpec:
-    """A named figure: the sweep it needs (a spec under ``experiments/``) and how to build it.
+    """A named figure: the sweeps it needs (specs under ``experiments/``) and how to build it.
 
     ``prepare`` makes inputs the sweep needs (e.g. converting a real trace) before it runs.
     """
 
     name: str
     description: str
-    sweep: str | None
+    sweep: str | tuple[str, ...] | None
     build: Callable[[Path], FigureData]
     prepare: Callable[[], None] | None = None
 
@@ -501,10 +512,35 @@ SCHEME_METRICS = (
 )
 
 
-def scheme_table(results: Path, sweep: str = "fig_schemes") -> pd.DataFrame:
+@dataclass(frozen=True)
+class SchemeWorkload:
+    """One panel of the schemes figure: a stored sweep and the data set an epoch covers.
+
+    Attributes:
+        sweep: sweep name (``experiments/<sweep>.toml``; results under ``<results>/<sweep>``).
+        label: panel title.
+        epoch_samples: training samples in one epoch of the data set.
+    """
+
+    sweep: str
+    label: str
+    epoch_samples: int
+
+
+SCHEME_WORKLOADS = (
+    # SST-2 training split: 67,349 sentences (GLUE)
+    SchemeWorkload("fig_schemes", "RoBERTa-base, default edge population", EPOCH_SAMPLES),
+    # SAMSum training split: 14,732 dialogues (the summarisation task of the FL-on-the-edge study)
+    SchemeWorkload("fig_schemes_t5", "FLAN-T5-small, Jetson AGX Orin population", 14_732),
+)
+
+
+def scheme_table(
+    results: Path, sweep: str = "fig_schemes", epoch_samples: int = EPOCH_SAMPLES
+) -> pd.DataFrame:
     """Per scheme, means over seeds of each run's per-round metrics (README's table).
 
-    ``epoch_s`` is the time to process :data:`EPOCH_SAMPLES` samples at the run's mean samples
+    ``epoch_s`` is the time to process ``epoch_samples`` samples at the run's mean samples
     per round; ``device_energy_j`` sums every participating device's energy in a round.
     """
     summary = _summary(results, sweep)
@@ -522,7 +558,7 @@ def scheme_table(results: Path, sweep: str = "fig_schemes") -> pd.DataFrame:
                 "scheme": run["scheme.name"],
                 "seed": run["seed"],
                 "latency_s": r["latency_s"].mean(),
-                "epoch_s": EPOCH_SAMPLES / r["samples"].mean() * r["latency_s"].mean(),
+                "epoch_s": epoch_samples / r["samples"].mean() * r["latency_s"].mean(),
                 "peak_device_memory_bytes": d["memory_bytes"].max(),
                 "device_energy_j": r["energy_j"].mean(),
                 "bits_sent": (r["upload_bits"] + r["download_bits"]).mean(),
@@ -539,38 +575,55 @@ def scheme_table(results: Path, sweep: str = "fig_schemes") -> pd.DataFrame:
     return table.reset_index()
 
 
-def schemes_figure(results: Path) -> FigureData:
-    """Grouped bars: each metric of every scheme relative to ``deft`` (log scale)."""
-    table = scheme_table(results)
+def _scheme_bars(ax: Any, t: pd.DataFrame, title: str) -> None:
+    ref = t.set_index("scheme").loc["deft"] if "deft" in set(t["scheme"]) else t.iloc[0]
+    width = 0.8 / len(t)
+    for i, (_, row) in enumerate(t.iterrows()):
+        vals = [row[m] / ref[m] if ref[m] else np.nan for m, _ in SCHEME_METRICS]
+        x = np.arange(len(SCHEME_METRICS)) + (i - (len(t) - 1) / 2) * width
+        ax.bar(x, np.where(np.asarray(vals) > 0, vals, np.nan), width, label=row["scheme"])
+    ax.set_yscale("log")
+    ax.set_xticks(
+        range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS], fontsize=7, rotation=15
+    )
+    ax.set_ylabel("relative to deft (log)")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.grid(alpha=0.3, axis="y")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
 
-    def draw(ax: Any, t: pd.DataFrame) -> None:
-        ref = t.set_index("scheme").loc["deft"] if "deft" in set(t["scheme"]) else t.iloc[0]
-        width = 0.8 / len(t)
-        for i, (_, row) in enumerate(t.iterrows()):
-            vals = [row[m] / ref[m] if ref[m] else np.nan for m, _ in SCHEME_METRICS]
-            x = np.arange(len(SCHEME_METRICS)) + (i - (len(t) - 1) / 2) * width
-            ax.bar(x, np.where(np.asarray(vals) > 0, vals, np.nan), width, label=row["scheme"])
-        ax.set_yscale("log")
-        ax.set_xticks(
-            range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS], fontsize=7, rotation=15
-        )
-        ax.set_ylabel("relative to deft (log)")
-        ax.axhline(1.0, color="black", lw=0.8)
-        ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
+
+def schemes_figure(results: Path) -> FigureData:
+    """One panel per workload: each metric of every scheme relative to ``deft`` (log scale)."""
+    tables = []
+    for w in SCHEME_WORKLOADS:
+        t = scheme_table(results, w.sweep, w.epoch_samples)
+        t.insert(0, "workload", w.label)
+        tables.append(t)
+    table = pd.concat(tables, ignore_index=True)
+
+    def draw(axes: Any, t: pd.DataFrame) -> None:
+        for ax, w in zip(axes, SCHEME_WORKLOADS, strict=True):
+            part = t[t["workload"] == w.label].drop(columns="workload")
+            _scheme_bars(ax, part.reset_index(drop=True), w.label)
 
     return FigureData(
-        table, draw, "Schemes on the default scenario (RoBERTa-base, 20 devices)", (7.6, 4.6)
+        table, draw, "Fine-tuning schemes on the same traces", (13.0, 4.6), panels=2
     )
+
+
+KR_MEASURED = "shipped:kr-scores_roberta-base.csv"
 
 
 def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
     """DLoRA's device computation and communication with Kill-and-Revive against without it.
 
-    Runs ``dlora`` on the default scenario twice (same seed, streams and synthetic scores),
-    with ``kill_revive`` on and off, and reports the reduction of device FLOPs and of bits on
-    the link per training sample next to the paper's 82% and 87.5%; and against local
-    ``fl-lora`` training (a negative reduction is an increase).
+    Runs ``dlora`` on the default scenario (same seed and streams) with Kill-and-Revive off,
+    with KR on the profiler's measured gradient-norm scores of roberta-base
+    (:data:`KR_MEASURED`), and with KR on synthetic log-normal scores; reports the reduction
+    of device FLOPs and of bits on the link per training sample next to the paper's 82% and
+    87.5%; and measured-score DLoRA against local ``fl-lora`` training (a negative reduction
+    is an increase).
     """
     from desim.components import build_simulation
     from desim.io import load_scenario
@@ -582,14 +635,23 @@ def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
         bits = float((r["upload_bits"] + r["download_bits"]).sum())
         return float(r["flops"].sum()) / samples, bits / samples
 
-    kr_f, kr_b = totals('scheme.name="dlora"')
-    all_f, all_b = totals('scheme.name="dlora"', "scheme.kill_revive=false")
-    fl_f, fl_b = totals('scheme.name="fl-lora"')
-    rows = [
-        ("DLoRA with KR vs without KR", "device computation", 100 * (1 - kr_f / all_f), 82.0),
-        ("DLoRA with KR vs without KR", "communication", 100 * (1 - kr_b / all_b), 87.5),
-        ("DLoRA with KR vs fl-lora", "device computation", 100 * (1 - kr_f / fl_f), np.nan),
-        ("DLoRA with KR vs fl-lora", "communication", 100 * (1 - kr_b / fl_b), np.nan),
+    dlora = 'scheme.name="dlora"'
+    measured = totals(dlora, 'scheme.kr_score="trace"', f'scheme.kr_scores="{KR_MEASURED}"')
+    synthetic = totals(dlora)
+    off = totals(dlora, "scheme.kill_revive=false")
+    fl = totals('scheme.name="fl-lora"')
+    rows = []
+    for label, (f, b) in (("measured scores", measured), ("synthetic scores", synthetic)):
+        rows += [
+            (f"DLoRA, KR on {label} vs KR off", "device computation", 100 * (1 - f / off[0]),
+             82.0),
+            (f"DLoRA, KR on {label} vs KR off", "communication", 100 * (1 - b / off[1]), 87.5),
+        ]
+    rows += [
+        ("DLoRA, KR on measured scores vs fl-lora", "device computation",
+         100 * (1 - measured[0] / fl[0]), np.nan),
+        ("DLoRA, KR on measured scores vs fl-lora", "communication",
+         100 * (1 - measured[1] / fl[1]), np.nan),
     ]
     return pd.DataFrame(
         rows, columns=["comparison", "quantity", "desim_reduction_pct", "paper_reduction_pct"]
@@ -615,8 +677,9 @@ def dlora_reduction_figure(_results: Path) -> FigureData:
 _register(
     FigureSpec(
         "schemes",
-        "deft, fl-lora, dlora and offload: latency, epoch time, memory, energy, bits",
-        "fig_schemes",
+        "deft, fl-lora, dlora and offload: latency, epoch time, memory, energy, bits "
+        "(RoBERTa-base on the edge population, FLAN-T5-small on Jetson boards)",
+        tuple(w.sweep for w in SCHEME_WORKLOADS),
         schemes_figure,
     )
 )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
-from desim.figures import EPOCH_SAMPLES, draw_figures
+from desim.figures import EPOCH_SAMPLES, SCHEME_WORKLOADS, dlora_reduction_table, draw_figures
 from desim.sweep import expand, load_sweep_spec, run_sweep
+
+JETSON = Path(__file__).parent.parent / "experiments" / "scenarios" / "jetson-flan-t5-small.toml"
 
 pytest.importorskip("matplotlib")
 
@@ -22,14 +26,33 @@ name = "greedy"
 """
 
 
-def test_schemes_figure_table_matches_the_stored_runs(tmp_path):
-    spec_path = tmp_path / "fig_schemes.toml"
-    spec_path.write_text(SPEC)
+def _sweep(tmp_path: Path, text: str, name: str) -> Path:
+    spec_path = tmp_path / f"{name}.toml"
+    spec_path.write_text(text)
     spec, d = load_sweep_spec(spec_path)
-    out = tmp_path / "results" / "fig_schemes"
+    out = tmp_path / "results" / name
     run_sweep(expand(spec, d), out)
+    return out
+
+
+def test_schemes_figure_table_matches_the_stored_runs(tmp_path):
+    out = _sweep(tmp_path, SPEC, "fig_schemes")
+    t5_spec = SPEC.replace('name = "fig_schemes"', f'name = "fig_schemes_t5"\nbase = "{JETSON}"')
+    out_t5 = _sweep(tmp_path, t5_spec, "fig_schemes_t5")
     draw_figures(["schemes"], tmp_path / "results", tmp_path / "fig")
-    table = pd.read_csv(tmp_path / "fig" / "schemes.csv").set_index("scheme")
+    both = pd.read_csv(tmp_path / "fig" / "schemes.csv")
+    assert both["workload"].unique().tolist() == [w.label for w in SCHEME_WORKLOADS]
+    t5 = both[both["workload"] == SCHEME_WORKLOADS[1].label].set_index("scheme")
+    # FLAN-T5-small on 16 boards: DEFT places its 16 blocks on all 16; offload sends 16
+    # mini-batches of b=8 sequences of s + t = 128 + 32 token ids of 32 bits
+    assert t5.loc["deft", "participants"] == 16
+    assert t5.loc["offload", "bits_sent"] == 16 * 8 * (128 + 32) * 32
+    summary = pd.read_parquet(out_t5 / "summary.parquet").set_index("scheme.name")
+    rounds = pd.read_parquet(out_t5 / "runs" / summary.loc["fl-lora", "run_key"] / "rounds.parquet")
+    assert t5.loc["fl-lora", "epoch_s"] == pytest.approx(
+        SCHEME_WORKLOADS[1].epoch_samples / rounds.samples.mean() * rounds.latency_s.mean()
+    )
+    table = both[both["workload"] == SCHEME_WORKLOADS[0].label].set_index("scheme")
     assert table.index.tolist() == ["deft", "fl-lora", "dlora", "offload"]
     summary = pd.read_parquet(out / "summary.parquet").set_index("scheme.name")
     for scheme in table.index:
@@ -51,3 +74,13 @@ def test_schemes_figure_table_matches_the_stored_runs(tmp_path):
     assert table.loc["deft", "participants"] == 12
     assert table.loc["offload", "peak_device_memory_bytes"] == 0
     assert table.loc["offload", "bits_sent"] == 12 * 8 * 128 * 32
+
+
+def test_dlora_kr_table_is_the_reduction_of_the_runs_it_names():
+    t = dlora_reduction_table(rounds=4)
+    assert len(t) == 6
+    measured = t[t["comparison"] == "DLoRA, KR on measured scores vs KR off"]
+    # KR deactivates modules, so the device computes and sends less than with every module on
+    assert (measured["desim_reduction_pct"] > 0).all()
+    assert (measured["desim_reduction_pct"] < 100).all()
+    assert measured["paper_reduction_pct"].tolist() == [82.0, 87.5]
