@@ -578,11 +578,17 @@ def scheme_table(
 def _scheme_bars(ax: Any, t: pd.DataFrame, title: str) -> None:
     ref = t.set_index("scheme").loc["deft"] if "deft" in set(t["scheme"]) else t.iloc[0]
     width = 0.8 / len(t)
+    zeros = []
     for i, (_, row) in enumerate(t.iterrows()):
-        vals = [row[m] / ref[m] if ref[m] else np.nan for m, _ in SCHEME_METRICS]
+        vals = np.asarray([row[m] / ref[m] if ref[m] else np.nan for m, _ in SCHEME_METRICS])
         x = np.arange(len(SCHEME_METRICS)) + (i - (len(t) - 1) / 2) * width
-        ax.bar(x, np.where(np.asarray(vals) > 0, vals, np.nan), width, label=row["scheme"])
+        ax.bar(x, np.where(vals > 0, vals, np.nan), width, label=row["scheme"])
+        zeros += [xi for xi, v in zip(x, vals, strict=True) if v == 0]
     ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high * 30)  # room for the legend above the bars
+    for xi in zeros:  # a zero has no bar on a log axis: mark it
+        ax.text(xi, low * 1.3, "0", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(
         range(len(SCHEME_METRICS)), [lab for _, lab in SCHEME_METRICS], fontsize=7, rotation=15
     )
@@ -590,7 +596,7 @@ def _scheme_bars(ax: Any, t: pd.DataFrame, title: str) -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.grid(alpha=0.3, axis="y")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, ncol=len(t), loc="upper center")
 
 
 def schemes_figure(results: Path) -> FigureData:
