@@ -108,6 +108,13 @@ def provenance(device: str) -> dict[str, Any]:
     }
 
 
+def _clock(device: str) -> tuple[Callable[[], float], str]:
+    """The step clock and its name: thread CPU time with one CPU thread, else wall time."""
+    if device == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time, "thread-cpu"
+    return time.perf_counter, "wall"
+
+
 def _sync(device: str) -> Callable[[], None]:
     if device == "cuda":
         return torch.cuda.synchronize
@@ -374,9 +381,7 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
     counter = _Counter(data, request)
     optimizers = _optimizers(blocks, request.method)
     sync = _sync(device)
-    thread_clock = device == "cpu" and torch.get_num_threads() == 1
-    clock, clock_name = (time.thread_time, "thread-cpu") if thread_clock else (
-        time.perf_counter, "wall")
+    clock, clock_name = _clock(device)
     prov = provenance(device)
     grid = request.grid
     total, done = len(grid) * (request.warmup + request.repeats), 0
@@ -398,49 +403,48 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
                 clock, model, blocks, inputs, *timing_args, seed=request.seed)
         else:
             fwd, bwd, step = time_point(clock, model, blocks, optimizers, inputs, *timing_args)
+        grads, states = _state_bytes(blocks, optimizers)  # AdamW state exists after a step
+        static = {
+            "hardware": request.hardware or device, "model": data["_name"],
+            "method": request.method,
+            "lora_rank": request.lora_rank if request.method in LORA_METHODS else 0,
+            "target_len": target_len, "block": np.arange(1, len(blocks) + 1),
+            "num_blocks": len(blocks), "param_bytes": param_bytes, "grad_bytes": grads,
+            "optimizer_bytes": states, "repeats": request.repeats, "clock": clock_name,
+            "trainable_params": [sum(p.numel() for p in ps) for ps in blocks], **prov,
+        }
         meta_inputs = make_inputs(data, b, s, target_len, "meta", 0)
         saved = counter.saved(meta_inputs)
         if device == "cuda":
-            peak = cuda_peak_by_depth(model, blocks, optimizers, inputs)
-            memory_method = "cuda-max-allocated"
+            peak, memory_method = cuda_peak_by_depth(model, blocks, optimizers, inputs), (
+                "cuda-max-allocated")
         elif request.method == "qlora":  # 4-bit weights need values: a real step on CPU
             peak = live_peak_by_depth(model, blocks, optimizers, inputs) + quant
             memory_method = "live-tensors"
         elif request.method in LIVE_METHODS:
-            peak = counter.live(meta_inputs)
-            memory_method = "live-tensors"
+            peak, memory_method = counter.live(meta_inputs), "live-tensors"
         else:
-            grads = np.array([tensor_bytes(p) for p in blocks])
-            states = np.array([optimizer_state_bytes(o) for o in optimizers or []])
             peak = saved + param_bytes + grads + states
             memory_method = "saved-tensors"
-        frame = pd.DataFrame({
-            "hardware": request.hardware or device,
-            "model": data["_name"],
-            "method": request.method,
-            "lora_rank": request.lora_rank if request.method in LORA_METHODS else 0,
-            "batch_size": b,
-            "seq_len": s,
-            "target_len": target_len,
-            "block": np.arange(1, len(blocks) + 1),
-            "num_blocks": len(blocks),
-            **_time_columns(fwd, bwd, step),
-            "flops": counter.flops(meta_inputs),
-            "peak_memory_bytes": peak.astype(np.int64),
-            "saved_bytes": saved,
-            "param_bytes": param_bytes,
-            "grad_bytes": [0 if optimizers is None else tensor_bytes(p) for p in blocks],
-            "optimizer_bytes": [optimizer_state_bytes(o) for o in optimizers or []]
-            or 0,
-            "rss_peak_bytes": peak_rss_bytes(),
-            "trainable_params": [sum(p.numel() for p in ps) for ps in blocks],
-            "repeats": request.repeats,
-            "clock": clock_name,
+        frames.append(pd.DataFrame({
+            **static, "batch_size": b, "seq_len": s, **_time_columns(fwd, bwd, step),
+            "flops": counter.flops(meta_inputs), "peak_memory_bytes": peak.astype(np.int64),
+            "saved_bytes": saved, "rss_peak_bytes": peak_rss_bytes(),
             "memory_method": memory_method,
-            **prov,
-        })
-        frames.append(frame)
+        }))
     return pd.concat(frames, ignore_index=True)[list(PROFILE_COLUMNS)]
+
+
+def _state_bytes(
+    blocks: Blocks, optimizers: list[torch.optim.Optimizer] | None
+) -> np.ndarray:
+    """``(2, N)``: block ``n``'s gradient bytes and AdamW state bytes (zeros for MeZO)."""
+    if optimizers is None:
+        return np.zeros((2, len(blocks)), dtype=np.int64)
+    return np.array([
+        [tensor_bytes(p) for p in blocks],
+        [optimizer_state_bytes(o) for o in optimizers],
+    ], dtype=np.int64)
 
 
 def _time_columns(fwd: np.ndarray, bwd: np.ndarray, step: np.ndarray) -> dict[str, np.ndarray]:
