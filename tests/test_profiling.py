@@ -59,6 +59,7 @@ def test_saved_tensor_accounting_matches_hand_count():
     with SavedTensorMeter(exclude=lin.parameters()) as meter:
         y = torch.relu(lin(x))
         loss = (y * y).sum()
+    assert loss.grad_fn is not None  # the graph, which holds what was saved, is alive
     assert meter.saved_bytes == 56
     assert meter.tensors == 4
 
