@@ -72,15 +72,22 @@ def test_method_flops_and_bits():
                                          fwd + HEAD_BWD + crossed + trained]
 
 
-def test_qlora_is_labelled_an_estimate_in_results():
+def test_qlora_is_labelled_an_estimate_unless_measured():
     wl = Workload(TINY, "qlora", 1, 8, 2)
     assert AnalyticCostModel().block_costs(wl, "cpu-reference").source == "analytic-estimate"
-    sim = build_simulation(load_scenario(None, ['model.method="qlora"', "run.rounds=1"]))
+    # roberta-large has no measured QLoRA or MeZO profile: the analytic fallback prices them
+    large = ['model.name="roberta-large"', "model.num_blocks=24", "devices.population.count=24",
+             "run.rounds=1"]
+    sim = build_simulation(load_scenario(None, ['model.method="qlora"', *large]))
     assert sim.cost_source == ["analytic-estimate"]
-    sim = build_simulation(load_scenario(None, ['model.method="mezo"', "run.rounds=1"]))
-    assert sim.cost_source == ["analytic"]  # no measured MeZO profile: the fallback prices it
+    sim = build_simulation(load_scenario(None, ['model.method="mezo"', *large]))
+    assert sim.cost_source == ["analytic"]
+    # roberta-base ships measured QLoRA (bitsandbytes) and MeZO profiles
+    for method in ("qlora", "mezo"):
+        sim = build_simulation(load_scenario(None, [f'model.method="{method}"', "run.rounds=1"]))
+        assert sim.cost_source == ["profiled:cpu-reference"]
     dev = sim.run().device_rounds_frame()
-    assert dev.upload_bits.tolist() == [32.0] * 12
+    assert dev.upload_bits.tolist() == [32.0] * 12  # MeZO: one projected-gradient scalar
 
 
 def test_unknown_method_is_rejected_with_the_known_ones():
