@@ -224,17 +224,22 @@ _PROFILE_LATER = {"target_len": "0", "flops": ""}
 _PROFILE_MAY_BE_EMPTY = ("flops",)
 
 
-def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a profile table as CSV atomically (columns in :data:`PROFILE_COLUMNS` order)."""
+def _write_table_csv(frame: pd.DataFrame, path: str | Path, columns: Any, what: str) -> Path:
+    """Write ``frame[columns]`` as CSV atomically; a missing column or folder is an error."""
     p = Path(path)
-    missing = [c for c in PROFILE_COLUMNS if c not in frame.columns]
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise InputError(f"{p}: profile lacks columns {', '.join(missing)}")
+        raise InputError(f"{p}: {what} lack columns {', '.join(missing)}")
     if not p.parent.exists():
         raise InputError(f"{p}: directory {p.parent} does not exist")
-    out = frame[list(PROFILE_COLUMNS)]
+    out = frame[list(columns)]
     _atomic_write(p, lambda t: out.to_csv(t, index=False, float_format="%.9g"))
     return p
+
+
+def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a profile table as CSV atomically (columns in :data:`PROFILE_COLUMNS` order)."""
+    return _write_table_csv(frame, path, PROFILE_COLUMNS, "profile rows")
 
 
 def read_profile(path: str | Path) -> pd.DataFrame:
@@ -322,15 +327,7 @@ def resolve_kr_scores_path(text: str) -> Path:
 
 def write_kr_scores(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write Kill-and-Revive scores (columns :data:`KR_SCORE_COLUMNS`) as CSV atomically."""
-    p = Path(path)
-    missing = [c for c in KR_SCORE_COLUMNS if c not in frame.columns]
-    if missing:
-        raise InputError(f"{p}: scores lack columns {', '.join(missing)}")
-    if not p.parent.exists():
-        raise InputError(f"{p}: directory {p.parent} does not exist")
-    out = frame[list(KR_SCORE_COLUMNS)]
-    _atomic_write(p, lambda t: out.to_csv(t, index=False, float_format="%.9g"))
-    return p
+    return _write_table_csv(frame, path, KR_SCORE_COLUMNS, "scores")
 
 
 def read_kr_scores(path: str | Path) -> np.ndarray:
