@@ -120,13 +120,6 @@ class Simulation:
         # per-row samples and tokens of a DEFT round (one mini-batch per block)
         self._samples = np.full(N, float(self.workload.batch_size))
         self._tokens = self._samples * tokens
-        if self.scheme is not None and self.faults is not None and (
-            self.faults.active or self.faults.spec.events
-        ):
-            raise ScenarioError(
-                f"faults: scheme {self.scheme.name!r} does not model dropouts or outages yet; "
-                "use scheme.name = 'deft'"
-            )
 
     def _available(self, t_s: float) -> np.ndarray:
         avail = self.compute.available(t_s)
@@ -257,12 +250,15 @@ class Simulation:
 
         Each stage's phase ends are computed exactly when it starts (pure functions of time);
         every participant is one process, the stage ends at an ``all_of`` barrier followed by
-        the plan's server time.
+        the plan's server time. Participants lost to faults are dropped (see
+        :meth:`_realise_plan`).
         """
         assert self.scheme is not None
         state = self.scheme.new_state(len(self.devices), rng)
+        K = len(self.devices)
         for r in range(self.rounds):
             t0 = env.now
+            draws = self.faults.draw(K) if self.faults is not None else None
             inp = self.scheme_inputs(r, t0)
             tic = perf_counter()
             try:
@@ -274,7 +270,7 @@ class Simulation:
                     on_round(rec)
                 continue
             solve_wall_s = perf_counter() - tic
-            real = self._realise_plan(r, plan, t0)
+            real = self._realise_plan(r, plan, t0, draws)
             for stage_end, tail in zip(real["stage_ends"], plan.barrier_s):
                 now = env.now
                 yield env.all_of(
@@ -285,46 +281,83 @@ class Simulation:
             if on_round is not None:
                 on_round(rec)
 
-    def _realise_plan(self, r: int, plan: RoundPlan, t0: float) -> dict[str, Any]:
-        """Exact phase times of a plan: stage ends, busy seconds and first/last phase times."""
-        devs, bw = plan.devices, plan.bandwidth_hz
-        P = devs.size
+    def _realise_plan(self, r: int, plan: RoundPlan, t0: float,
+                      draws: RoundDraws | None = None) -> dict[str, Any]:
+        """Exact phase times of a plan: stage ends, busy seconds, first/last phase times, losses.
+
+        A participant is lost at the earliest of the fault sources of :mod:`desim.faults`
+        (availability drop, scripted outage, injected dropout, upload timeout), taken over its
+        fault-free span ``[t0, end of its last phase)``, and, with ``run.straggler_policy =
+        "deadline"``, at ``t0 + deadline_s`` if its first stage is unfinished then. A lost
+        participant stops at that time: its busy time is cut there, the stage's barrier waits
+        for it only until then (the server sees the link drop), and it takes no part in later
+        stages. Its work counts only if it was lost after its first stage (for ``fl-lora``: its
+        update was aggregated, it misses the broadcast).
+        """
+        P = plan.devices.size
+        free = self._stage_times(r, plan, t0, np.ones(P, dtype=bool), np.full(P, np.inf))
+        end = np.max(np.stack(free["stage_ends"]), axis=0)
+        up_start = np.where(np.isnan(free["first"]["up"]), end, free["first"]["up"])
+        fail, kind = self._failures(plan.devices, np.full(P, t0), up_start, end, draws)
+        deadline = self._deadline_at(t0)
+        late = (free["stage_ends"][0] > deadline) & (deadline < fail)
+        fail = np.where(late, deadline, fail)
+        kind = np.where(late, "deadline", kind)
+        if not np.isfinite(fail).any():
+            return free
+        return self._stage_times(r, plan, t0, np.ones(P, dtype=bool), fail, kind)
+
+    def _stage_times(self, r: int, plan: RoundPlan, t0: float, alive: np.ndarray,
+                     fail: np.ndarray, kind: np.ndarray | None = None) -> dict[str, Any]:
+        """Realise ``plan``'s stages for the ``alive`` participants, each stopping at ``fail``."""
+        devs, P = plan.devices, plan.devices.size
         busy = {k: np.zeros(P) for k in ("compute", "up", "down")}
         first = {k: np.full(P, np.nan) for k in busy}
         last = {k: np.full(P, np.nan) for k in busy}
+        sent = {k: np.zeros(P) for k in ("up", "down")}
+        lost_stage = np.full(P, -1)
         stage_ends = []
         start = t0
-        for stage, tail in zip(plan.stages, plan.barrier_s):
+        for j, (stage, tail) in enumerate(zip(plan.stages, plan.barrier_s)):
             t = np.full(P, start)
             for ph in stage:
-                amount = ph.amount
+                amount = np.where(alive, ph.amount, 0.0)
                 if not np.any(amount > 0):
                     continue
                 if ph.kind == "compute":
                     new = self.compute.work_end_s(devs, t, amount)
                 elif ph.kind == "up" or (ph.kind == "down" and plan.downlink_rate_bps is None):
                     # downlink: reciprocal channel (TDD), same SNR and bandwidth share
-                    new = self.channel.transfer_end_s(devs, t, amount, bw)
+                    new = self.channel.transfer_end_s(devs, t, amount, plan.bandwidth_hz)
                 elif ph.kind == "down":
                     new = t + amount / plan.downlink_rate_bps
                 else:
                     new = t + amount
-                if ph.kind in busy:
-                    on = amount > 0
-                    busy[ph.kind] += new - t
-                    first[ph.kind] = np.where(on & np.isnan(first[ph.kind]), t, first[ph.kind])
-                    last[ph.kind] = np.where(on, new, last[ph.kind])
-                bad = np.flatnonzero(~np.isfinite(new))
+                bad = np.flatnonzero(~np.isfinite(new) & (fail == np.inf))
                 if bad.size:
                     raise SimulationError(
                         f"round {r}: device {self._names[devs[bad[0]]]} never finishes a "
                         f"{ph.kind} phase: its {'speed' if ph.kind == 'compute' else 'rate'} "
                         "stays zero for the rest of the trace"
                     )
+                if ph.kind in busy:  # the part of the phase before the device is lost
+                    on = (amount > 0) & (t < fail)
+                    cut_t, cut_new = np.minimum(t, fail), np.minimum(new, fail)
+                    busy[ph.kind] += np.where(on, cut_new - cut_t, 0.0)
+                    first[ph.kind] = np.where(on & np.isnan(first[ph.kind]), t, first[ph.kind])
+                    last[ph.kind] = np.where(on, cut_new, last[ph.kind])
+                if ph.kind in sent:  # a transfer cut short delivers nothing
+                    sent[ph.kind] += np.where(new <= fail, amount, 0.0)
                 t = new
+            stopped = alive & (fail < t)
+            lost_stage = np.where(stopped, j, lost_stage)
+            # a participant lost before the stage began holds no one up
+            t = np.where(alive, np.maximum(np.minimum(t, fail), start), start)
             stage_ends.append(t)
+            alive = alive & ~stopped
             start = float(t.max()) + tail
-        return {"stage_ends": stage_ends, "busy": busy, "first": first, "last": last}
+        return {"stage_ends": stage_ends, "busy": busy, "first": first, "last": last,
+                "sent": sent, "fail": fail, "kind": kind, "lost_stage": lost_stage}
 
     def _record_plan(self, inp: SchemeInputs, plan: RoundPlan, real: dict[str, Any],
                      solve_wall_s: float, end_s: float, result: RunResult) -> RoundRecord:
@@ -339,14 +372,28 @@ class Simulation:
         c_start, c_end = span("compute", np.full(P, t0))
         u_start, u_end = span("up", c_end)
         d_start, d_end = span("down", u_end)
-        up_bits, down_bits = plan.totals("up"), plan.totals("down")
+        up_bits, down_bits = real["sent"]["up"], real["sent"]["down"]
         rate = shannon_rate_bps(plan.bandwidth_hz, inp.snr_coef_hz[devs])
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean_rate = np.where(busy["up"] > 0, up_bits / busy["up"], np.nan)
+            mean_rate = np.where((busy["up"] > 0) & (up_bits > 0), up_bits / busy["up"], np.nan)
             planned_compute = plan.totals("compute") / inp.speed[devs]
-            planned_upload = np.where(up_bits > 0, up_bits / rate, 0.0)
+            planned_up_bits = plan.totals("up")
+            planned_upload = np.where(planned_up_bits > 0, planned_up_bits / rate, 0.0)
         last_stage = real["stage_ends"][-1]
         bott = int(np.argmax(last_stage))
+        # work counts unless the participant was lost in the first stage (module docstring)
+        lost_stage = real["lost_stage"]
+        counts = (lost_stage < 0) | (lost_stage > 0)
+        lost = np.flatnonzero(lost_stage >= 0)
+        outcome = np.full(P, "done", dtype=object)
+        if lost.size:
+            outcome[lost] = real["kind"][lost]
+            for i in lost:
+                result.fault_events.append(FaultEventRecord(
+                    round=inp.round_index, device=self._names[devs[i]], block=block,
+                    kind=str(real["kind"][i]), time_s=float(real["fail"][i]), task_start_s=t0,
+                    lost_s=float(real["fail"][i]) - t0 if not counts[i] else 0.0,
+                ))
         rec = RoundRecord(
             round=inp.round_index, start_s=t0, end_s=end_s, latency_s=end_s - t0,
             planned_latency_s=plan.planned_latency_s, allocator_estimate_s=float("nan"),
@@ -354,11 +401,14 @@ class Simulation:
             available_devices=int(inp.available.sum()),
             bottleneck_device=self._names[devs[bott]], bottleneck_block=block,
             min_memory_headroom_bytes=float((self._budget[devs] - plan.memory_bytes).min()),
+            dropouts=int(lost.size),
         )
         result.rounds.append(rec)
-        if plan.diagnostics:
+        assert self.scheme is not None
+        diagnostics = self.scheme.realised(plan, counts)
+        if diagnostics:
             result.metadata.setdefault("scheme_diagnostics", []).append(
-                {"round": inp.round_index, **plan.diagnostics}
+                {"round": inp.round_index, **diagnostics}
             )
         result.device_rounds.append(DeviceRounds(
             round=inp.round_index, device=self._names_arr[devs], block=np.full(P, block),
@@ -366,11 +416,12 @@ class Simulation:
             upload_start_s=u_start, upload_end_s=u_end, upload_bits=up_bits,
             mean_rate_bps=mean_rate, planned_compute_s=planned_compute,
             planned_upload_s=planned_upload, memory_bytes=plan.memory_bytes,
-            memory_budget_bytes=self._budget[devs], outcome=np.full(P, "done", dtype=object),
+            memory_budget_bytes=self._budget[devs], outcome=outcome,
             download_start_s=d_start, download_end_s=d_end, download_bits=down_bits,
             compute_busy_s=busy["compute"], upload_busy_s=busy["up"],
-            download_busy_s=busy["down"], flops=plan.flops, samples=plan.samples,
-            tokens=plan.samples * self.workload.tokens_per_sample,
+            download_busy_s=busy["down"], flops=np.where(counts, plan.flops, 0.0),
+            samples=np.where(counts, plan.samples, 0.0),
+            tokens=np.where(counts, plan.samples, 0.0) * self.workload.tokens_per_sample,
         ))
         return rec
 

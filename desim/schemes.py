@@ -175,6 +175,17 @@ class Scheme(ABC):
         """Fresh per-run state (Kill-and-Revive masks); ``None`` when stateless."""
         return None
 
+    def realised(self, plan: RoundPlan, contributed: np.ndarray) -> dict[str, Any]:
+        """The diagnostics to record once the round ran.
+
+        ``contributed`` is ``(P,)``: whose work counted (participants lost to a fault in the
+        first stage did not).
+        """
+        if contributed.all():
+            return plan.diagnostics
+        lost = plan.devices[~contributed].tolist()
+        return {**plan.diagnostics, "lost": lost}
+
     @abstractmethod
     def plan(self, inp: SchemeInputs, state: Any, rng: np.random.Generator) -> RoundPlan:
         """Plan one round.
@@ -244,6 +255,14 @@ class FedLoRAScheme(Scheme):
             inp, eligible, self.local_steps * inp.work_s[eligible, deepest]
         ) + _planned_up_s(inp, eligible, bits, bw)
         return np.sort(eligible[np.argsort(t, kind="stable")[:m]])
+
+    def realised(self, plan: RoundPlan, contributed: np.ndarray) -> dict[str, Any]:
+        """FedAvg weights over the clients whose update arrived (a lost client drops out)."""
+        out = super().realised(plan, contributed)
+        if not contributed.all():
+            w = np.where(contributed, plan.samples, 0.0)
+            out["fedavg_weights"] = (w / w.sum()).tolist() if w.sum() > 0 else []
+        return out
 
     def plan(self, inp: SchemeInputs, state: Any, rng: np.random.Generator) -> RoundPlan:
         """Select clients, then: E local steps, upload, FedAvg, broadcast."""
