@@ -60,6 +60,7 @@ def workload_of(scenario: Scenario) -> Workload:
         lora_rank=m.lora_rank,
         gradient_bits=m.gradient_bits,
         target_len=m.target_len,
+        adapter_size=m.adapter_size,
     )
 
 

@@ -29,8 +29,11 @@ from desim.transformer import (
     LayerKind,
     Trains,
     TransformerConfig,
+    adapter_activation_bytes,
     head_activation_bytes,
     layer_activation_bytes,
+    layer_adapter_values,
+    layer_ia3_values,
     layer_input_bytes,
     layer_lora_modules,
     layer_params,
@@ -53,6 +56,7 @@ class Workload:
         gradient_bits: bits per uploaded value ``q``.
         target_len: ``t`` decoder target tokens per sequence; used by encoder-decoder models
             only.
+        adapter_size: bottleneck width ``a`` of the ``adapter`` method.
     """
 
     config: TransformerConfig
@@ -63,6 +67,7 @@ class Workload:
     lora_rank: int = 8
     gradient_bits: int = 32
     target_len: int = 32
+    adapter_size: int = 64
 
     def __post_init__(self) -> None:
         layers = self.config.num_layers
@@ -73,6 +78,8 @@ class Workload:
             )
         if self.config.is_seq2seq and self.target_len < 1:
             raise ScenarioError(f"model.target_len: expected >= 1, got {self.target_len}")
+        if self.adapter_size < 1:
+            raise ScenarioError(f"model.adapter_size: expected >= 1, got {self.adapter_size}")
 
     @property
     def layers_per_block(self) -> int:
@@ -133,8 +140,10 @@ class MethodRules:
 
     Attributes:
         name: the ``model.method`` name.
-        trains: ``lora`` (LoRA rank ``r`` on every self-attention query and value) or ``full``
-            (every weight of the block's layers).
+        trains: ``lora`` (LoRA rank ``r`` on every self-attention query and value), ``full``
+            (every weight of the block's layers), ``adapter`` (a bottleneck adapter of width
+            ``a`` after every layer's feed-forward output projection) or ``ia3`` (IA3 vectors
+            on keys, values and output-projection inputs).
         backward: ``False`` for zeroth-order training (two forward passes, no backward).
         checkpoint: gradient checkpointing at layer boundaries.
         weight_bytes_per_param: bytes of a frozen weight (fp32: 4; NF4 with an fp32 scale per
@@ -161,6 +170,8 @@ METHODS: dict[str, MethodRules] = {
         MethodRules("lora-checkpoint", "lora", checkpoint=True),
         MethodRules("qlora", "lora", weight_bytes_per_param=0.5625, estimate=True),
         MethodRules("mezo", "lora", backward=False, upload="scalar"),
+        MethodRules("adapter", "adapter"),
+        MethodRules("ia3", "ia3"),
     )
 }
 # methods the analytic model prices
@@ -184,7 +195,7 @@ def upload_bits(method: str, trainable_values: Any, gradient_bits: int) -> np.nd
     """``(N,)`` bits a device uploads after training each block.
 
     ``q`` bits per trainable value (``D_n = q·S_n``), except for a method whose rule is
-    ``scalar`` (MeZO: ``q`` bits per block). Methods only the profiler knows (adapters, IA3)
+    ``scalar`` (MeZO: ``q`` bits per block). Methods without rules (a measured-only table)
     upload their gradients.
     """
     values = np.asarray(trainable_values, dtype=float)
@@ -195,14 +206,21 @@ def upload_bits(method: str, trainable_values: Any, gradient_bits: int) -> np.nd
 
 
 def layer_trainable_values(cfg: TransformerConfig, kind: LayerKind, method: str,
-                           lora_rank: int) -> int:
+                           lora_rank: int, adapter_size: int = 64) -> int:
     """Trainable values in one layer by the method.
 
     LoRA on the self-attention query and value: ``2·r·(h + i)`` (``4hr`` for RoBERTa); full
-    fine-tuning: the whole layer (:func:`desim.transformer.layer_params`).
+    fine-tuning: the whole layer (:func:`desim.transformer.layer_params`); adapter:
+    ``2ha + a + h`` (:func:`desim.transformer.layer_adapter_values`); IA3: ``3i + f`` for
+    RoBERTa (:func:`desim.transformer.layer_ia3_values`).
     """
-    if method_rules(method).trains == "full":
+    trains = method_rules(method).trains
+    if trains == "full":
         return layer_params(cfg, kind)
+    if trains == "adapter":
+        return layer_adapter_values(cfg, adapter_size)
+    if trains == "ia3":
+        return layer_ia3_values(cfg, kind)
     return sum(m.values(lora_rank) for m in layer_lora_modules(cfg, kind, 0, 0))
 
 
@@ -210,7 +228,8 @@ def trainable_values(workload: Workload) -> np.ndarray:
     """``(N,)`` trainable values ``S_n`` of every block (the sum over its layers)."""
     cfg = workload.config
     per_layer = np.array([
-        layer_trainable_values(cfg, k, workload.method, workload.lora_rank)
+        layer_trainable_values(cfg, k, workload.method, workload.lora_rank,
+                               workload.adapter_size)
         for k in cfg.layer_kinds()
     ], dtype=float)
     return per_layer.reshape(workload.num_blocks, -1).sum(axis=1)
@@ -221,7 +240,7 @@ def analytic_flops(workload: Workload) -> np.ndarray:
     rules = method_rules(workload.method)
     counts = step_flops(workload.config, workload.batch_size, workload.seq_len,
                         workload.decoder_len, workload.num_blocks, rules.trains,
-                        workload.lora_rank)
+                        workload.lora_rank, workload.adapter_size)
     if not rules.backward:
         return np.full(workload.num_blocks, 2.0 * counts.forward)
     flops = counts.forward + counts.backward
@@ -262,6 +281,21 @@ def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarr
       depth). The memory is the weights, the trainable values (no gradients or moments), and
       the largest layer's activations (and T5's logits). The upload is one projected-gradient
       scalar per block.
+    - ``adapter``: a bottleneck adapter ``y + up(gelu(down(y)))`` of width ``a`` after every
+      layer's feed-forward output projection (T5: after ``wo``); trains ``2ha + a + h`` values
+      per layer. Every layer's forward pass adds ``4·b·tokens·h·a`` FLOPs. The backward pass
+      stops at the trained block's lowest adapter, so that layer keeps only the adapter's
+      tensors and crossed layers keep the adapter's GELU input too
+      (:func:`desim.transformer.adapter_activation_bytes`).
+    - ``ia3``: peft's IA3 vectors scaling keys and values (T5: of the cross-attention too) and
+      the inputs of the output projections (RoBERTa: attention and feed-forward; T5: ``wo``);
+      ``3i + f`` values per RoBERTa layer. The scalings are element-wise (not counted), but
+      they make the keys, values and their attention products need gradients in the trained
+      block. Activations as for LoRA: the tensors IA3 keeps (pre-scaling keys, values and FFN
+      activations) are already in Korthikanti's count.
+
+    The adapter and IA3 values of the other blocks are frozen weights (4 B each; LoRA's are
+    left out, about 0.2% of roberta-base's weights).
     """
     cfg, rules = workload.config, method_rules(workload.method)
     b, s, t = workload.batch_size, workload.seq_len, workload.decoder_len
@@ -280,8 +314,28 @@ def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarr
         memory = (weights + inputs[n_layers - 1] + np.maximum.accumulate(act)[n_layers - 1]
                   + head + encoder_out + 16.0 * trainable)
     else:
-        memory = weights + np.cumsum(act)[n_layers - 1] + head + 16.0 * trainable
+        memory = weights + _kept_activation_bytes(workload, act) + head + 16.0 * trainable
+    if rules.trains in ("adapter", "ia3"):
+        memory = memory + 4.0 * (trainable.sum() - trainable)
     return flops, memory, upload_bits(workload.method, trainable, workload.gradient_bits)
+
+
+def _kept_activation_bytes(workload: Workload, act: np.ndarray) -> np.ndarray:
+    """``(N,)`` activation bytes kept by the layers the backward pass to block ``n`` crosses.
+
+    ``act`` is ``(L,)`` per-layer bytes from the output; the first ``n·L/N`` layers are crossed.
+    """
+    n_layers = np.arange(1, workload.num_blocks + 1) * workload.layers_per_block
+    if method_rules(workload.method).trains != "adapter":
+        return np.cumsum(act)[n_layers - 1]
+    cfg, b, s, t = (workload.config, workload.batch_size, workload.seq_len,
+                    workload.decoder_len)
+    crossed, lowest = np.array([
+        adapter_activation_bytes(cfg, k, b, s, t, workload.adapter_size)
+        for k in cfg.layer_kinds()
+    ]).T
+    kept, low = act + crossed, n_layers - 1
+    return np.cumsum(kept)[low] - kept[low] + lowest[low]
 
 
 @dataclass(frozen=True)
@@ -626,8 +680,8 @@ class ProfiledCostModel:
 
         Raises:
             UnknownNameError: no profile for ``hardware`` or the workload, and no fallback.
-            ScenarioError: the workload's block split, LoRA rank or target length differs from
-                the profile's.
+            ScenarioError: the workload's block split, LoRA rank, adapter width or target
+                length differs from the profile's.
         """
         cfg = workload.config
         fit = None
@@ -679,6 +733,15 @@ class ProfiledCostModel:
                 f"model.lora_rank: the {hardware!r} profile was measured at rank "
                 f"{fit.lora_rank}, got {workload.lora_rank}"
             )
+        rules = METHODS.get(workload.method)
+        if rules is not None and rules.trains == "adapter":
+            h = workload.config.hidden_size
+            measured = (fit.trainable_params - h) / (2 * h + 1)  # S = 2ha + a + h per layer
+            if not np.array_equal(measured, np.full(fit.num_blocks, workload.adapter_size)):
+                raise ScenarioError(
+                    f"model.adapter_size: the {hardware!r} profile of {name} was measured at "
+                    f"adapter width {measured[0]:g}, got {workload.adapter_size}"
+                )
         if fit.target_len > 0 and workload.target_len != fit.target_len:
             raise ScenarioError(
                 f"model.target_len: the {hardware!r} profile of {name} was measured at "

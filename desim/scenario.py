@@ -38,12 +38,13 @@ class ModelSpec(_Frozen):
     ``num_blocks`` must divide the model's layer count (``Ld + Le`` for an encoder-decoder
     model); block 1 is next to the output. ``seq_len`` is the (encoder) input length;
     ``target_len`` is the decoder's target length and is used by encoder-decoder models (T5)
-    only.
+    only. ``adapter_size`` is the bottleneck width of the ``adapter`` method (used by it only).
     """
 
     name: str = "roberta-base"
-    method: Literal["lora", "full", "lora-checkpoint", "qlora", "mezo"] = "lora"
+    method: Literal["lora", "full", "lora-checkpoint", "qlora", "mezo", "adapter", "ia3"] = "lora"
     lora_rank: Annotated[int, Field(ge=1, le=4096)] = 8
+    adapter_size: Annotated[int, Field(ge=1, le=1_000_000)] = 64
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 8
     seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = 128
     num_blocks: Annotated[int, Field(ge=1, le=10_000)] = 12

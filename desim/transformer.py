@@ -9,8 +9,10 @@ an encoder layer backpropagates through the whole decoder and the LM head. Encod
 encoder outputs).
 
 Every layer is one small dataflow graph of matrix products (:func:`layer_graph`): linear maps,
-attention scores and context products, LoRA factors. Training FLOPs are counted on these graphs
-with autograd's rule, which is also what torch's ``FlopCounterMode`` counts:
+attention scores and context products, and a method's modules (LoRA factors, a bottleneck
+adapter; IA3's scalings are element-wise, uncounted, but pass the grad flag on). Training
+FLOPs are counted on these graphs with autograd's rule, which is also what torch's
+``FlopCounterMode`` counts:
 
 - a product of an ``m×k`` by a ``k×n`` operand costs ``2mkn`` FLOPs forward;
 - in the backward pass it costs another ``2mkn`` for **each operand that requires grad**;
@@ -34,9 +36,10 @@ import numpy as np
 from desim.errors import InputError
 
 LayerKind = Literal["encoder", "decoder"]
-# which values a method trains: the LoRA factors on every self-attention query and value, or
-# the layer's own weights
-Trains = Literal["lora", "full"]
+# which values a method trains: the LoRA factors on every self-attention query and value, the
+# layer's own weights, a bottleneck adapter after the feed-forward output projection, or IA3's
+# scaling vectors (keys, values and the inputs of the output projections)
+Trains = Literal["lora", "full", "adapter", "ia3"]
 
 ENCODER_FIELDS = (
     "hidden_size",
@@ -167,8 +170,9 @@ def _positive_int(x: Any) -> bool:
 class Product:
     """A matrix product ``out = left · right`` of ``macs`` multiply-accumulates (``mkn``).
 
-    Operand names starting ``w.`` are a layer's own weights and ``lora.`` its LoRA factors
-    (trainable when the layer trains by that method); other names are activations.
+    Operand names starting ``w.`` are a layer's own weights, ``lora.`` its LoRA factors and
+    ``adapter.`` its bottleneck adapter (trainable when the layer trains by that method); other
+    names are activations.
     """
 
     out: str
@@ -179,7 +183,10 @@ class Product:
 
 @dataclass(frozen=True)
 class Merge:
-    """An uncounted element-wise operation (norm, residual, activation) of ``inputs``."""
+    """An uncounted element-wise operation (norm, residual, activation) of ``inputs``.
+
+    An input named ``ia3.…`` is an IA3 scaling vector (trainable when the layer trains by IA3).
+    """
 
     out: str
     inputs: tuple[str, ...]
@@ -236,43 +243,83 @@ def lora_modules(
                  for m in layer_lora_modules(cfg, kind, seq_len, target_len, layer))
 
 
+# where IA3 scales a linear map: its output (keys, values) or its input (output projections)
+IA3Side = Literal["in", "out"] | None
+
+
 def _linear(ops: list[Op], name: str, x: str, rows: float, d_in: int, d_out: int,
-            rank: int) -> None:
+            rank: int, ia3: IA3Side = None) -> None:
+    if ia3 == "in":  # peft's feed-forward IA3: (x * l) · W
+        ops.append(Merge(f"{name}.in", (x, f"ia3.{name}")))
+        x = f"{name}.in"
     ops.append(Product(name, x, f"w.{name}", rows * d_in * d_out))
     if rank:
         ops.append(Product(f"{name}.a", x, f"lora.{name}.a", rows * d_in * rank))
         ops.append(Product(f"{name}.b", f"{name}.a", f"lora.{name}.b", rows * rank * d_out))
         ops.append(Merge(name, (name, f"{name}.b")))
+    if ia3 == "out":  # (x · W) * l
+        ops.append(Merge(name, (name, f"ia3.{name}")))
+
+
+@dataclass(frozen=True)
+class LayerMethod:
+    """The modules a fine-tuning method adds to every layer (all zero: the frozen backbone).
+
+    Attributes:
+        rank: LoRA rank of the modules on every self-attention query and value (0: none).
+        adapter_size: width ``a`` of the bottleneck adapter after the feed-forward output
+            projection (0: none).
+        ia3: IA3 scaling vectors on every attention's keys and values, and on the inputs of
+            the feed-forward output projection and (RoBERTa) the attention output projection.
+    """
+
+    rank: int = 0
+    adapter_size: int = 0
+    ia3: bool = False
 
 
 def _attention(ops: list[Op], p: str, xq: str, xkv: str, residual: str, rows_q: float,
-               rows_kv: float, keys: int, cfg: TransformerConfig, rank: int) -> None:
+               rows_kv: float, keys: int, cfg: TransformerConfig, rank: int,
+               ia3: bool) -> None:
     """Projections, scores ``QKᵀ``, context ``PV`` and the output projection.
 
     Scores and context cost ``rows_q·keys·i`` multiply-accumulates each (summed over heads).
+    IA3 (peft's targets ``key``/``value``/``output.dense``, T5 ``k``/``v``/``wo``) scales the
+    keys and values, and in RoBERTa also the output projection's input (``attention.output.dense``
+    matches ``output.dense``); in T5 the cross-attention's keys and values too.
     """
     h, i = cfg.hidden_size, cfg.inner_size
+    kv: IA3Side = "out" if ia3 else None
+    o: IA3Side = "in" if ia3 and not cfg.is_seq2seq else None
     _linear(ops, f"{p}.q", xq, rows_q, h, i, rank)
-    _linear(ops, f"{p}.k", xkv, rows_kv, h, i, 0)
-    _linear(ops, f"{p}.v", xkv, rows_kv, h, i, rank)
+    _linear(ops, f"{p}.k", xkv, rows_kv, h, i, 0, kv)
+    _linear(ops, f"{p}.v", xkv, rows_kv, h, i, rank, kv)
     ops.append(Product(f"{p}.scores", f"{p}.q", f"{p}.k", rows_q * keys * i))
     ops.append(Product(f"{p}.ctx", f"{p}.scores", f"{p}.v", rows_q * keys * i))
-    _linear(ops, f"{p}.o", f"{p}.ctx", rows_q, i, h, 0)
+    _linear(ops, f"{p}.o", f"{p}.ctx", rows_q, i, h, 0, o)
     ops.append(Merge(f"{p}.out", (residual, f"{p}.o")))
 
 
-def _ffn(ops: list[Op], x: str, residual: str, rows: float, cfg: TransformerConfig) -> None:
-    h, f = cfg.hidden_size, cfg.intermediate_size
+def _ffn(ops: list[Op], x: str, residual: str, rows: float, cfg: TransformerConfig,
+         method: LayerMethod) -> None:
+    """The feed-forward block; a bottleneck adapter ``y + up(gelu(down(y)))`` follows ``wo``."""
+    h, f, a = cfg.hidden_size, cfg.intermediate_size, method.adapter_size
     _linear(ops, "wi0", x, rows, h, f, 0)
     if cfg.gated_ffn:
         _linear(ops, "wi1", x, rows, h, f, 0)
     ops.append(Merge("act", ("wi0", "wi1") if cfg.gated_ffn else ("wi0",)))
-    _linear(ops, "wo", "act", rows, f, h, 0)
+    _linear(ops, "wo", "act", rows, f, h, 0, "in" if method.ia3 else None)
+    if a:
+        ops.append(Product("ad.down", "wo", "adapter.down", rows * h * a))
+        ops.append(Merge("ad.act", ("ad.down",)))
+        ops.append(Product("ad.up", "ad.act", "adapter.up", rows * a * h))
+        ops.append(Merge("wo", ("wo", "ad.up")))
     ops.append(Merge("ffn.out", (residual, "wo")))
 
 
 def layer_graph(cfg: TransformerConfig, kind: LayerKind, batch: int, seq_len: int,
-                target_len: int, rank: int) -> tuple[Op, ...]:
+                target_len: int, rank: int = 0,
+                method: LayerMethod | None = None) -> tuple[Op, ...]:
     """The products of one layer from input ``x`` to output ``y`` (``enc``: encoder output).
 
     Args:
@@ -282,26 +329,29 @@ def layer_graph(cfg: TransformerConfig, kind: LayerKind, batch: int, seq_len: in
         seq_len: ``s`` source tokens per sequence.
         target_len: ``t`` target tokens per sequence (decoder layers only).
         rank: LoRA rank of the modules on every self-attention query and value (0: none).
+        method: the modules of another method (adapter, IA3); ``None``: none.
     """
+    m = method or LayerMethod()
+    r, ia3 = rank or m.rank, m.ia3
     b, s, t = float(batch), seq_len, target_len
     ops: list[Op] = []
     if not cfg.is_seq2seq:  # RoBERTa: post-norm
-        _attention(ops, "sa", "x", "x", "x", b * s, b * s, s, cfg, rank)
+        _attention(ops, "sa", "x", "x", "x", b * s, b * s, s, cfg, r, ia3)
         ops.append(Merge("ln1", ("sa.out", "w.ln1")))
-        _ffn(ops, "ln1", "ln1", b * s, cfg)
+        _ffn(ops, "ln1", "ln1", b * s, cfg, m)
         ops.append(Merge("y", ("ffn.out", "w.ln2")))
         return tuple(ops)
     ops.append(Merge("ln1", ("x", "w.ln1")))  # T5: pre-norm
     if kind == "encoder":
-        _attention(ops, "sa", "ln1", "ln1", "x", b * s, b * s, s, cfg, rank)
+        _attention(ops, "sa", "ln1", "ln1", "x", b * s, b * s, s, cfg, r, ia3)
         ops.append(Merge("ln2", ("sa.out", "w.ln2")))
-        _ffn(ops, "ln2", "sa.out", b * s, cfg)
+        _ffn(ops, "ln2", "sa.out", b * s, cfg, m)
     else:
-        _attention(ops, "sa", "ln1", "ln1", "x", b * t, b * t, t, cfg, rank)
+        _attention(ops, "sa", "ln1", "ln1", "x", b * t, b * t, t, cfg, r, ia3)
         ops.append(Merge("ln2", ("sa.out", "w.ln2")))
-        _attention(ops, "ca", "ln2", "enc", "sa.out", b * t, b * s, s, cfg, 0)
+        _attention(ops, "ca", "ln2", "enc", "sa.out", b * t, b * s, s, cfg, 0, ia3)
         ops.append(Merge("ln3", ("ca.out", "w.ln3")))
-        _ffn(ops, "ln3", "ca.out", b * t, cfg)
+        _ffn(ops, "ln3", "ca.out", b * t, cfg, m)
     ops.append(Merge("y", ("ffn.out",)))
     return tuple(ops)
 
@@ -326,17 +376,18 @@ def count_graph(ops: tuple[Op, ...], grad_in: Mapping[str, bool],
     Args:
         ops: the graph (:func:`layer_graph`, :func:`head_graph`).
         grad_in: which inputs (``x``, ``enc``) require grad.
-        trainable: ``lora`` or ``full`` when the layer trains, else ``None``.
+        trainable: the method (:data:`Trains`) when the layer trains, else ``None``.
 
     Returns:
         ``(forward_macs, backward_macs, output requires grad)``; the output is ``y`` for a
         layer and ``logits`` for a head.
     """
-    prefix = {"lora": "lora.", "full": "w."}.get(trainable or "", None)
+    prefix = {"lora": "lora.", "full": "w.", "adapter": "adapter.", "ia3": "ia3."}.get(
+        trainable or "", None)
     needs = dict(grad_in)
 
     def grad(name: str) -> bool:
-        if name.startswith(("w.", "lora.", "head.")):
+        if name.startswith(("w.", "lora.", "adapter.", "ia3.", "head.")):
             return prefix is not None and name.startswith(prefix)
         return needs.get(name, False)
 
@@ -380,7 +431,7 @@ class StepFlops:
 
 
 def step_flops(cfg: TransformerConfig, batch: int, seq_len: int, target_len: int,
-               num_blocks: int, trains: Trains, rank: int) -> StepFlops:
+               num_blocks: int, trains: Trains, rank: int, adapter_size: int = 64) -> StepFlops:
     """Count the FLOPs of training each block (``L/N`` consecutive layers) by autograd's rule.
 
     Args:
@@ -390,12 +441,15 @@ def step_flops(cfg: TransformerConfig, batch: int, seq_len: int, target_len: int
         target_len: ``t`` target tokens per sequence (unused by encoder-only models).
         num_blocks: ``N``; it must divide the layer count.
         trains: ``lora`` (LoRA factors on every self-attention query and value; all layers
-            carry them) or
-            ``full`` (the block's layer weights; no LoRA modules).
+            carry them), ``full`` (the block's layer weights; no added modules), ``adapter``
+            (a bottleneck adapter in every layer) or ``ia3`` (IA3 vectors in every layer).
         rank: LoRA rank.
+        adapter_size: adapter bottleneck width ``a`` (``adapter`` only).
     """
-    r = rank if trains == "lora" else 0
-    graphs = {k: layer_graph(cfg, k, batch, seq_len, target_len, r)
+    method = LayerMethod(rank=rank if trains == "lora" else 0,
+                         adapter_size=adapter_size if trains == "adapter" else 0,
+                         ia3=trains == "ia3")
+    graphs = {k: layer_graph(cfg, k, batch, seq_len, target_len, method=method)
               for k in ("encoder", "decoder")}
     head = head_graph(cfg, batch, target_len)
     kinds = cfg.layer_kinds()
@@ -449,6 +503,46 @@ def layer_params(cfg: TransformerConfig, kind: LayerKind = "encoder") -> int:
     if kind == "encoder":
         return 4 * h * i + ffn + 2 * h
     return 8 * h * i + ffn + 3 * h
+
+
+def layer_adapter_values(cfg: TransformerConfig, adapter_size: int) -> int:
+    """Values of one layer's bottleneck adapter: ``2ha + a + h``.
+
+    Down ``h×a`` and up ``a×h`` weights with their biases (the profiler's ``adapter_down`` and
+    ``adapter_up``), the same in every layer kind.
+    """
+    h, a = cfg.hidden_size, adapter_size
+    return 2 * h * a + a + h
+
+
+def layer_ia3_values(cfg: TransformerConfig, kind: LayerKind = "encoder") -> int:
+    """IA3 values of one layer: one per scaled key, value or output-projection input.
+
+    RoBERTa (peft targets ``key``, ``value``, ``output.dense``; the last also matches the
+    attention output ``attention.output.dense``): ``3i + f``. T5 (``k``, ``v``, ``wo``):
+    encoder ``2i + f``; decoder ``4i + f`` (its cross-attention keys and values too).
+    """
+    i, f = cfg.inner_size, cfg.intermediate_size
+    if not cfg.is_seq2seq:
+        return 3 * i + f
+    return (2 if kind == "encoder" else 4) * i + f
+
+
+def adapter_activation_bytes(cfg: TransformerConfig, kind: LayerKind, batch: int,
+                             seq_len: int, target_len: int,
+                             adapter_size: int) -> tuple[float, float]:
+    """fp32 bytes a layer keeps for its bottleneck adapter's backward: ``(crossed, lowest)``.
+
+    A crossed layer keeps its adapter's GELU input, ``4·b·tokens·a`` bytes, besides its own
+    activations (:func:`layer_activation_bytes`). The adapter sits at the end of the layer, so
+    in the trained block's lowest layer the backward pass stops there: that layer keeps only the
+    adapter's input and its GELU's input and output, ``4·b·tokens·(h + 2a)`` bytes, instead of
+    its activations (measured on the tiny model: its saved bytes are below LoRA's by about
+    one layer's).
+    """
+    tokens = seq_len if kind == "encoder" else target_len
+    bt = 4.0 * batch * tokens
+    return bt * adapter_size, bt * (cfg.hidden_size + 2 * adapter_size)
 
 
 def model_params(cfg: TransformerConfig) -> int:
@@ -508,8 +602,9 @@ def layer_input_bytes(cfg: TransformerConfig, kind: LayerKind, batch: int, seq_l
 
 
 __all__ = [
-    "LoraModule", "Merge", "Product", "StepFlops", "TransformerConfig", "config_from_mapping",
-    "count_graph", "head_activation_bytes", "head_graph", "layer_activation_bytes",
-    "layer_forward_flops", "layer_graph", "layer_input_bytes", "layer_lora_modules",
+    "LayerMethod", "LoraModule", "Merge", "Product", "StepFlops", "TransformerConfig",
+    "adapter_activation_bytes", "config_from_mapping", "count_graph", "head_activation_bytes",
+    "head_graph", "layer_activation_bytes", "layer_adapter_values", "layer_forward_flops",
+    "layer_graph", "layer_ia3_values", "layer_input_bytes", "layer_lora_modules",
     "layer_params", "lora_modules", "model_params", "step_flops",
 ]
