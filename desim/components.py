@@ -21,10 +21,10 @@ from desim.compute import (
     generate_compute,
     trace_timeline,
 )
-from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload
+from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload, method_rules
 from desim.energy import merged_power
 from desim.engine import Simulation
-from desim.errors import InputError
+from desim.errors import InputError, ScenarioError
 from desim.faults import FaultModel
 from desim.io import (
     load_model_config,
@@ -174,6 +174,13 @@ def make_scheme_of(scenario: Scenario) -> Scheme | None:
     if sp.name == "fl-lora":
         return make_scheme("fl-lora", common)
     if sp.name == "dlora":
+        rules = method_rules(scenario.model.method)
+        if rules.trains != "lora" or not rules.backward:
+            raise ScenarioError(
+                f"model.method: dlora splits the LoRA modules off the frozen backbone and "
+                f"trains them by backpropagation; use lora, lora-checkpoint or qlora, got "
+                f"{scenario.model.method!r}"
+            )
         kr = (
             KillRevive(sp.kr_threshold, sp.kr_patience, sp.kr_revive_period, sp.kr_min_active)
             if sp.kill_revive

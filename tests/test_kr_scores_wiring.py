@@ -46,3 +46,12 @@ def test_score_rows_must_match_the_models_modules():
     sc = load_scenario(None, [*DLORA, 'scheme.kr_scores="shipped:missing.csv"'])
     with pytest.raises(InputError, match="kr-scores_roberta-base.csv"):
         build_simulation(sc)
+
+
+@pytest.mark.parametrize("method", ["adapter", "ia3", "full", "mezo"])
+def test_dlora_needs_a_lora_method_trained_by_backpropagation(method):
+    from desim.errors import ScenarioError
+
+    sc = load_scenario(None, ['scheme.name="dlora"', f'model.method="{method}"'])
+    with pytest.raises(ScenarioError, match=f"model.method: dlora.*got '{method}'"):
+        build_simulation(sc)
