@@ -120,6 +120,12 @@ def load_model_config(name: str) -> TransformerConfig:
 
     RoBERTa and T5 keys are both read (:func:`desim.transformer.config_from_mapping`).
     """
+    path, raw = _read_model_json(name)
+    return config_from_mapping(raw, path.stem, str(path))
+
+
+def _read_model_json(name: str) -> tuple[Path, dict[str, Any]]:
+    """The path and JSON object of a shipped model config (by name) or a config file."""
     path = Path(name)
     if not (path.suffix == ".json" and path.exists()):
         if name not in shipped_models():
@@ -134,7 +140,7 @@ def load_model_config(name: str) -> TransformerConfig:
         raise InputError(f"{path}: cannot read model config: {exc}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: a model config must be a JSON object")
-    return config_from_mapping(raw, path.stem, str(path))
+    return path, raw
 
 
 def model_config_data(name: str) -> dict[str, Any]:
@@ -149,17 +155,7 @@ def model_config_data(name: str) -> dict[str, Any]:
         UnknownNameError, InputError: as :func:`load_model_config`, or a T5 config lacking
             one of its keys.
     """
-    path = Path(name)
-    if not (path.suffix == ".json" and path.exists()):
-        if name not in shipped_models():
-            load_model_config(name)  # raises the unknown-model error
-        path = _data_file("models", f"{name}.json")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: cannot read model config: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: a model config must be a JSON object")
+    path, raw = _read_model_json(name)
     family = raw.get("_family") or ("t5" if raw.get("model_type") == "t5" else "roberta")
     if family not in ("roberta", "t5"):
         raise InputError(f"{path}: _family: expected 'roberta' or 't5' (got {family!r})")
