@@ -233,6 +233,16 @@ def _write_table_csv(frame: pd.DataFrame, path: str | Path, columns: Any, what: 
     return p
 
 
+def _read_csv_text(path: Path, what: str) -> pd.DataFrame:
+    """Every cell of a CSV as text (checked by the caller), with one-line errors."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read {what} CSV: {exc}") from None
+
+
 def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a profile table as CSV atomically (columns in :data:`PROFILE_COLUMNS` order)."""
     return _write_table_csv(frame, path, PROFILE_COLUMNS, "profile rows")
@@ -248,12 +258,7 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         InputError: naming the file, and the line and column of the first bad value.
     """
     p = Path(path)
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{p}: cannot read profile CSV: {exc}") from None
+    raw = _read_csv_text(p, "profile")
     for col, default in _PROFILE_LATER.items():
         if col not in raw.columns:
             raw[col] = default
@@ -340,12 +345,7 @@ def read_kr_scores(path: str | Path) -> np.ndarray:
             not exactly ``0..M-1`` (``M`` the number of modules of the file).
     """
     p = Path(path)
-    try:
-        raw = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{p}: file not found") from None
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{p}: cannot read score CSV: {exc}") from None
+    raw = _read_csv_text(p, "score")
     missing = [c for c in ("step", "module", "score") if c not in raw.columns]
     if missing:
         raise InputError(

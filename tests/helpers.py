@@ -56,3 +56,24 @@ def tiny_simulation(
             faults or FaultsSpec(), {"A": 0, "B": 1, "C": 2}, rng_streams(seed)["faults"]
         ),
     )
+
+
+def torch_step_flops(model, blocks, inputs):  # type: ignore[no-untyped-def]
+    """``(N,)`` FLOPs torch's counter sees for one training step of each block (torch needed).
+
+    For block ``n``: the forward pass with loss and the backward pass to ``blocks[n − 1]``'s
+    parameters, with only those requiring grad.
+    """
+    from torch.autograd import grad
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = []
+    for params in blocks:
+        for p in params:
+            p.requires_grad_(True)
+        with FlopCounterMode(display=False) as counter:
+            grad(model(**inputs).loss, params)
+        out.append(counter.get_total_flops())
+        for p in params:
+            p.requires_grad_(False)
+    return np.array(out, dtype=float)

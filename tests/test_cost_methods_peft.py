@@ -24,6 +24,7 @@ from desim.transformer import (
     model_params,
     step_flops,
 )
+from tests.helpers import torch_step_flops
 
 # h = i = 32, 3 layers, 2 heads, f = 64, V = 60, 40 positions
 TINY = TransformerConfig("r", 32, 3, 2, 64, 60, 40)
@@ -102,22 +103,6 @@ def test_tiny_adapter_memory_exactly():
     assert two[1] - two[0] == 2 * (63488 + 1024)
 
 
-def _torch_step_flops(model, blocks, inputs):  # type: ignore[no-untyped-def]
-    from torch.autograd import grad
-    from torch.utils.flop_counter import FlopCounterMode
-
-    out = []
-    for params in blocks:
-        for p in params:
-            p.requires_grad_(True)
-        with FlopCounterMode(display=False) as counter:
-            grad(model(**inputs).loss, params)
-        out.append(counter.get_total_flops())
-        for p in params:
-            p.requires_grad_(False)
-    return np.array(out, dtype=float)
-
-
 @pytest.mark.parametrize("method", ["adapter", "ia3"])
 @pytest.mark.parametrize("family", ["roberta", "t5"])
 def test_analytic_flops_agree_with_torch_flop_counter(method, family):
@@ -134,11 +119,11 @@ def test_analytic_flops_agree_with_torch_flop_counter(method, family):
     cfg = config_from_mapping(data, "tiny", "-")
     layers = cfg.num_layers
     ours = analytic_flops(Workload(cfg, method, b, s, layers, adapter_size=8, target_len=t))
-    assert ours.tolist() == _torch_step_flops(model, blocks, inputs).tolist()
+    assert ours.tolist() == torch_step_flops(model, blocks, inputs).tolist()
     if family == "roberta":  # one block of all three layers
         whole = analytic_flops(Workload(cfg, method, b, s, 1, adapter_size=8))
         merged = [p for params in blocks for p in params]
-        assert whole.tolist() == _torch_step_flops(model, [merged], inputs).tolist()
+        assert whole.tolist() == torch_step_flops(model, [merged], inputs).tolist()
 
 
 @pytest.mark.parametrize("method", ["adapter", "ia3"])
@@ -194,8 +179,7 @@ def test_analytic_flops_equal_the_shipped_flops_column(path):
 
 def _profiled(method: str) -> ProfiledCostModel:
     table = load_profile("cpu-reference")
-    if not (table["method"] == method).any():
-        pytest.skip(f"no shipped {method} profile")
+    assert (table["method"] == method).any(), f"the shipped {method} profile is missing"
     return ProfiledCostModel({"cpu-reference": table})
 
 

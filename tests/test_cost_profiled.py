@@ -121,16 +121,10 @@ def test_read_profile_errors_name_file_line_and_column(tmp_path):
         load_profile("gpu-x")
 
 
-SHIPPED = {p.stem for p in shipped_profiles()}
-needs_shipped = pytest.mark.skipif(
-    len(SHIPPED) < 4, reason="shipped profiles not present (desim/data/profiles)"
-)
-
-
-@needs_shipped
 @pytest.mark.parametrize("model", ["roberta-base", "roberta-large"])
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_shipped_profiles_are_monotone_and_fit(model, method):
+    assert f"cpu-reference_{model}_{method}" in {p.stem for p in shipped_profiles()}
     table = load_profile("cpu-reference")
     rows = table[(table["model"] == model) & (table["method"] == method)]
     blocks = 12 if model == "roberta-base" else 24
@@ -144,7 +138,6 @@ def test_shipped_profiles_are_monotone_and_fit(model, method):
     assert np.abs(fit.time_residuals).max() < 0.15
 
 
-@needs_shipped
 def test_default_scenario_uses_shipped_profile_and_admits_every_block():
     from desim.components import build_simulation
     from desim.io import load_scenario

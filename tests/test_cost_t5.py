@@ -19,8 +19,9 @@ from desim.cost import (
     upload_bits,
 )
 from desim.errors import InputError, ScenarioError
-from desim.io import PROFILE_COLUMNS, load_model_config, shipped_models
+from desim.io import PROFILE_COLUMNS, load_model_config
 from desim.transformer import TransformerConfig, config_from_mapping
+from tests.helpers import torch_step_flops
 
 # h=16, i = 2 heads × d_kv 4 = 8, gated FFN f=24, one encoder and one decoder layer, V=50
 TINY_T5 = TransformerConfig(
@@ -47,7 +48,6 @@ def test_t5_config_from_its_hugging_face_keys():
         config_from_mapping({**raw, "d_kv": 0}, "t5-x", "x.json")
 
 
-@pytest.mark.skipif("flan-t5-small" not in shipped_models(), reason="FLAN-T5 configs not shipped")
 def test_shipped_flan_t5_configs_load():
     small, base = load_model_config("flan-t5-small"), load_model_config("flan-t5-base")
     assert (small.hidden_size, small.intermediate_size, small.inner_size) == (512, 1024, 384)
@@ -135,22 +135,6 @@ def test_flan_t5_costs_are_non_decreasing_in_depth(method, b, s, t):
         assert np.all(np.diff(memory[:8]) >= 0) and np.all(np.diff(memory[8:]) >= 0)
 
 
-def _torch_step_flops(model, blocks, inputs):  # type: ignore[no-untyped-def]
-    from torch.autograd import grad
-    from torch.utils.flop_counter import FlopCounterMode
-
-    out = []
-    for params in blocks:
-        for p in params:
-            p.requires_grad_(True)
-        with FlopCounterMode(display=False) as counter:
-            grad(model(**inputs).loss, params)
-        out.append(counter.get_total_flops())
-        for p in params:
-            p.requires_grad_(False)
-    return np.array(out, dtype=float)
-
-
 def _split(model, pattern, decoder_layers, layers, marker):  # type: ignore[no-untyped-def]
     import re
 
@@ -188,7 +172,7 @@ def test_analytic_flops_agree_with_torch_flop_counter(method):
     blocks = _split(model, r"(encoder|decoder)\.block\.(\d+)\.", 3, 5,
                     "lora_" if method == "lora" else "")
     inputs = {"input_ids": torch.randint(3, 50, (2, 12)), "labels": torch.randint(3, 50, (2, 5))}
-    counted = _torch_step_flops(model, blocks, inputs)
+    counted = torch_step_flops(model, blocks, inputs)
     cfg = TransformerConfig("t", 16, 2, 2, 24, 50, 0, num_decoder_layers=3, head_dim=4,
                             gated_ffn=True, tie_word_embeddings=False)
     ours = analytic_flops(Workload(cfg, method, 2, 12, 5, lora_rank=2, target_len=5))
@@ -209,7 +193,7 @@ def test_roberta_analytic_flops_agree_with_torch_flop_counter():
     model.train()
     blocks = _split(model, r"(encoder)\.layer\.(\d+)\.", 0, 3, "lora_")
     inputs = {"input_ids": torch.randint(3, 60, (2, 16)), "labels": torch.randint(0, 2, (2,))}
-    counted = _torch_step_flops(model, blocks, inputs)
+    counted = torch_step_flops(model, blocks, inputs)
     ours = analytic_flops(Workload(TransformerConfig("r", 32, 3, 2, 64, 60, 40), "lora", 2, 16, 3,
                                    lora_rank=4))
     assert ours == pytest.approx(counted, rel=0.01)
@@ -326,8 +310,6 @@ def test_flan_t5_scenario_runs_on_the_analytic_model():
     from desim.components import build_simulation
     from desim.io import load_scenario
 
-    if "flan-t5-small" not in shipped_models():
-        pytest.skip("FLAN-T5 configs not shipped")
     scenario = load_scenario(None, ['model.name="flan-t5-small"', "model.num_blocks=16",
                                     "model.target_len=16", 'cost.model="analytic"',
                                     "run.rounds=1", "devices.population.count=16"])

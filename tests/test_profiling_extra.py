@@ -70,8 +70,7 @@ def test_shipped_kr_scores_have_one_value_per_module_of_roberta_base():
     from desim.errors import InputError
     from desim.io import read_kr_scores, resolve_kr_scores_path, shipped_kr_scores
 
-    if "kr-scores_roberta-base.csv" not in shipped_kr_scores():
-        pytest.skip("kr-scores_roberta-base.csv not installed with the package")
+    assert "kr-scores_roberta-base.csv" in shipped_kr_scores()  # packaged (pyproject)
     scores = read_kr_scores(resolve_kr_scores_path("shipped:kr-scores_roberta-base.csv"))
     assert scores.shape == (20, 24)
     assert np.allclose(scores.mean(axis=1), 1.0)
