@@ -56,7 +56,10 @@ def least_bandwidth_hz(snr_coef_hz: np.ndarray, rate_bps: np.ndarray) -> np.ndar
 
 
 def pair_bandwidth_hz(
-    compute_s: np.ndarray, bits: np.ndarray, snr_coef_hz: np.ndarray, latency_s: np.ndarray
+    compute_s: np.ndarray,
+    bits: np.ndarray,
+    snr_coef_hz: np.ndarray,
+    latency_s: np.ndarray | float,
 ) -> np.ndarray:
     """Least bandwidth for a pair to finish within ``latency_s`` (broadcast arrays).
 

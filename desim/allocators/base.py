@@ -285,14 +285,31 @@ def assign_deepest_first(ctx: RoundContext, preference: np.ndarray) -> np.ndarra
     return block_device
 
 
-def infeasible(ctx: RoundContext, block: int) -> InfeasibleError:
-    """An :class:`InfeasibleError` explaining why ``block`` (1-based) cannot be placed."""
+def infeasible(ctx: RoundContext, block: int, *, distinct: bool = True) -> InfeasibleError:
+    """An :class:`InfeasibleError` explaining why ``block`` (1-based) cannot be placed.
+
+    Args:
+        ctx: the round snapshot.
+        block: the 1-based block the allocator failed on.
+        distinct: each block needs its own device (DEFT; ``False`` for ``grouped`` plans).
+            If fewer devices can train any block than there are blocks, the message then
+            gives those counts, the root cause, whichever block the allocator stopped at.
+    """
+    K, N = ctx.num_devices, ctx.num_blocks
     eligible = ctx.eligible()
-    holders = int(eligible[:, block - 1].sum())
-    need = ctx.num_blocks - block + 1
+    avail = int(ctx.available.sum())
+    usable = int(eligible.any(axis=1).sum())
+    head = f"round {ctx.round_index}: block {block}"
+    if distinct and usable < N:
+        why = f"{avail} of {K} devices available for {N} blocks"
+        if usable < avail:
+            why += f", but only {usable} of them can train a block (memory or compute)"
+        return InfeasibleError(f"{head} cannot be placed: {why}; each block needs its own device")
+    holders = eligible[:, block - 1]
+    muted = int((holders & (ctx.snr_coef_hz <= 0)).sum()) if ctx.upload_bits[block - 1] > 0 else 0
+    note = f" ({muted} of them with zero channel gain, so no uplink)" if muted else ""
     return InfeasibleError(
-        f"round {ctx.round_index}: block {block} (needs {ctx.memory_bytes[block - 1]:.4g} bytes) "
-        f"cannot be placed: {holders} available device(s) can hold it, but blocks {block}..."
-        f"{ctx.num_blocks} need {need} distinct devices "
-        f"({int(ctx.available.sum())} of {ctx.num_devices} devices available)"
+        f"{head} (needs {ctx.memory_bytes[block - 1]:.4g} bytes) cannot be placed: "
+        f"{int(holders.sum())} available device(s) can hold it{note}, but blocks {block}..."
+        f"{N} need {N - block + 1} distinct devices ({avail} of {K} devices available)"
     )

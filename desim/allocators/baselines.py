@@ -107,11 +107,18 @@ class SingleDeviceAllocator(Allocator):
         """Pick the fastest device able to hold the deepest block."""
         ok = ctx.eligible()[:, -1]
         if not ok.any():
-            raise infeasible(ctx, ctx.num_blocks)
+            raise infeasible(ctx, ctx.num_blocks, distinct=False)
         rate = shannon_rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz), ctx.snr_coef_hz)
+        bits = float(ctx.upload_bits.sum())
         with np.errstate(divide="ignore"):
-            t = ctx.compute_s[:, -1] + float(ctx.upload_bits.sum()) / rate
-        k = int(np.argmin(np.where(ok, t, np.inf)))
+            t = np.where(ok, ctx.compute_s[:, -1] + (bits / rate if bits > 0 else 0.0), np.inf)
+        k = int(np.argmin(t))
+        if not np.isfinite(t[k]):
+            raise InfeasibleError(
+                f"round {ctx.round_index}: single-device: the {int(ok.sum())} device(s) that can "
+                f"hold block {ctx.num_blocks} (the deepest) all have zero channel gain, so none "
+                f"can upload the {bits:.4g} gradient bits"
+            )
         bw = np.zeros(ctx.num_devices)
         bw[k] = ctx.total_bandwidth_hz
         alloc = Allocation(np.full(ctx.num_blocks, k), bw, mode="grouped")
@@ -140,13 +147,24 @@ class OffloadAllocator(Allocator):
         """Choose the uploaders and price the server's training."""
         avail = np.flatnonzero(ctx.available)
         if avail.size < ctx.num_blocks:
-            raise infeasible(ctx, 1)
+            raise InfeasibleError(
+                f"round {ctx.round_index}: block 1 cannot be placed: {avail.size} of "
+                f"{ctx.num_devices} devices available for {ctx.num_blocks} blocks; offload "
+                f"needs {ctx.num_blocks} distinct devices, each uploading one mini-batch"
+            )
         if ctx.server_compute_s is None:
             raise InfeasibleError(
                 f"round {ctx.round_index}: offload needs the server's block costs, but the cost "
                 "model does not price the server's hardware class"
             )
         order = avail[np.argsort(-ctx.snr_coef_hz[avail], kind="stable")][: ctx.num_blocks]
+        heard = int((ctx.snr_coef_hz[avail] > 0).sum())
+        if ctx.sample_bits > 0 and heard < ctx.num_blocks:
+            raise InfeasibleError(
+                f"round {ctx.round_index}: block 1 cannot be placed: offload needs "
+                f"{ctx.num_blocks} distinct devices, each uploading one mini-batch, but only "
+                f"{heard} of the {avail.size} available devices have nonzero channel gain"
+            )
         bw = np.zeros(ctx.num_devices)
         bw[order] = ctx.total_bandwidth_hz / order.size
         server_s = order.size * float(ctx.server_compute_s[-1]) / self.server_speed_factor

@@ -40,9 +40,11 @@ def crunch_threshold(t: np.ndarray) -> tuple[float, int]:
 
     Returns:
         ``τ*`` and the 1-based block that sets it; ``τ* = inf`` means that block (the deepest
-        one violating Hall's condition) cannot be placed.
+        one violating Hall's condition) cannot be placed. ``K < N`` is allowed (infeasible).
     """
     K, N = t.shape
+    if K < N:  # pad with devices that serve nothing, so every column has an (N-j)-th entry
+        t = np.vstack([t, np.full((N - K, N), np.inf)])
     # column j (0-based) needs its (N-j)-th smallest: keep the N smallest, then sort those
     part = np.sort(np.partition(t, N - 1, axis=0)[:N] if K > N else t, axis=0)
     need = part[N - 1 - np.arange(N), np.arange(N)]

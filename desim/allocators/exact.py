@@ -235,17 +235,17 @@ class BruteForceAllocator(SplitAllocator):
         perms = perms.reshape(-1, N)
         blocks = np.arange(N)
         perms = perms[ok[perms, blocks].all(axis=1)]
-        if perms.shape[0] == 0:
-            _, _, block = bottleneck_match(np.where(ok, 0.0, np.inf))
-            raise infeasible(ctx, block)
+        t = planned_latency_matrix_s(ctx, self.bandwidth)
         if self.bandwidth == "minmax":
             latency, _ = minmax_latency_s(
                 ctx.compute_s[perms, blocks], ctx.upload_bits, ctx.snr_coef_hz[perms],
                 ctx.total_bandwidth_hz,
             )
         else:
-            t = planned_latency_matrix_s(ctx, self.bandwidth)
             latency = t[perms, blocks].max(axis=1)
+        if not np.isfinite(latency).any():  # no map, or every map needs a device with no uplink
+            _, _, block = bottleneck_match(np.where(np.isfinite(t), 0.0, np.inf))
+            raise infeasible(ctx, block)
         best = perms[int(np.argmin(latency))]
         return split_allocation(ctx, best, self.bandwidth, {"assignments": int(perms.shape[0])})
 

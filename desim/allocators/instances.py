@@ -31,7 +31,8 @@ def random_context(
         num_devices: ``K``.
         num_blocks: ``N``.
         monotone: if False, compute is scrambled across blocks (CRUNCH's precondition fails).
-        unavailable: probability that a device is unavailable (at least ``N`` stay available).
+        unavailable: probability that a device is unavailable (at least ``min(N, K)`` stay
+            available; ``K < N`` is allowed and gives an infeasible DEFT instance).
         memory_cut: memory budgets such that deep blocks do not fit on every device.
         total_bandwidth_hz: ``B``.
 
@@ -49,12 +50,13 @@ def random_context(
     memory = 1e9 * (1.0 + depth / N)
     if memory_cut:
         budget = rng.choice(memory[[0, N // 3, (2 * N) // 3, N - 1]], size=K)
-        budget[rng.choice(K, size=max(1, K // 4), replace=False)] = memory[-1]
+        if K:
+            budget[rng.choice(K, size=max(1, K // 4), replace=False)] = memory[-1]
     else:
         budget = np.full(K, memory[-1])
     available = rng.random(K) >= unavailable
-    if available.sum() < N:
-        available[rng.choice(K, size=N, replace=False)] = True
+    if available.sum() < min(N, K):
+        available[rng.choice(K, size=min(N, K), replace=False)] = True
     bits = np.full(N, 2e6 * rng.uniform(0.5, 2.0))
     # SNR coefficient: log-uniform over three decades so B/N gives rates of ~1-10 Mbit/s
     snr = np.exp(rng.uniform(np.log(3e5), np.log(3e8), K))
