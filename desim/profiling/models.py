@@ -34,19 +34,25 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from desim.errors import InputError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 LORA_METHODS = ("lora", "lora-checkpoint", "qlora", "mezo")
 _LAYER = {
     "roberta": re.compile(r"encoder\.layer\.(\d+)\."),
     "t5": re.compile(r"(encoder|decoder)\.block\.(\d+)\."),
 }
-_LORA_TARGETS = {"roberta": ["query", "value"], "t5": r".*\.SelfAttention\.(q|v)$"}
+_LORA_TARGETS: dict[str, list[str] | str] = {
+    "roberta": ["query", "value"],
+    "t5": r".*\.SelfAttention\.(q|v)$",
+}
 _IA3_TARGETS = {
     "roberta": (["key", "value", "output.dense"], ["output.dense"]),
     "t5": (["k", "v", "wo"], ["wo"]),
@@ -113,18 +119,27 @@ def hf_config(data: dict[str, Any]) -> Any:
 
 def transformer_layers(model: nn.Module, fam: str) -> list[nn.Module]:
     """The model's transformer layers, encoder first (for hooks on layer inputs)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)  # a peft wrapper has it
+    base: nn.Module = model if get_base_model is None else get_base_model()
     if fam == "t5":
-        return [*base.encoder.block, *base.decoder.block]
-    return list(base.roberta.encoder.layer)
+        return [*_module_list(base, "encoder.block"), *_module_list(base, "decoder.block")]
+    return list(_module_list(base, "roberta.encoder.layer"))
+
+
+def _module_list(module: nn.Module, target: str) -> nn.ModuleList:
+    """The ``nn.ModuleList`` submodule of ``module`` at the dotted path ``target``."""
+    found = module.get_submodule(target)
+    if not isinstance(found, nn.ModuleList):
+        raise TypeError(f"{type(module).__name__}.{target} is not an nn.ModuleList")
+    return found
 
 
 def _feed_forward_outputs(model: nn.Module, fam: str) -> Iterator[tuple[nn.Module, str]]:
     for layer in transformer_layers(model, fam):
         if fam == "t5":
-            yield layer.layer[-1].DenseReluDense, "wo"
+            yield _module_list(layer, "layer")[-1].get_submodule("DenseReluDense"), "wo"
         else:
-            yield layer.output, "dense"
+            yield layer.get_submodule("output"), "dense"
 
 
 def _quantize_layers(model: nn.Module, fam: str) -> None:
@@ -151,7 +166,7 @@ def _quantize_layers(model: nn.Module, fam: str) -> None:
 
 
 def _apply_method(
-    model: nn.Module, fam: str, method: str, lora_rank: int, adapter_size: int
+    model: PreTrainedModel, fam: str, method: str, lora_rank: int, adapter_size: int
 ) -> nn.Module:
     if method == "adapter":
         for parent, name in _feed_forward_outputs(model, fam):
@@ -185,7 +200,8 @@ def _apply_method(
             # decoder block through every decoder layer below it; that flag is turned off
             for module in model.modules():
                 if type(module).__name__ == "T5Attention":
-                    module.gradient_checkpointing = False
+                    # torch types Module.__setattr__'s value as Tensor | Module; any value works
+                    module.gradient_checkpointing = False  # type: ignore[assignment]
         return peft_model
     return model
 
@@ -227,12 +243,12 @@ def build_model(
         if fam == "t5":
             from transformers import T5ForConditionalGeneration
 
-            model: nn.Module = T5ForConditionalGeneration(cfg)
+            base: PreTrainedModel = T5ForConditionalGeneration(cfg)
         else:
             from transformers import RobertaForSequenceClassification
 
-            model = RobertaForSequenceClassification(cfg)
-        model = _apply_method(model, fam, method, lora_rank, adapter_size)
+            base = RobertaForSequenceClassification(cfg)
+        model = _apply_method(base, fam, method, lora_rank, adapter_size)
     model.train()
     return model, split_blocks(model, data, method)
 

@@ -39,6 +39,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -280,7 +281,7 @@ def live_peak_by_depth(
             opt.step()
             opt.zero_grad(set_to_none=True)
         out[n - 1] = live_peak_bytes(
-            lambda n=n: training_step(model, blocks, optimizers, inputs, n), model, opt
+            partial(training_step, model, blocks, optimizers, inputs, n), model, opt
         )
     return out
 
