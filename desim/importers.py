@@ -200,7 +200,8 @@ def import_pensieve(
     names, times, rates = [], [], []
     period = 0.0
     for raw in inputs:
-        t_list, r_list = [], []
+        t_list: list[float] = []
+        r_list: list[float] = []
         for lineno, text in _data_lines(raw):
             tokens = text.split()
             if len(tokens) < 2:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -45,6 +45,10 @@ class PiecewiseSignals:
     values: np.ndarray
     end_s: float
     end_policy: EndPolicy = "hold"
+    # derived in __post_init__: segment bounds ``(T + 1,)`` (``times_s`` then ``end_s``) and
+    # the smallest value of each row ``(K,)``
+    _bounds: np.ndarray = field(init=False, repr=False, compare=False)
+    row_min: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         times = np.ascontiguousarray(self.times_s, dtype=float)

@@ -110,7 +110,9 @@ class TransformerConfig:
 
     def layer_kinds(self) -> tuple[LayerKind, ...]:
         """Kind of every layer, from the output (index ``j − 1`` for layer ``j``)."""
-        return ("decoder",) * self.num_decoder_layers + ("encoder",) * self.num_hidden_layers
+        decoder: LayerKind = "decoder"
+        encoder: LayerKind = "encoder"
+        return (decoder,) * self.num_decoder_layers + (encoder,) * self.num_hidden_layers
 
 
 def config_from_mapping(raw: Mapping[str, Any], name: str, source: str) -> TransformerConfig:
@@ -133,7 +135,16 @@ def config_from_mapping(raw: Mapping[str, Any], name: str, source: str) -> Trans
 
     is_t5 = (raw.get("_family") or raw.get("model_type")) == "t5"
     if not is_t5:
-        return TransformerConfig(name=name, **ints(ENCODER_FIELDS))
+        e = ints(ENCODER_FIELDS)
+        return TransformerConfig(
+            name=name,
+            hidden_size=e["hidden_size"],
+            num_hidden_layers=e["num_hidden_layers"],
+            num_attention_heads=e["num_attention_heads"],
+            intermediate_size=e["intermediate_size"],
+            vocab_size=e["vocab_size"],
+            max_position_embeddings=e["max_position_embeddings"],
+        )
     v = ints(T5_FIELDS)
     decoder = raw.get("num_decoder_layers", v["num_layers"])
     if not _positive_int(decoder):
