@@ -31,10 +31,10 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from desim.errors import TraceError
+from desim.errors import InputError, TraceError, warn
 from desim.scenario import ChannelSpec, DeviceSpec
 from desim.signal import PiecewiseSignals
-from desim.traces import Trace, map_devices, replay_signals
+from desim.traces import MAX_SNR_DB, Trace, map_devices, replay_signals
 
 SPEED_OF_LIGHT_M_PER_S = 3.0e8  # the value TR 38.901 uses
 UT_HEIGHT_M = 1.5
@@ -47,6 +47,9 @@ SHADOW_CORR_M = {
     ("uma", True): 37.0,
     ("uma", False): 50.0,
 }
+# the most a scenario device may transmit: 100 dBm is 10 MW, far above any radio (a 3GPP UE
+# transmits 23 dBm, a macro base station 46 dBm); beyond it, watts soon overflow a float
+MAX_TX_POWER_DBM = 100.0
 # TR 38.901 Table 7.5-6: Ricean K factor mean in LOS (dB)
 RICIAN_K_DB = {"umi": 9.0, "uma": 9.0}
 Environment = Literal["umi", "uma"]
@@ -218,7 +221,7 @@ def rician_fading(
     """
     t = np.asarray(times_s, dtype=float)
     kf = np.asarray(k_factor, dtype=float)
-    links = kf.shape[0]
+    links = int(kf.shape[0])
     if kf.ndim == 1:
         kf = kf[:, None]
     scattered = jakes_fading(t, doppler, links, rng, sinusoids)
@@ -458,12 +461,15 @@ def generated_channel(
             max_distance_m=max(spec.max_distance_m, float(dist.max())),
         )
         times, gain_db, _ = generate_gain_db(params, dist, rng)
+        _check_generated_gain(gain_db, devices, spec, noise_psd_dbm_per_hz)
         coef = snr_coef_from_gain_db(gain_db, p_dbm, noise_psd_dbm_per_hz)
         end = times.size * spec.step_s
         return SignalChannel(PiecewiseSignals(times, coef, end, "loop"))
+    loss_db = path_loss_db(spec.path_loss, dist, spec.carrier_ghz)
+    _check_generated_gain(-loss_db[:, None], devices, spec, noise_psd_dbm_per_hz)
     p_w = dbm_to_w(p_dbm)
     n0 = float(dbm_to_w(noise_psd_dbm_per_hz))
-    mean_coef = p_w * 10.0 ** (-path_loss_db(spec.path_loss, dist, spec.carrier_ghz) / 10.0) / n0
+    mean_coef = p_w * 10.0 ** (-loss_db / 10.0) / n0
     if spec.kind == "static":
         return SignalChannel(PiecewiseSignals.constant(mean_coef))
     steps = max(1, int(np.ceil(spec.duration_s / spec.coherence_s)))
@@ -472,6 +478,87 @@ def generated_channel(
     return SignalChannel(
         PiecewiseSignals(times, mean_coef[:, None] * fading, steps * spec.coherence_s, "loop")
     )
+
+
+def _check_snr_db(
+    snr_db_hz: np.ndarray, devices: tuple[DeviceSpec, ...], where: str, terms: str
+) -> None:
+    """Refuse SNR coefficients ``a`` (in dB-Hz, ``(K, T)``) above :data:`MAX_SNR_DB`.
+
+    Beyond it the spectral efficiency exceeds 1000 b/s/Hz at 1 Hz, and ``10**(a/10)``
+    soon overflows a float.
+    """
+    peak = snr_db_hz.max(axis=1)
+    bad = np.flatnonzero(~(peak <= MAX_SNR_DB))
+    if bad.size:
+        k = int(bad[np.argmax(np.nan_to_num(peak[bad], nan=np.inf))])
+        raise InputError(
+            f"{where}: device {devices[k].name} reaches an SNR coefficient p*g/N0 of "
+            f"{peak[k]:.4g} dB-Hz ({terms.format(p=devices[k].tx_power_dbm)}), above the "
+            f"{MAX_SNR_DB:.0f} dB-Hz desim represents (1000 b/s/Hz); check the device's "
+            "tx_power_dbm and server.noise_psd_dbm_per_hz"
+        )
+
+
+def _check_generated_gain(
+    gain_db: np.ndarray,
+    devices: tuple[DeviceSpec, ...],
+    spec: ChannelSpec,
+    noise_psd_dbm_per_hz: float,
+) -> None:
+    """Refuse an unrepresentable SNR, and warn about a generated gain above 0 dB."""
+    p_dbm = np.array([d.tx_power_dbm for d in devices])
+    peak = gain_db.max(axis=1)
+    where = f"channel (kind = {spec.kind!r})"
+    _check_snr_db(
+        p_dbm[:, None] + gain_db - noise_psd_dbm_per_hz, devices, where,
+        "tx_power_dbm {p:g} + gain_db - " + f"server.noise_psd_dbm_per_hz {noise_psd_dbm_per_hz:g}",
+    )
+    if peak.max() > 0.0:
+        k = int(np.argmax(peak))
+        warn(
+            f"{where}: the channel gain of device {devices[k].name} reaches {peak[k]:.3g} dB "
+            f"(distance_m {devices[k].distance_m:g}): a gain above 0 dB means the received "
+            "power exceeds the transmitted one"
+        )
+
+
+def _check_trace_gain(
+    trace: Trace,
+    rows: np.ndarray,
+    devices: tuple[DeviceSpec, ...],
+    noise_psd_dbm_per_hz: float,
+) -> None:
+    """Refuse an unrepresentable SNR of a ``gain_db`` trace; warn about gains above 0 dB."""
+    gain = trace.columns["gain_db"]
+    p_dbm = np.array([d.tx_power_dbm for d in devices])
+    _check_snr_db(
+        p_dbm[:, None] + gain.max(axis=1)[rows][:, None] - noise_psd_dbm_per_hz, devices,
+        f"{trace.source}: column gain_db",
+        "tx_power_dbm {p:g} + its trace device's largest gain_db - "
+        f"server.noise_psd_dbm_per_hz {noise_psd_dbm_per_hz:g}",
+    )
+    if gain.max() > 0.0:
+        m, t = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        warn(
+            f"{trace.source}: column gain_db reaches {gain[m, t]:.3g} dB (trace device "
+            f"{trace.devices[m]!r}, time_s {trace.times_s[t]:g}): a gain above 0 dB means the "
+            "received power exceeds the transmitted one"
+        )
+
+
+def _finite_coef(trace: Trace, coef: np.ndarray) -> np.ndarray:
+    """``coef`` if every value is finite; else a :class:`TraceError` naming where."""
+    bad = ~np.isfinite(coef)
+    if bad.any():
+        m, t = np.argwhere(bad)[0]
+        raise TraceError(
+            f"{trace.source}: column {trace.quantity}: trace device {trace.devices[m]!r} at "
+            f"time_s {trace.times_s[t]:g} gives an SNR coefficient too large for a float"
+            + ("" if trace.quantity == "gain_db" else
+               "; state the values over a smaller ref_bandwidth_hz")
+        )
+    return coef
 
 
 def trace_snr_coef_hz(
@@ -492,12 +579,15 @@ def trace_snr_coef_hz(
     """
     q = trace.quantity
     vals = trace.columns[q]
-    if q == "gain_db":
-        return snr_coef_from_gain_db(vals, tx_power_dbm, noise_psd_dbm_per_hz)
-    bw = trace.columns["ref_bandwidth_hz"]
-    if q == "snr_db":
-        return snr_coef_from_snr_db(vals, bw)
-    return snr_coef_from_throughput(vals * 1e6 * throughput_scale, bw)
+    with np.errstate(over="ignore"):
+        if q == "gain_db":
+            return _finite_coef(
+                trace, snr_coef_from_gain_db(vals, tx_power_dbm, noise_psd_dbm_per_hz)
+            )
+        bw = trace.columns["ref_bandwidth_hz"]
+        if q == "snr_db":
+            return _finite_coef(trace, snr_coef_from_snr_db(vals, bw))
+        return _finite_coef(trace, snr_coef_from_throughput(vals * 1e6 * throughput_scale, bw))
 
 
 def trace_channel(
@@ -524,6 +614,8 @@ def trace_channel(
     names = tuple(d.name for d in devices)
     rows, offsets = map_devices(trace, names, spec.mapping, rng, "channel")
     p_dbm = np.array([d.tx_power_dbm for d in devices])
+    if trace.quantity == "gain_db":
+        _check_trace_gain(trace, rows, devices, noise_psd_dbm_per_hz)
     coef = trace_snr_coef_hz(
         trace, np.zeros(len(trace.devices)), noise_psd_dbm_per_hz, spec.throughput_scale
     )

@@ -1,7 +1,8 @@
 """The ``desim`` command: a thin layer over the library (parse, call, print).
 
-Every :class:`~desim.errors.DesimError` becomes one ``error:`` line on stderr and its exit code
-(README "Exit codes"); no traceback reaches the user. Set ``DESIM_DEBUG=1`` to see tracebacks.
+Every :class:`~desim.errors.DesimError` becomes one ``error:`` line on stderr and its exit code,
+and every usage error one line and exit 2 (README "Exit codes"); no traceback reaches the user.
+Set ``DESIM_DEBUG=1`` to see tracebacks.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
-import click
 import numpy as np
 import typer
 from rich.console import Console
@@ -20,8 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from desim import __version__
+from desim.cli_sweep import sweep
 from desim.cli_traces import traces_app
-from desim.errors import DesimError, InputError
+from desim.errors import DesimError, DesimWarning, InputError, Interrupted
 
 app = typer.Typer(
     help="desim: discrete-event simulator of device-edge cooperative fine-tuning.",
@@ -32,9 +34,11 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks (measured figures for the README).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(traces_app, name="traces")
+app.command()(sweep)
 
-out = Console()
-err = Console(stderr=True)
+# markup off: paths, keys and values from the user are printed verbatim, never parsed as markup
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _version(value: bool) -> None:
@@ -67,7 +71,9 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Number of rounds.")] = None,
     seed: Annotated[int | None, typer.Option(help="Run seed.")] = None,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Results directory (default: results/<name>).")
+        Path | None,
+        typer.Option("--out", help="Results directory (default: results/<name>-<allocator>-"
+                     "seed<seed>-<run key>)."),
     ] = None,
     trace_out: Annotated[
         Path | None,
@@ -76,7 +82,14 @@ def run(
 ) -> None:
     """Simulate a scenario and write rounds/device_rounds tables and run.json."""
     from desim.components import build_simulation
-    from desim.io import load_scenario, write_chrome_trace, write_results
+    from desim.io import (
+        check_output_dir,
+        check_output_file,
+        load_scenario,
+        write_chrome_trace,
+        write_results,
+    )
+    from desim.sweep import run_key
 
     overrides = list(set_ or [])
     if allocator is not None:
@@ -86,6 +99,15 @@ def run(
     if seed is not None:
         overrides.append(f"run.seed={seed}")
     scen = load_scenario(scenario, overrides)
+    name = "default" if scenario is None else scenario.stem
+    # the folder name carries the run key (a hash of the resolved scenario and the files it
+    # reads): a run of another configuration never overwrites these results
+    target = out_dir or Path("results") / (
+        f"{name}-{scen.allocator.name}-seed{scen.run.seed}-{run_key(scen)[:8]}"
+    )
+    check_output_dir(target, "--out")
+    if trace_out is not None:
+        check_output_file(trace_out, "--trace-out")
     sim = build_simulation(scen)
     with Progress(
         TextColumn("simulating"),
@@ -97,9 +119,14 @@ def run(
         transient=True,
     ) as progress:
         task = progress.add_task("rounds", total=scen.run.rounds)
-        result = sim.run(on_round=lambda _: progress.advance(task))
-    name = "default" if scenario is None else scenario.stem
-    target = out_dir or Path("results") / f"{name}-{scen.allocator.name}-seed{scen.run.seed}"
+        try:
+            result = sim.run(on_round=lambda _: progress.advance(task))
+        except KeyboardInterrupt:
+            done = int(progress.tasks[0].completed)
+            raise Interrupted(
+                f"after {done} of {scen.run.rounds} rounds; nothing was written (a run's results "
+                "are written whole or not at all): run the same command again"
+            ) from None
     write_results(result, target)
     _print_summary(result.rounds_frame(), scen.allocator.name, result.metadata, target)
     if trace_out is not None:
@@ -289,60 +316,6 @@ def _print_allocator_bench(times, gap, lat) -> None:  # type: ignore[no-untyped-
 
 
 @app.command()
-def sweep(
-    spec: Annotated[Path, typer.Argument(help="Sweep spec TOML (see experiments/README.md).")],
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out", help="Results directory (default: results/sweeps/<name>)."),
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs and exit.")] = False,
-    backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    workers: Annotated[int, typer.Option(help="Worker processes (local) or CPUs (ray).")] = 1,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip runs already completed.")] = False,
-) -> None:
-    """Run a parameter sweep (resumable; identical results on every backend)."""
-    from desim.sweep import completed_keys, expand, load_sweep_spec, run_sweep
-
-    if backend not in ("local", "ray"):
-        raise InputError(f"--backend: expected local or ray, got {backend!r}")
-    if workers < 1:
-        raise InputError(f"--workers: expected at least 1, got {workers}")
-    sweep_spec, spec_dir = load_sweep_spec(spec)
-    runs = expand(sweep_spec, spec_dir)
-    target = out_dir or Path("results") / "sweeps" / sweep_spec.name
-    if dry_run:
-        done = completed_keys(target)
-        table = Table(title=f"sweep {sweep_spec.name}: {len(runs)} runs", show_header=True)
-        for col in ("#", "key", *sweep_spec.axis_keys, "allocator", "seed", "stored"):
-            table.add_column(col)
-        for r in runs:
-            table.add_row(str(r.index), r.key, *(str(r.axes[k]) for k in sweep_spec.axis_keys),
-                          r.allocator, str(r.seed), "yes" if r.key in done else "")
-        out.print(table)
-        return
-    with Progress(
-        TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
-        TimeRemainingColumn(), console=err, transient=True,
-    ) as progress:
-        task = progress.add_task("runs", total=len(runs), fail="")
-        failures = 0
-
-        def tick(ok: bool) -> None:
-            nonlocal failures
-            failures += not ok
-            progress.update(task, advance=1, fail=f"{failures} failed" if failures else "")
-
-        report = run_sweep(runs, target, backend=backend,  # type: ignore[arg-type]
-                           workers=workers, address=address, resume=resume, progress=tick)
-        progress.update(task, completed=len(runs))
-    out.print(f"sweep {sweep_spec.name}: {report.succeeded} run, {report.skipped} already done, "
-              f"{report.failed} failed of {report.total}; summary: {report.summary_path}")
-    if report.failed:
-        out.print(f"failed runs are described in {target / 'failures'}/")
-
-
-@app.command()
 def figures(
     names: Annotated[list[str] | None, typer.Argument(help="Figure names (default: all).")] = None,
     results: Annotated[
@@ -356,9 +329,10 @@ def figures(
     workers: Annotated[int, typer.Option(help="Workers for missing sweeps.")] = 1,
 ) -> None:
     """Draw paper figures (PNG, PDF and the plotted CSV) from stored sweep results."""
-    from desim.figures import FIGURES, draw_figures, sweeps_of
+    from desim.figures import FIGURES, draw_figures, require_matplotlib, sweeps_of
     from desim.sweep import expand, load_sweep_spec, run_sweep
 
+    require_matplotlib()
     chosen = list(names or FIGURES)
     if all_:
         for name in chosen:
@@ -552,33 +526,63 @@ def _profile_progress(label: str):  # type: ignore[no-untyped-def]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, mapping desim errors to one line and an exit code."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except DesimError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code or 0)
-    except click.ClickException as exc:  # usage errors: unknown option, bad value
-        exc.show()
+    """Entry point: run the app and return its exit code (README "Exit codes").
+
+    0 success; 2 bad input or usage (one ``error:`` line, with typer's "Did you mean" hint); 3
+    cannot proceed; 130 interrupted (Ctrl-C); 1 a bug (``internal error``, or the traceback
+    with ``DESIM_DEBUG=1``). Each :class:`~desim.errors.DesimWarning` is one ``warning:`` line.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", DesimWarning)
+        warnings.showwarning = _show_warning
+        try:
+            code = app(args=argv, prog_name="desim", standalone_mode=False)
+        except Interrupted as exc:
+            _error(str(exc), prefix="interrupted: ")
+            return exc.exit_code
+        except DesimError as exc:
+            _error(str(exc))
+            return exc.exit_code
+        except typer.TyperException as exc:  # usage: unknown option or command, bad value
+            return _usage_error(exc)
+        except (KeyboardInterrupt, typer.Abort):
+            _error("interrupted", prefix="")
+            return 130
+        except Exception as exc:  # a bug: still no raw traceback unless asked for
+            if os.environ.get("DESIM_DEBUG"):
+                raise
+            _error(f"internal error: {type(exc).__name__}: {exc} (set DESIM_DEBUG=1 for a "
+                   "traceback)", prefix="")
+            return 1
+    # typer returns the code of a typer.Exit (130 for a Ctrl-C inside a command), else None
+    if code == 130:
+        _error("interrupted", prefix="")
+    return code if isinstance(code, int) else 0
+
+
+def _error(message: str, prefix: str = "error: ") -> None:
+    """One line on stderr, printed verbatim: user text is never read as rich markup."""
+    err.print(f"{prefix}{message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    if issubclass(category, DesimWarning):
+        _error(str(message), prefix="warning: ")
+    else:  # a library's own warning: Python's usual format
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """A usage error as one line and exit 2; no arguments at all also shows the help above."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    if not message:  # no arguments: typer has printed the help
+        _error("missing command: choose one of the commands listed above")
         return 2
-    except click.exceptions.Abort:
-        err.print("aborted")
-        return 130
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
-    except Exception as exc:  # a bug: still no raw traceback unless asked for
-        if os.environ.get("DESIM_DEBUG"):
-            raise
-        err.print(
-            f"internal error: {type(exc).__name__}: {exc} (set DESIM_DEBUG=1 for a traceback)",
-            markup=False,
-            highlight=False,
-        )
-        return 1
-    return 0
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    _error(message + hint)
+    return 2
 
 
 if __name__ == "__main__":

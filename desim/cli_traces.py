@@ -24,7 +24,8 @@ traces_app = typer.Typer(
 generate_app = typer.Typer(help="Generate seeded channel or compute traces.", no_args_is_help=True)
 traces_app.add_typer(generate_app, name="generate")
 
-out = Console(width=None if sys.stdout.isatty() else 110)
+# markup off: user paths and keys are printed verbatim, never parsed as rich markup
+out = Console(width=None if sys.stdout.isatty() else 110, markup=False)
 
 
 def _command_line(words: list[str], options: dict[str, object]) -> str:
@@ -249,7 +250,9 @@ def _fmt(x: float, unit: float = 1.0) -> str:
 
 @traces_app.command("info")
 def info(
-    path: Annotated[Path, typer.Argument(help="Tidy trace (.csv or .parquet).")],
+    path: Annotated[
+        str, typer.Argument(help="Tidy trace (.csv or .parquet), or shipped:NAME.")
+    ],
     bandwidth_hz: Annotated[
         float | None,
         typer.Option(help="Bandwidth for rates (default: the trace's ref bandwidth, or 20 MHz)."),
@@ -259,10 +262,10 @@ def info(
     max_devices: Annotated[int, typer.Option(help="Per-device rows to print.")] = 12,
 ) -> None:
     """Print devices, duration, sampling, and mean and percentile rates of a trace."""
-    from desim.io import read_trace
+    from desim.io import read_trace, resolve_trace_path
     from desim.traces import summarise, weighted_percentile
 
-    trace = read_trace(path)
+    trace = read_trace(resolve_trace_path(path))
     dur = np.diff(np.append(trace.times_s, trace.end_s))
     out.print(f"file: {path}")
     if trace.kind == "channel":
@@ -331,7 +334,9 @@ def info(
 
 @traces_app.command("plot")
 def plot(
-    path: Annotated[Path, typer.Argument(help="Tidy trace (.csv or .parquet).")],
+    path: Annotated[
+        str, typer.Argument(help="Tidy trace (.csv or .parquet), or shipped:NAME.")
+    ],
     out_file: Annotated[Path, typer.Option("--out", help="Output image (.png, .pdf, .svg).")],
     bandwidth_hz: Annotated[
         float | None, typer.Option(help="Bandwidth for rates (default as in `info`).")
@@ -341,9 +346,9 @@ def plot(
     max_devices: Annotated[int, typer.Option(help="Devices drawn over time.")] = 6,
 ) -> None:
     """Plot gain or rate over time per device and the rate CDF."""
-    from desim.io import read_trace
+    from desim.io import read_trace, resolve_trace_path
     from desim.trace_figures import plot_trace
 
-    trace = read_trace(path)
+    trace = read_trace(resolve_trace_path(path))
     plot_trace(trace, out_file, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz, max_devices)
     out.print(f"wrote {out_file}")

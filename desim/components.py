@@ -7,13 +7,15 @@ compute timeline, allocator) and where the run's named random streams are handed
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from desim import __version__
 from desim.allocators import make_allocator
-from desim.channel import Channel, generated_channel, trace_channel
+from desim.channel import MAX_TX_POWER_DBM, Channel, generated_channel, trace_channel
 from desim.compute import (
     ComputeTimeline,
     ComputeTimelineParams,
@@ -21,14 +23,22 @@ from desim.compute import (
     generate_compute,
     trace_timeline,
 )
-from desim.cost import AnalyticCostModel, CostModel, ProfiledCostModel, Workload, method_rules
+from desim.cost import (
+    AnalyticCostModel,
+    CostModel,
+    ProfiledCostModel,
+    Workload,
+    depth_decreases,
+    method_rules,
+)
 from desim.energy import merged_power
 from desim.engine import Simulation
-from desim.errors import InputError, ScenarioError
+from desim.errors import InputError, ScenarioError, warn
 from desim.faults import FaultModel
 from desim.io import (
+    default_scenario_path,
     load_model_config,
-    load_profile,
+    load_profile_files,
     read_kr_scores,
     read_trace,
     resolve_kr_scores_path,
@@ -40,6 +50,7 @@ from desim.scenario import (
     ComputeSpec,
     CostSpec,
     DeviceSpec,
+    DevicesSpec,
     Scenario,
     resolve_devices,
 )
@@ -118,8 +129,14 @@ def make_compute(
     return trace_timeline(trace, names, spec, rng)
 
 
-def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostModel:
-    """The cost model a scenario's ``[cost]`` section describes (reads the profiles)."""
+def make_cost_model(
+    spec: CostSpec, devices: tuple[DeviceSpec, ...], workload: Workload | None = None
+) -> CostModel:
+    """The cost model a scenario's ``[cost]`` section describes (reads the profiles).
+
+    With ``workload``, a profile file whose rows for it decrease with depth gets a warning
+    naming the file, the column and the blocks (:func:`desim.cost.depth_decreases`).
+    """
     classes = sorted({d.hardware for d in devices} | set(spec.profiles))
     refs = spec.profiles
     speed = {h: refs[h].speed if h in refs else 1.0 for h in classes}
@@ -129,12 +146,93 @@ def make_cost_model(spec: CostSpec, devices: tuple[DeviceSpec, ...]) -> CostMode
     )
     if spec.model == "analytic":
         return analytic
-    profiles = {h: load_profile(r.profile) for h, r in refs.items()}
+    files = {h: load_profile_files(r.profile) for h, r in refs.items()}
+    profiles = {
+        h: parts[0][1] if len(parts) == 1 else pd.concat([t for _, t in parts], ignore_index=True)
+        for h, parts in files.items()
+    }
+    if workload is not None:
+        _warn_depth_decreases(files, workload)
     return ProfiledCostModel(
         profiles,
         fallback=analytic if spec.fallback == "analytic" else None,
         class_speed={h: r.speed for h, r in refs.items() if r.speed != 1.0},
     )
+
+
+def _warn_depth_decreases(
+    files: dict[str, list[tuple[Path, pd.DataFrame]]], workload: Workload
+) -> None:
+    """Warn once per profile file and column whose workload rows decrease with depth.
+
+    Shipped profiles are not warned about: their decreases are measured and documented in
+    README "Calibration" (flan-t5-small full memory dips at the decoder/encoder boundary).
+    """
+    shipped = (default_scenario_path().parent / "profiles").resolve()
+    seen: set[Path] = set()
+    for parts in files.values():
+        for path, table in parts:
+            if path in seen or path.resolve().is_relative_to(shipped):
+                continue
+            seen.add(path)
+            rows = table[(table["model"] == workload.config.name)
+                         & (table["method"] == workload.method)]
+            for d in depth_decreases(rows):
+                warn(
+                    f"{path}: column {d.column} decreases with depth at block(s) "
+                    f"{', '.join(map(str, d.blocks))} ({d.example}); the fitted profile is "
+                    "non-decreasing in depth and hides it"
+                )
+
+
+def check_tx_power(spec: DevicesSpec, devices: tuple[DeviceSpec, ...]) -> None:
+    """Refuse a transmit power above :data:`desim.channel.MAX_TX_POWER_DBM`.
+
+    Raises:
+        ScenarioError: naming ``devices.population.tx_power_dbm`` or
+            ``devices.list.<i>.tx_power_dbm`` (as scenario validation names list items), the
+            device and the value.
+    """
+    for i, d in enumerate(devices):
+        if not d.tx_power_dbm <= MAX_TX_POWER_DBM:
+            key = (f"devices.list.{i}.tx_power_dbm" if spec.list is not None
+                   else "devices.population.tx_power_dbm")
+            raise ScenarioError(
+                f"{key}: {d.tx_power_dbm:g} dBm (device {d.name}) is above the "
+                f"{MAX_TX_POWER_DBM:g} dBm desim accepts (10 MW; a 3GPP UE transmits 23 dBm, "
+                "a macro base station 46 dBm)"
+            )
+
+
+def warn_suspicious(scenario: Scenario, devices: tuple[DeviceSpec, ...], sim: Simulation) -> None:
+    """Warn about valid but suspicious keys: ignored, unused, or asking for the impossible."""
+    run = scenario.run
+    if run.deadline_s is not None and run.straggler_policy == "wait-all":
+        warn(
+            f"run.deadline_s = {run.deadline_s:g} is ignored under run.straggler_policy = "
+            "'wait-all' (only straggler_policy = 'deadline' abandons late blocks)"
+        )
+    classes = sorted({d.hardware for d in devices})
+    for name in sorted(set(scenario.power) - set(classes)):
+        warn(
+            f"power.{name}: no device has hardware class {name!r}, so this power entry is "
+            f"unused (hardware classes in use: {', '.join(classes)})"
+        )
+    sp = scenario.scheme
+    if sp.name in ("fl-lora", "dlora") and sp.clients is not None:
+        K = len(devices)
+        if sp.name == "fl-lora":  # a client trains the whole model (the deepest block)
+            need = float(sim.block_memory_bytes[-1])
+            able = int((sim.memory_budget_bytes >= need).sum())
+            who = (f"of the {K} devices can take part in fl-lora (memory_bytes holding the "
+                   f"whole model's training step, {need:.4g} bytes)")
+        else:
+            able, who = K, "devices can take part in dlora (the scenario has that many)"
+        if sp.clients > able:
+            warn(
+                f"scheme.clients = {sp.clients} exceeds the devices that can take part: only "
+                f"{able} {who}; each round selects at most {able}"
+            )
 
 
 def kr_scores_of(scenario: Scenario) -> tuple[tuple[float, ...], ...] | None:
@@ -147,6 +245,7 @@ def kr_scores_of(scenario: Scenario) -> tuple[tuple[float, ...], ...] | None:
     if ref is None:
         return None
     where = "scheme.kr_scores"
+    rows: np.ndarray | tuple[tuple[float, ...], ...]
     if isinstance(ref, str):
         rows = read_kr_scores(resolve_kr_scores_path(ref))
         where = f"scheme.kr_scores ({ref})"
@@ -201,12 +300,14 @@ def build_simulation(scenario: Scenario) -> Simulation:
     so changing the allocator never changes the channel realisation.
     """
     devices = resolve_devices(scenario.devices)
+    check_tx_power(scenario.devices, devices)
     streams = rng_streams(scenario.run.seed)
     channel = make_channel(
         devices, scenario.channel, scenario.server.noise_psd_dbm_per_hz, streams["channel"]
     )
     compute = make_compute(devices, scenario.compute, streams["compute"])
-    cost = make_cost_model(scenario.cost, devices)
+    workload = workload_of(scenario)
+    cost = make_cost_model(scenario.cost, devices, workload)
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "scenario": scenario.model_dump(mode="json"),
@@ -220,9 +321,9 @@ def build_simulation(scenario: Scenario) -> Simulation:
             "offload", {"server_speed_factor": scenario.scheme.server_speed_factor}
         )
     metadata["scheme"] = scenario.scheme.name
-    return Simulation(
+    sim = Simulation(
         devices=devices,
-        workload=workload_of(scenario),
+        workload=workload,
         server=scenario.server,
         cost_model=cost,
         channel=channel,
@@ -238,3 +339,5 @@ def build_simulation(scenario: Scenario) -> Simulation:
             scenario.faults, {d.name: i for i, d in enumerate(devices)}, streams["faults"]
         ),
     )
+    warn_suspicious(scenario, devices, sim)
+    return sim

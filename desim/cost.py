@@ -123,7 +123,10 @@ class BlockCosts:
 class CostModel(Protocol):
     """Prices every block of a workload on a hardware class."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The model's name in results (read-only: the models are frozen dataclasses)."""
+        ...
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
         """Return the per-block costs of ``workload`` on ``hardware``."""
@@ -396,10 +399,12 @@ class TableCostModel:
             raise ScenarioError(
                 f"cost table has {arrays[0].shape} entries, expected {workload.num_blocks} blocks"
             )
+        compute_s, memory_bytes, upload_bits = arrays[:3]
         if self.flops is None:
-            return BlockCosts(*arrays[:3], source=self.name, flops=analytic_flops(workload))
-        return BlockCosts(*arrays[:3], source=self.name, flops=arrays[3],
-                          flops_source=self.name)
+            return BlockCosts(compute_s, memory_bytes, upload_bits, source=self.name,
+                              flops=analytic_flops(workload))
+        return BlockCosts(compute_s, memory_bytes, upload_bits, source=self.name,
+                          flops=arrays[3], flops_source=self.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,6 +489,63 @@ def _fit_relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     a, scale = _relative_system(x, y)
     z, _, rank, _ = np.linalg.lstsq(a, np.ones(len(y)), rcond=None)
     return z / scale if rank == x.shape[1] else None
+
+
+@dataclass(frozen=True)
+class DepthDecrease:
+    """Blocks at which a measured column is lower than at the block above it.
+
+    Attributes:
+        column: ``compute_s`` or ``peak_memory_bytes``.
+        blocks: the depths ``n`` whose value is below that of ``n − 1`` at some grid point.
+        example: the first such place, for messages (grid point, both values).
+    """
+
+    column: str
+    blocks: tuple[int, ...]
+    example: str
+
+
+def depth_decreases(table: pd.DataFrame) -> list[DepthDecrease]:
+    """Where time or memory of a profile table *decreases* with depth (the fit hides it).
+
+    The fitted model is non-decreasing in depth by construction (:class:`ProfileFit`), so a
+    measured decrease is smoothed away silently; this names it. A time decrease counts only
+    when it exceeds the measurement spread of both rows (``compute_spread_s``, max − min over
+    repeats), so depth-independent steps (``mezo``) measured with noise do not count; memory
+    is deterministic, so any decrease counts. (:func:`desim.profiling.report.depth_violations`
+    lists every decrease, noise included, for ``desim profile --validate``.)
+
+    Args:
+        table: profile rows (:func:`desim.io.read_profile`), one table or several.
+
+    Returns:
+        One entry per column that decreases somewhere; empty when both are non-decreasing.
+    """
+    grid = ["hardware", "model", "method", "num_blocks", "lora_rank", "batch_size", "seq_len",
+            "target_len"]
+    grid = [c for c in grid if c in table.columns]
+    found: dict[str, tuple[set[int], str]] = {}
+    for key, rows in table.sort_values("block", kind="stable").groupby(grid, sort=True):
+        point = dict(zip(grid, key, strict=True))
+        blocks = rows["block"].to_numpy()
+        for col in ("compute_s", "peak_memory_bytes"):
+            v = rows[col].to_numpy(float)
+            noisy = col == "compute_s" and "compute_spread_s" in rows.columns
+            spread = rows["compute_spread_s"].to_numpy(float) if noisy else np.zeros(v.size)
+            down = np.flatnonzero(v[1:] < v[:-1] - np.maximum(spread[1:], spread[:-1])) + 1
+            if not down.size:
+                continue
+            i = int(down[0])
+            seen, example = found.get(col, (set(), ""))
+            seen.update(int(b) for b in blocks[down])
+            example = example or (
+                f"{point.get('model')} {point.get('method')} at batch_size "
+                f"{point.get('batch_size')}, seq_len {point.get('seq_len')}: {v[i]:.4g} at "
+                f"block {int(blocks[i])} < {v[i - 1]:.4g} at block {int(blocks[i - 1])}"
+            )
+            found[col] = (seen, example)
+    return [DepthDecrease(col, tuple(sorted(b)), ex) for col, (b, ex) in found.items()]
 
 
 @dataclass(frozen=True, eq=False)
@@ -603,6 +665,12 @@ def fit_profile(table: pd.DataFrame, decoder_layers: int = 0) -> ProfileFit:
         x = profile_features(n, b, s)
     t = table["compute_s"].to_numpy(float)
     m = table["peak_memory_bytes"].to_numpy(float)
+    for col, y in (("compute_s", t), ("peak_memory_bytes", m)):
+        if not np.all(np.isfinite(y) & (y > 0)):  # the fit weighs relative errors: 1/y
+            raise ScenarioError(
+                f"profile of {key['model']} {key['method']}: column {col} must be positive "
+                f"and finite in every row to fit (got {y[~(np.isfinite(y) & (y > 0))][0]:g})"
+            )
     time_coef, memory_coef = _fit_relative_nnls(x, t), _fit_relative_nnls(x, m)
     flops_coef = flops_residuals = None
     if "flops" in table.columns:

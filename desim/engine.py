@@ -29,7 +29,12 @@ from desim.allocators.base import Allocation, Allocator, RoundContext, check_all
 from desim.channel import Channel, shannon_rate_bps
 from desim.compute import ComputeTimeline
 from desim.cost import CostModel, Workload, analytic_flops
-from desim.errors import DesimError, InfeasibleError, ScenarioError, SimulationError
+from desim.errors import (
+    DesimError,
+    InfeasibleError,
+    ScenarioError,
+    SimulationError,
+)
 from desim.faults import FaultModel, RoundDraws, offline_time
 from desim.records import DeviceRounds, FaultEventRecord, RoundRecord, RunResult
 from desim.scenario import DeviceSpec, HardwarePower, RunSpec, ServerSpec
@@ -486,16 +491,29 @@ class Simulation:
         self._check_finite(ctx.round_index, devs, c_end[inv], u_end[inv])
         return c_end[inv], u_end[inv], (c_end - t0).tolist(), (u_end - c_end).tolist(), tail_s
 
-    def _check_finite(self, r: int, devs: np.ndarray, ce: np.ndarray, ue: np.ndarray) -> None:
+    def _check_finite(self, r: int, devs: np.ndarray, ce: np.ndarray, ue: np.ndarray,
+                      blocks: np.ndarray | None = None) -> None:
+        """Refuse a phase that never ends; ``blocks`` (0-based) default to ``0..len(devs)-1``."""
         for phase, ends in (("compute", ce), ("upload", ue)):
             bad = np.flatnonzero(~np.isfinite(ends))
             if bad.size:
                 n = int(bad[0])
+                block = n if blocks is None else int(blocks[n])
                 raise SimulationError(
                     f"round {r}: device {self._names[devs[n]]} never finishes the {phase} of "
-                    f"block {n + 1}: its {'speed' if phase == 'compute' else 'rate'} stays zero "
-                    "for the rest of the trace"
+                    f"block {block + 1}: its {'speed' if phase == 'compute' else 'rate'} stays "
+                    "zero for the rest of the trace"
                 )
+
+    @property
+    def block_memory_bytes(self) -> np.ndarray:
+        """``(N,)`` peak bytes of training block ``n`` (the worst case over hardware classes)."""
+        return self._memory
+
+    @property
+    def memory_budget_bytes(self) -> np.ndarray:
+        """``(K,)`` memory budget of every device."""
+        return self._budget
 
     def _record(
         self,
@@ -645,7 +663,7 @@ class FaultyRound:
                          float(bw[i]), float(fail[i]), str(kind[i]))
             if not np.isfinite(task.stop_s):
                 self.sim._check_finite(self.ctx.round_index, devs[i : i + 1], ce[i : i + 1],
-                                       ue[i : i + 1])
+                                       ue[i : i + 1], blocks[i : i + 1])
             proc = self.env.process(device_task(self.env, task.stop_s - self.env.now))
             self.running[proc] = task
 
@@ -711,6 +729,7 @@ class FaultyRound:
             available=now_ctx.available & ~busy & ~self.out,
             total_bandwidth_hz=max(now_ctx.total_bandwidth_hz - held, 0.0),
             aggregation_s=now_ctx.aggregation_s,
+            block_numbers=tuple(int(b) + 1 for b in blocks),
         )
         try:
             alloc = sim.allocator.allocate(sub, self.rng)
@@ -723,8 +742,10 @@ class FaultyRound:
         except InfeasibleError as exc:
             if self.running:  # wait for a device to free up, then try again
                 return list(blocks)
-            reason = (f"round {sub.round_index}: blocks {', '.join(str(b + 1) for b in blocks)} "
-                      f"lost their devices and cannot be reassigned: {exc}")
+            detail = str(exc).removeprefix(f"round {sub.round_index}: ")
+            lost = (f"block {blocks[0] + 1} lost its device" if blocks.size == 1 else
+                    f"blocks {', '.join(str(b + 1) for b in blocks)} lost their devices")
+            reason = f"round {sub.round_index}: {lost} and cannot be reassigned: {detail}"
             if sim.policy.on_infeasible == "error":
                 raise InfeasibleError(reason) from None
             self.skipped_reason = reason

@@ -3,6 +3,8 @@
 The CLI turns these into one line on stderr and a documented exit code; anything else is a bug.
 """
 
+import warnings
+
 
 class DesimError(Exception):
     """Base class of all errors desim reports to users."""
@@ -44,3 +46,27 @@ class SimulationError(DesimError):
     """The simulation cannot continue, e.g. an upload whose rate stays zero forever (exit 3)."""
 
     exit_code = 3
+
+
+class BackendError(DesimError):
+    """A sweep's backend cannot proceed, e.g. an unreachable Ray cluster (exit code 3)."""
+
+    exit_code = 3
+
+
+class Interrupted(DesimError):
+    """The user pressed Ctrl-C; the message says what was kept and how to resume (exit 130)."""
+
+    exit_code = 130
+
+
+class DesimWarning(UserWarning):
+    """Suspicious but valid input (a key that is ignored, a likely typo): one ``warning:`` line.
+
+    Raise it through :func:`warn`; the CLI prints each as one line on stderr naming the key.
+    """
+
+
+def warn(message: str) -> None:
+    """Warn the user about suspicious but valid input (message names the key or file)."""
+    warnings.warn(message, DesimWarning, stacklevel=2)

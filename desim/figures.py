@@ -31,6 +31,15 @@ class FigureData:
     panels: int = 1  # >1: ``draw`` gets a row of that many axes instead of one
 
 
+def require_matplotlib() -> None:
+    """Stop at once, before any sweep runs, when the ``plot`` extra is missing.
+
+    Raises:
+        InputError: with the install hint.
+    """
+    _matplotlib()
+
+
 def _matplotlib() -> Any:
     try:
         import matplotlib

@@ -92,6 +92,64 @@ def apply_overrides(
     return out
 
 
+def _resolved(text: Any, base: Path) -> Any:
+    if not isinstance(text, str) or not text or text.startswith(SHIPPED_PREFIX):
+        return text
+    p = Path(text).expanduser()
+    return text if p.is_absolute() else str((base / p).resolve())
+
+
+def _looks_like_path(text: Any, base: Path) -> bool:
+    """A profile or model reference that names a file, not a shipped name."""
+    return isinstance(text, str) and (
+        "/" in text or os.sep in text or text.endswith((".csv", ".json"))
+        or (base / text).exists()
+    )
+
+
+def resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of parsed scenario data whose relative file paths are made absolute from ``base``.
+
+    Paths inside a scenario or sweep spec resolve relative to that file's folder, as in every
+    config format users know (paths on the command line stay relative to the working directory).
+    The keys: ``channel.path``, ``compute.path``, ``scheme.kr_scores``, ``model.name`` when it
+    names a ``.json`` config, and each ``cost.profiles`` entry that names a file or folder
+    (``shipped:NAME`` and shipped hardware-class names are names, not paths).
+    """
+    out = copy.deepcopy(data)
+    for section in ("channel", "compute"):
+        node = out.get(section)
+        if isinstance(node, dict) and "path" in node:
+            node["path"] = _resolved(node["path"], base)
+    scheme = out.get("scheme")
+    if isinstance(scheme, dict) and isinstance(scheme.get("kr_scores"), str):
+        scheme["kr_scores"] = _resolved(scheme["kr_scores"], base)
+    model = out.get("model")
+    if isinstance(model, dict) and _looks_like_path(model.get("name"), base):
+        model["name"] = _resolved(model["name"], base)
+    cost = out.get("cost")
+    profiles = cost.get("profiles") if isinstance(cost, dict) else None
+    if isinstance(profiles, dict):
+        for cls, ref in profiles.items():
+            if isinstance(ref, dict) and _looks_like_path(ref.get("profile"), base):
+                ref["profile"] = _resolved(ref["profile"], base)
+            elif _looks_like_path(ref, base):
+                profiles[cls] = _resolved(ref, base)
+    return out
+
+
+def resolve_override(key: str, value: Any, base: Path) -> Any:
+    """The value of one ``section.key`` override with a relative file path made absolute.
+
+    Sweep specs use it: a path in ``[set]``, ``[grid]`` or ``[zip]`` resolves from the spec's
+    folder, as :func:`resolve_paths` does for a scenario file.
+    """
+    node: Any = resolve_paths(apply_overrides({}, [(key, value)]), base)
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def load_scenario(
     path: str | Path | None = None, overrides: Iterable[str | tuple[str, Any]] = ()
 ) -> Scenario:
@@ -105,7 +163,7 @@ def load_scenario(
         InputError: naming the file and each bad field.
     """
     src = default_scenario_path() if path is None else Path(path)
-    data = apply_overrides(read_toml(src), overrides)
+    data = apply_overrides(resolve_paths(read_toml(src), src.parent), overrides)
     label = "default scenario" if path is None else str(src)
     return validate_scenario(data, label)
 
@@ -214,7 +272,11 @@ PROFILE_COLUMNS: dict[str, tuple[str, str]] = {
     "date": ("str", "UTC time of the measurement"),
 }
 PROFILE_KEY = ("hardware", "model", "method", "batch_size", "seq_len", "target_len", "block")
-_PROFILE_POSITIVE = ("batch_size", "seq_len", "block", "num_blocks", "peak_memory_bytes")
+# a step that takes no time (compute_s) or memory cannot be fitted (relative errors)
+_PROFILE_POSITIVE = (
+    "batch_size", "seq_len", "block", "num_blocks", "compute_s", "peak_memory_bytes"
+)
+_PROFILE_TABLE = ("hardware", "model", "method", "num_blocks", "lora_rank")
 # columns added after the first profiles were shipped: older files get these values
 _PROFILE_LATER = {"target_len": "0", "flops": ""}
 _PROFILE_MAY_BE_EMPTY = ("flops",)
@@ -296,7 +358,23 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         i = int(np.flatnonzero(dup.to_numpy())[0])
         key = dict(frame.iloc[i][list(PROFILE_KEY)])
         raise InputError(f"{p}: line {i + 2}: duplicate row for {key}")
+    _check_profile_blocks(frame, p)
     return frame
+
+
+def _check_profile_blocks(frame: pd.DataFrame, path: Path) -> None:
+    """Every table of a profile has rows for each of its blocks ``1..num_blocks``."""
+    for (hardware, model, method, blocks, _), rows in frame.groupby(
+        list(_PROFILE_TABLE), sort=False
+    ):
+        missing = sorted(set(range(1, int(blocks) + 1)) - set(rows["block"].tolist()))
+        if missing:
+            shown = ", ".join(str(b) for b in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise InputError(
+                f"{path}: block {shown} missing: no rows of {model} {method} (hardware "
+                f"{hardware}) for {'it' if len(missing) == 1 else 'them'}; a profile needs "
+                f"every block 1..{blocks} (num_blocks)"
+            )
 
 
 # Kill-and-Revive sensitivity scores (README "Calibration"): tidy rows of (step, module).
@@ -407,34 +485,67 @@ def load_profile(ref: str | Path) -> pd.DataFrame:
         InputError: a file is malformed.
     """
     p = Path(ref)
+    parts = load_profile_files(ref)
+    if not p.is_dir() and (p.suffix == ".csv" or p.exists()):
+        return parts[0][1]
+    return pd.concat([t for _, t in parts], ignore_index=True)
+
+
+def load_profile_files(ref: str | Path) -> list[tuple[Path, pd.DataFrame]]:
+    """The profile files a reference names, each with its rows (:func:`load_profile`).
+
+    A shipped hardware-class name gives every shipped file with rows of that class, each
+    holding those rows only, so a caller can name the file a row came from.
+
+    Raises:
+        UnknownNameError: ``ref`` is neither a path nor a shipped hardware class.
+        InputError: a file is malformed.
+    """
+    p = Path(ref)
     if p.is_dir():
         files = sorted(p.glob("*.csv"))
         if not files:
             raise InputError(f"{p}: folder holds no profile .csv files")
-        return pd.concat([read_profile(f) for f in files], ignore_index=True)
+        return [(f, read_profile(f)) for f in files]
     if p.suffix == ".csv" or p.exists():
-        return read_profile(p)
-    shipped = [read_profile(f) for f in shipped_profiles()]
-    table = pd.concat(shipped, ignore_index=True) if shipped else pd.DataFrame()
-    if table.empty or not (table["hardware"] == str(ref)).any():
-        known = sorted(set(table["hardware"])) if not table.empty else []
+        return [(p, read_profile(p))]
+    shipped = [(f, read_profile(f)) for f in shipped_profiles()]
+    parts = [
+        (f, t[t["hardware"] == str(ref)].reset_index(drop=True))
+        for f, t in shipped
+        if (t["hardware"] == str(ref)).any()
+    ]
+    if not parts:
+        known = sorted({h for _, t in shipped for h in t["hardware"]})
         raise UnknownNameError(
             f"unknown profile {str(ref)!r}: not a file, and not a shipped hardware class "
             f"(known: {', '.join(known) or 'none'})"
         )
-    return table[table["hardware"] == str(ref)].reset_index(drop=True)
+    return parts
 
 
 def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary file and one ``os.replace``, with the user's umask applied.
+
+    ``mkstemp`` creates its file 0600; the result gets the mode a plain ``open`` would give
+    (0644 under umask 022).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; restore it at once
+    os.umask(mask)
+    return mask
 
 
 def write_table(frame: pd.DataFrame, path_stem: Path) -> list[Path]:
@@ -479,6 +590,45 @@ def write_result_tables(
         paths += write_table(frame, out / name)
     paths.append(write_json(metadata, done))
     return paths
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_dir(path: str | Path, option: str) -> None:
+    """Refuse, before any work, a results directory that cannot be created or written.
+
+    Raises:
+        InputError: naming the option, the path and why.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{option} {p}: exists and is not a directory")
+    base = _nearest_existing(p)
+    if not base.is_dir():
+        raise InputError(f"{option} {p}: {base} is a file, not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {p}: no permission to write in {base}")
+
+
+def check_output_file(path: str | Path, option: str) -> None:
+    """Refuse, before any work, an output file whose folder is missing or not writable.
+
+    Raises:
+        InputError: naming the option, the path and why.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{option} {p}: is a directory, expected a file name")
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise InputError(f"{option} {p}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {p}: no permission to write in {parent}")
 
 
 def write_chrome_trace(result: RunResult, path: str | Path) -> Path:

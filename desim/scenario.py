@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,7 +30,10 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict: a bool is not an int and a string is not a number (``rounds = true`` and
+    # ``speed_factor = "2"`` are refused, not coerced); an int is still a valid float
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+
 
 
 class ModelSpec(_Frozen):
@@ -56,7 +60,8 @@ class ServerSpec(_Frozen):
     """The edge server: uplink bandwidth, receiver noise and aggregation time."""
 
     total_bandwidth_hz: PositiveFloat = 20e6
-    noise_psd_dbm_per_hz: FiniteFloat = -174.0
+    # thermal noise is -174 dBm/Hz at 290 K; outside [-300, 0] the SNR over- or underflows
+    noise_psd_dbm_per_hz: Annotated[float, Field(ge=-300, le=0, allow_inf_nan=False)] = -174.0
     aggregation_s: NonNegFloat = 0.01
 
 
@@ -164,7 +169,8 @@ class PopulationSpec(_Frozen):
 class DevicesSpec(_Frozen):
     """Devices as an explicit ``list`` or a generated ``population`` (exactly one)."""
 
-    list: tuple[DeviceSpec, ...] | None = None
+    # TOML and JSON have arrays, not tuples: the sequence is lax, its items stay strict
+    list: Annotated[tuple[DeviceSpec, ...], Strict(False)] | None = None
     population: PopulationSpec | None = None
 
     @model_validator(mode="after")
@@ -298,7 +304,7 @@ class CostSpec(_Frozen):
 class AllocatorSpec(BaseModel):
     """The allocator by registered ``name``; every other key is one of its parameters."""
 
-    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False, strict=True)
 
     name: str = "greedy"
 
@@ -350,7 +356,7 @@ class FaultsSpec(_Frozen):
     """
 
     dropout_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
-    events: tuple[FaultEvent, ...] = ()
+    events: Annotated[tuple[FaultEvent, ...], Strict(False)] = ()
     upload_timeout_s: PositiveFloat | None = None
 
 
@@ -381,7 +387,9 @@ class SchemeSpec(_Frozen):
     kr_score: Literal["synthetic", "trace"] = "synthetic"
     kr_score_sigma: NonNegFloat = 0.5
     kr_scores: (
-        Annotated[str, Field(min_length=1)] | tuple[tuple[FiniteFloat, ...], ...] | None
+        Annotated[str, Field(min_length=1)]
+        | Annotated[tuple[Annotated[tuple[FiniteFloat, ...], Strict(False)], ...], Strict(False)]
+        | None
     ) = None
 
     @model_validator(mode="after")
@@ -460,23 +468,51 @@ def resolve_devices(spec: DevicesSpec) -> tuple[DeviceSpec, ...]:
         raise ScenarioError(format_validation_error(exc, "devices.population")) from None
 
 
+# labels pydantic adds to an error's path for the members of a union; never a scenario key
+_UNION_MEMBERS = frozenset({"float", "int", "str", "bool", "none", "uniform", "loguniform",
+                            "choice", "constrained-str", "constrained-float", "constrained-int"})
+_TABLE_MSG = "Input should be a valid dictionary or object to extract fields from"
+
+
+def _user_loc(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    return ".".join(p for p in parts if "[" not in p and p not in _UNION_MEMBERS
+                    and not p.startswith("function-"))
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One readable line per problem: ``dotted.field: message (got value)``."""
-    lines = []
+    """One readable part per problem key: ``dotted.field: message (got value)``.
+
+    A value that fails every member of a union (a number or a distribution table) is one part
+    listing what each member expected.
+    """
+    by_key: dict[str, list[Any]] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        # discriminated unions add the tag name to the path; keep the user's key path
-        loc = ".".join(p for p in loc.split(".") if p not in ("uniform", "loguniform", "choice"))
+        loc = _user_loc(err["loc"])
         if prefix:
             loc = f"{prefix}.{loc}" if loc else prefix
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
+        by_key.setdefault(loc or "<scenario>", []).append(err)
+    lines = []
+    for loc, errs in by_key.items():
+        msgs = []
+        for err in errs:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            msg = "Input should be a table" if msg == _TABLE_MSG else msg
+            if msg not in msgs:
+                msgs.append(msg)
+        msg = msgs[0] + "".join(" or " + m.removeprefix("Input should be ") for m in msgs[1:])
+        got = errs[0].get("input")
+        shown = "" if errs[0]["type"] in ("missing", "extra_forbidden") else f" (got {_short(got)})"
         if isinstance(got, dict):
             shown = ""
-        lines.append(f"{loc or '<scenario>'}: {msg}{shown}")
+        lines.append(f"{loc}: {msg}{shown}")
     return "; ".join(lines)
 
 

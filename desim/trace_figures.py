@@ -43,7 +43,7 @@ def plot_trace(
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - depends on the environment
-        raise InputError("desim traces plot needs matplotlib: pip install 'desim[plot]'") from None
+        raise InputError('desim traces plot needs matplotlib: pip install ".[plot]"') from None
     out = Path(out)
     dur = np.diff(np.append(trace.times_s, trace.end_s))
     if trace.kind == "channel":

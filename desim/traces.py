@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
-from desim.errors import TraceError
+from desim.errors import TraceError, warn
 from desim.signal import EndPolicy, PiecewiseSignals
 
 CHANNEL_COLUMNS = ("gain_db", "snr_db", "throughput_mbps")
@@ -43,6 +43,9 @@ META_KEYS = (
     "command",
 )
 MAX_SPECTRAL_EFFICIENCY = 1000.0  # b/s/Hz; 2**1000 is still a finite float
+# the SNR (dB) of that spectral efficiency, log2(1 + SNR) = 1000: the largest SNR, and SNR
+# coefficient in dB-Hz, desim represents (10**(x/10) overflows a float near 3082 dB)
+MAX_SNR_DB = 10.0 * MAX_SPECTRAL_EFFICIENCY * float(np.log10(2.0))
 Quantity = Literal["gain_db", "snr_db", "throughput_mbps", "compute"]
 
 
@@ -217,8 +220,8 @@ def trace_from_frame(
     if len(found) > 1:
         raise TraceError(f"{source}: several value columns ({', '.join(found)}); give exactly one")
     if found:
-        quantity: Quantity = found[0]  # type: ignore[assignment]
-        value_cols = [quantity]
+        quantity = cast(Quantity, found[0])  # found holds CHANNEL_COLUMNS names only
+        value_cols: list[str] = [quantity]
         if quantity != "gain_db":
             if "ref_bandwidth_hz" in cols:
                 value_cols.append("ref_bandwidth_hz")
@@ -243,7 +246,9 @@ def trace_from_frame(
     time = _numeric(frame, "time_s", source, where, lines)
     values = {c: _numeric(frame, c, source, where, lines) for c in value_cols}
     if quantity != "gain_db" and quantity != "compute" and "ref_bandwidth_hz" not in values:
-        values["ref_bandwidth_hz"] = np.full(n, float(meta.ref_bandwidth_hz))  # type: ignore[arg-type]
+        # no ref_bandwidth_hz column, so the metadata gives it (checked above)
+        assert meta.ref_bandwidth_hz is not None
+        values["ref_bandwidth_hz"] = np.full(n, float(meta.ref_bandwidth_hz))
     _check_values(quantity, time, values, source, where, lines)
     return _merge(source, quantity, device, time, values, meta, lines, where)
 
@@ -273,6 +278,18 @@ def _check_values(
         i = first(mask)
         if i is not None:
             raise _fail(source, where, lines, i, msg)
+    if quantity in ("gain_db", "snr_db"):
+        i = first(values[quantity] > MAX_SNR_DB)
+        if i is not None:
+            gain = "; a channel power gain is below 0 dB" if quantity == "gain_db" else ""
+            raise _fail(
+                source,
+                where,
+                lines,
+                i,
+                f"{quantity} {values[quantity][i]:g} dB exceeds {MAX_SNR_DB:.0f} dB (a spectral "
+                f"efficiency above {MAX_SPECTRAL_EFFICIENCY:.0f} b/s/Hz{gain})",
+            )
     if quantity == "throughput_mbps":
         eff = values["throughput_mbps"] * 1e6 / values["ref_bandwidth_hz"]
         i = first(eff > MAX_SPECTRAL_EFFICIENCY)
@@ -384,6 +401,13 @@ def map_devices(
     if isinstance(mapping, str):
         rows = np.arange(k) % m
         if mapping == "cyclic":
+            if m == 1 and k > 1:
+                warn(
+                    f"{section}.path ({trace.source}) holds one trace device and "
+                    f"{section}.mapping = 'cyclic' replays it for every scenario device: all {k} "
+                    f"devices get the same signal (mapping = 'random-offset' starts each at "
+                    "its own time)"
+                )
             return rows, np.zeros(k)
         if mapping == "random-offset":
             if rng is None:

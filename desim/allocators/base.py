@@ -44,6 +44,8 @@ class RoundContext:
         sample_bits: bits of one device's mini-batch (token ids), uploaded when offloading.
         server_compute_s: ``(N,)`` seconds for the edge server to train down to block ``n`` on
             one mini-batch at speed factor 1 on its hardware class; ``None`` if not priced.
+        block_numbers: the round's own 1-based numbers of these blocks; ``None``: ``1..N``. A
+            re-plan of lost blocks asks about a subset, and its messages name the real blocks.
     """
 
     round_index: int
@@ -59,6 +61,7 @@ class RoundContext:
     aggregation_s: float = 0.0
     sample_bits: float = 0.0
     server_compute_s: np.ndarray | None = None
+    block_numbers: tuple[int, ...] | None = None
 
     @property
     def num_devices(self) -> int:
@@ -69,6 +72,16 @@ class RoundContext:
     def num_blocks(self) -> int:
         """``N``."""
         return int(self.compute_s.shape[1])
+
+    def block_name(self, n: int) -> str:
+        """The round's own number of this snapshot's block ``n`` (1-based), for messages."""
+        return str(n if self.block_numbers is None else self.block_numbers[n - 1])
+
+    def blocks_from(self, n: int) -> str:
+        """Blocks ``n..N`` of this snapshot in the round's own numbers (``9...12``, or a list)."""
+        if self.block_numbers is None:
+            return f"{n}...{self.num_blocks}"
+        return ", ".join(str(b) for b in self.block_numbers[n - 1 :])
 
     def eligible(self) -> np.ndarray:
         """``(K, N)`` mask: the device is available, can compute, and the block fits in memory."""
@@ -165,7 +178,8 @@ class Allocation:
 class Allocator(BaseModel, ABC):
     """Base of all allocators: frozen, validated parameters and one ``allocate`` method."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # strict like the scenario: ``max_iterations = true`` or ``tolerance = "0.01"`` is refused
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
     registry_name: ClassVar[str] = ""
 
     @abstractmethod
@@ -196,7 +210,9 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
     placed = (bd >= 0) & (bd < K)
     if not placed.all():
         n = int(np.flatnonzero(~placed)[0])
-        raise AllocationError(f"round {r}: block {n + 1} is not placed (device index {bd[n]})")
+        raise AllocationError(
+            f"round {r}: block {ctx.block_name(n + 1)} is not placed (device index {bd[n]})"
+        )
     blocks = np.arange(N)
     if alloc.mode == "offload":
         ok = ctx.available[bd] & ((ctx.sample_bits <= 0) | (bw[bd] > 0))
@@ -246,15 +262,18 @@ def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
                 )
             continue
         if not ctx.available[k] or not np.isfinite(ctx.compute_s[k, n - 1]):
-            raise AllocationError(f"round {r}: device {name} got block {n} but is unavailable")
+            raise AllocationError(
+                f"round {r}: device {name} got block {ctx.block_name(n)} but is unavailable"
+            )
         if ctx.memory_bytes[n - 1] > ctx.memory_budget_bytes[k]:
             raise AllocationError(
-                f"round {r}: block {n} needs {ctx.memory_bytes[n - 1]:.4g} bytes but device "
-                f"{name} has a budget of {ctx.memory_budget_bytes[k]:.4g} bytes"
+                f"round {r}: block {ctx.block_name(n)} needs {ctx.memory_bytes[n - 1]:.4g} bytes "
+                f"but device {name} has a budget of {ctx.memory_budget_bytes[k]:.4g} bytes"
             )
         if ctx.upload_bits[n - 1] > 0 and not bw[k] > 0:
             raise AllocationError(
-                f"round {r}: device {name} trains block {n} with bandwidth {bw[k]} Hz"
+                f"round {r}: device {name} trains block {ctx.block_name(n)} with bandwidth "
+                f"{bw[k]} Hz"
             )
 
 
@@ -299,7 +318,7 @@ def infeasible(ctx: RoundContext, block: int, *, distinct: bool = True) -> Infea
     eligible = ctx.eligible()
     avail = int(ctx.available.sum())
     usable = int(eligible.any(axis=1).sum())
-    head = f"round {ctx.round_index}: block {block}"
+    head = f"round {ctx.round_index}: block {ctx.block_name(block)}"
     if distinct and usable < N:
         why = f"{avail} of {K} devices available for {N} blocks"
         if usable < avail:
@@ -310,6 +329,7 @@ def infeasible(ctx: RoundContext, block: int, *, distinct: bool = True) -> Infea
     note = f" ({muted} of them with zero channel gain, so no uplink)" if muted else ""
     return InfeasibleError(
         f"{head} (needs {ctx.memory_bytes[block - 1]:.4g} bytes) cannot be placed: "
-        f"{int(holders.sum())} available device(s) can hold it{note}, but blocks {block}..."
-        f"{N} need {N - block + 1} distinct devices ({avail} of {K} devices available)"
+        f"{int(holders.sum())} available device(s) can hold it{note}, but blocks "
+        f"{ctx.blocks_from(block)} "
+        f"need {N - block + 1} distinct devices ({avail} of {K} devices available)"
     )

@@ -116,8 +116,8 @@ class SingleDeviceAllocator(Allocator):
         if not np.isfinite(t[k]):
             raise InfeasibleError(
                 f"round {ctx.round_index}: single-device: the {int(ok.sum())} device(s) that can "
-                f"hold block {ctx.num_blocks} (the deepest) all have zero channel gain, so none "
-                f"can upload the {bits:.4g} gradient bits"
+                f"hold block {ctx.block_name(ctx.num_blocks)} (the deepest) all have zero channel "
+                f"gain, so none can upload the {bits:.4g} gradient bits"
             )
         bw = np.zeros(ctx.num_devices)
         bw[k] = ctx.total_bandwidth_hz
