@@ -32,6 +32,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from desim.errors import InputError, TraceError, warn
+from desim.rates import shannon_rate_bps
 from desim.scenario import ChannelSpec, DeviceSpec
 from desim.signal import PiecewiseSignals
 from desim.traces import MAX_SNR_DB, Trace, map_devices, replay_signals
@@ -366,15 +367,6 @@ def snr_coef_from_throughput(
     b = np.asarray(ref_bandwidth_hz, dtype=float)
     with np.errstate(over="ignore"):
         return np.expm1(np.log(2.0) * np.asarray(throughput_bps, dtype=float) / b) * b
-
-
-def shannon_rate_bps(bandwidth_hz: np.ndarray, snr_coef_hz: np.ndarray) -> np.ndarray:
-    """Rate ``B log2(1 + a/B)`` in bit/s; zero where the bandwidth is zero."""
-    b = np.asarray(bandwidth_hz, dtype=float)
-    a = np.asarray(snr_coef_hz, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = b * np.log2(1.0 + a / b)
-    return np.where(b > 0, r, 0.0)
 
 
 class Channel(Protocol):

@@ -7,6 +7,7 @@ compute timeline, allocator) and where the run's named random streams are handed
 from __future__ import annotations
 
 import platform
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,6 @@ def versions() -> dict[str, str]:
     """Versions recorded with every run."""
     import pandas
     import scipy
-    import simpy
 
     return {
         "desim": __version__,
@@ -87,7 +87,8 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "pandas": pandas.__version__,
-        "simpy": simpy.__version__,
+        # read from the installed metadata: simpy itself is imported by the engine alone
+        "simpy": version("simpy"),
     }
 
 

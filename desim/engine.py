@@ -26,7 +26,7 @@ import numpy as np
 import simpy
 
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
-from desim.channel import Channel, shannon_rate_bps
+from desim.channel import Channel
 from desim.compute import ComputeTimeline
 from desim.cost import CostModel, Workload, analytic_flops
 from desim.errors import (
@@ -36,7 +36,9 @@ from desim.errors import (
     SimulationError,
 )
 from desim.faults import FaultModel, RoundDraws, offline_time
-from desim.records import DeviceRounds, FaultEventRecord, RoundRecord, RunResult
+from desim.rates import shannon_rate_bps
+from desim.records import DeviceRounds, FaultEventRecord, RoundRecord
+from desim.results import RunResult
 from desim.scenario import DeviceSpec, HardwarePower, RunSpec, ServerSpec
 from desim.schemes import RoundPlan, Scheme, SchemeInputs
 from desim.streams import rng_streams

@@ -22,7 +22,7 @@ import pandas as pd
 
 from desim.cost import TransformerConfig
 from desim.errors import InputError, ScenarioError, UnknownNameError
-from desim.records import RunResult
+from desim.results import RunResult
 from desim.scenario import Scenario, validate_scenario
 from desim.transformer import config_from_mapping
 
@@ -162,10 +162,15 @@ def load_scenario(
     Raises:
         InputError: naming the file and each bad field.
     """
+    # lazily: reading a profile or a trace needs no allocator (nor scipy)
+    from desim.allocators import check_allocator
+
     src = default_scenario_path() if path is None else Path(path)
     data = apply_overrides(resolve_paths(read_toml(src), src.parent), overrides)
     label = "default scenario" if path is None else str(src)
-    return validate_scenario(data, label)
+    scenario = validate_scenario(data, label)
+    check_allocator(scenario.allocator.name, scenario.allocator.params, label)
+    return scenario
 
 
 def shipped_models() -> list[str]:
@@ -633,7 +638,7 @@ def check_output_file(path: str | Path, option: str) -> None:
 
 def write_chrome_trace(result: RunResult, path: str | Path) -> Path:
     """Write a Chrome/Perfetto JSON trace of a run (open it in ui.perfetto.dev)."""
-    from desim.records import chrome_trace_events
+    from desim.results import chrome_trace_events
 
     p = Path(path)
     if p.parent and not p.parent.exists():

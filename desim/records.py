@@ -1,19 +1,18 @@
-"""Result records: flat per-round and per-device-round rows, and the run result.
+"""Result records: flat per-round, per-device-round and lost-work rows, and nothing else.
 
-Rows are plain dataclasses collected during a run and turned into DataFrames at the end
-(STYLE §7). Columns carry units. ``planned_latency_s`` is the engine's evaluation of the chosen
-allocation under the round-start snapshot (equal terms for every allocator); the allocator's own
-claim, if any, is kept separately in ``allocator_estimate_s``. Wall-clock columns end in
-``_wall_s`` and are the only columns that differ between reruns with the same seed.
+Rows are plain dataclasses collected during a run; :mod:`desim.results` turns them into
+DataFrames at the end (STYLE §7) and adds the energy columns. Columns carry units.
+``planned_latency_s`` is the engine's evaluation of the chosen allocation under the round-start
+snapshot (equal terms for every allocator); the allocator's own claim, if any, is kept
+separately in ``allocator_estimate_s``. Wall-clock columns end in ``_wall_s`` and are the only
+columns that differ between reruns with the same seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 SCHEMA_VERSION = 1
 WALL_CLOCK_COLUMNS = ("solve_wall_s",)
@@ -104,115 +103,3 @@ class DeviceRounds:
         if name == "upload_busy_s":
             return self.upload_end_s - self.upload_start_s
         return np.full(n, np.nan)
-
-
-def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
-    cols = [f.name for f in fields(cls)]
-    if not rows:
-        return pd.DataFrame({c: [] for c in cols})
-    return pd.DataFrame([asdict(r) for r in rows], columns=cols)
-
-
-def _batch_frame(batches: list[DeviceRounds]) -> pd.DataFrame:
-    cols = [f.name for f in fields(DeviceRounds)]
-    if not batches:
-        return pd.DataFrame({c: [] for c in cols})
-    data = {
-        "round": np.concatenate([np.full(len(b.block), b.round) for b in batches]),
-        **{c: np.concatenate([b.filled(c) for b in batches]) for c in cols[1:]},
-    }
-    return pd.DataFrame(data, columns=cols)
-
-
-@dataclass
-class RunResult:
-    """Everything one run produced, in memory (the engine writes no files).
-
-    Attributes:
-        rounds: one :class:`RoundRecord` per round.
-        device_rounds: one :class:`DeviceRounds` batch per round.
-        metadata: resolved scenario, seed, cost model used and versions (for ``run.json``).
-    """
-
-    rounds: list[RoundRecord] = field(default_factory=list)
-    fault_events: list[FaultEventRecord] = field(default_factory=list)
-    device_rounds: list[DeviceRounds] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    device_power: pd.DataFrame | None = None
-
-    def rounds_frame(self) -> pd.DataFrame:
-        """The rounds table (with energy and efficiency columns when a power model is set)."""
-        rounds = _frame(self.rounds, RoundRecord)
-        if self.device_power is None:
-            return rounds
-        from desim.energy import round_metrics
-
-        return round_metrics(rounds, self.device_rounds_frame(), self.device_power)
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """The result tables as written to disk.
-
-        ``rounds`` and ``device_rounds`` are pure functions of the scenario and seed (byte-
-        identical on every rerun and backend); the wall-clock columns go to ``timing``.
-        """
-        rounds = self.rounds_frame()
-        return {
-            "rounds": rounds.drop(columns=list(WALL_CLOCK_COLUMNS)),
-            "device_rounds": self.device_rounds_frame(),
-            "fault_events": self.fault_events_frame(),
-            "timing": rounds[["round", *WALL_CLOCK_COLUMNS]],
-        }
-
-    def fault_events_frame(self) -> pd.DataFrame:
-        """The lost-work events table (empty without faults)."""
-        return _frame(self.fault_events, FaultEventRecord)
-
-    def device_rounds_frame(self) -> pd.DataFrame:
-        """The per-device-round table (with energy columns when a power model is set)."""
-        frame = _batch_frame(self.device_rounds)
-        if self.device_power is None:
-            return frame
-        from desim.energy import add_device_energy
-
-        bounds = _frame(self.rounds, RoundRecord)[["round", "start_s", "end_s"]]
-        return add_device_energy(frame, bounds, self.device_power)
-
-
-def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:
-    """Chrome/Perfetto trace events of a run: one track per device plus a server track.
-
-    Compute and upload phases become complete ("X") slices on their device's track and every
-    round a slice on the server track, with instant markers at round starts. Times are in
-    microseconds as the trace format requires.
-    """
-    us = 1e6
-    events: list[dict[str, Any]] = [
-        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "desim"}},
-        {"ph": "M", "pid": 1, "tid": 0, "name": "thread_name", "args": {"name": "server"}},
-    ]
-    tids: dict[str, int] = {}
-    for batch in result.device_rounds:
-        for dev in batch.device.tolist():
-            if dev not in tids:
-                tids[dev] = len(tids) + 1
-                events.append({"ph": "M", "pid": 1, "tid": tids[dev], "name": "thread_name",
-                               "args": {"name": str(dev)}})
-    for rec in result.rounds:
-        events.append({"ph": "X", "pid": 1, "tid": 0, "name": f"round {rec.round}",
-                       "ts": rec.start_s * us, "dur": rec.latency_s * us,
-                       "args": {"planned_latency_s": rec.planned_latency_s}})
-        events.append({"ph": "i", "pid": 1, "tid": 0, "s": "g", "name": f"round {rec.round} start",
-                       "ts": rec.start_s * us})
-    for b in result.device_rounds:
-        for i, dev in enumerate(b.device.tolist()):
-            tid, block = tids[dev], int(b.block[i])
-            events.append({"ph": "X", "pid": 1, "tid": tid, "name": f"compute block {block}",
-                           "ts": float(b.compute_start_s[i]) * us,
-                           "dur": float(b.compute_end_s[i] - b.compute_start_s[i]) * us,
-                           "args": {"round": b.round, "block": block}})
-            events.append({"ph": "X", "pid": 1, "tid": tid, "name": f"upload block {block}",
-                           "ts": float(b.upload_start_s[i]) * us,
-                           "dur": float(b.upload_end_s[i] - b.upload_start_s[i]) * us,
-                           "args": {"round": b.round, "bits": float(b.upload_bits[i]),
-                                    "bandwidth_hz": float(b.bandwidth_hz[i])}})
-    return events

@@ -45,32 +45,63 @@ class ModelSpec(_Frozen):
     only. ``adapter_size`` is the bottleneck width of the ``adapter`` method (used by it only).
     """
 
-    name: str = "roberta-base"
-    method: Literal["lora", "full", "lora-checkpoint", "qlora", "mezo", "adapter", "ia3"] = "lora"
-    lora_rank: Annotated[int, Field(ge=1, le=4096)] = 8
-    adapter_size: Annotated[int, Field(ge=1, le=1_000_000)] = 64
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 8
-    seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = 128
-    num_blocks: Annotated[int, Field(ge=1, le=10_000)] = 12
-    gradient_bits: Annotated[int, Field(ge=1, le=64)] = 32
-    target_len: Annotated[int, Field(ge=1, le=1_000_000)] = 32
+    name: str = Field(
+        default="roberta-base",
+        description=(
+            "Model: a shipped config (`roberta-base`, `roberta-large`, `flan-t5-small`, "
+            "`flan-t5-base`) or a path to a config `.json`."
+        ),
+    )
+    method: Literal["lora", "full", "lora-checkpoint", "qlora", "mezo", "adapter", "ia3"] = Field(
+        default="lora", description="Fine-tuning method: what a block trains and uploads."
+    )
+    lora_rank: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=8, description="LoRA rank r (methods `lora`, `lora-checkpoint`, `qlora`, `mezo`)."
+    )
+    adapter_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=64, description="Bottleneck width of the `adapter` method (used by it only)."
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=8, description="Mini-batch size b of one training step."
+    )
+    seq_len: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=128, description="Sequence length s (the encoder input for encoder-decoder models)."
+    )
+    num_blocks: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=12,
+        description=(
+            "Number of blocks N; must divide the layer count (T5: decoder plus encoder layers)."
+        ),
+    )
+    gradient_bits: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=32, description="Bits q per uploaded value: block n uploads D_n = q·S_n bits."
+    )
+    target_len: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=32, description="Decoder target tokens t (encoder-decoder models only)."
+    )
 
 
 class ServerSpec(_Frozen):
     """The edge server: uplink bandwidth, receiver noise and aggregation time."""
 
-    total_bandwidth_hz: PositiveFloat = 20e6
+    total_bandwidth_hz: PositiveFloat = Field(
+        default=20e6, description="Total uplink bandwidth B shared by the devices."
+    )
     # thermal noise is -174 dBm/Hz at 290 K; outside [-300, 0] the SNR over- or underflows
-    noise_psd_dbm_per_hz: Annotated[float, Field(ge=-300, le=0, allow_inf_nan=False)] = -174.0
-    aggregation_s: NonNegFloat = 0.01
+    noise_psd_dbm_per_hz: Annotated[float, Field(ge=-300, le=0, allow_inf_nan=False)] = Field(
+        default=-174.0, description="Receiver noise power spectral density N0."
+    )
+    aggregation_s: NonNegFloat = Field(
+        default=0.01, description="Aggregation time added at the end of every round."
+    )
 
 
 class Uniform(_Frozen):
     """Uniform distribution on ``[low, high]``."""
 
-    dist: Literal["uniform"]
-    low: FiniteFloat
-    high: FiniteFloat
+    dist: Literal["uniform"] = Field(description="Distribution kind.")
+    low: FiniteFloat = Field(description="Lower bound.")
+    high: FiniteFloat = Field(description="Upper bound (at least `low`).")
 
     @model_validator(mode="after")
     def _ordered(self) -> Uniform:
@@ -86,9 +117,9 @@ class Uniform(_Frozen):
 class LogUniform(_Frozen):
     """Log-uniform distribution on ``[low, high]`` (both > 0)."""
 
-    dist: Literal["loguniform"]
-    low: PositiveFloat
-    high: PositiveFloat
+    dist: Literal["loguniform"] = Field(description="Distribution kind.")
+    low: PositiveFloat = Field(description="Lower bound (positive).")
+    high: PositiveFloat = Field(description="Upper bound (at least `low`).")
 
     @model_validator(mode="after")
     def _ordered(self) -> LogUniform:
@@ -104,9 +135,13 @@ class LogUniform(_Frozen):
 class Choice(_Frozen):
     """Discrete choice among ``values`` with optional ``weights``."""
 
-    dist: Literal["choice"]
-    values: Annotated[list[FiniteFloat], Field(min_length=1)]
-    weights: list[NonNegFloat] | None = None
+    dist: Literal["choice"] = Field(description="Distribution kind.")
+    values: Annotated[list[FiniteFloat], Field(min_length=1)] = Field(
+        description="The values to choose among."
+    )
+    weights: list[NonNegFloat] | None = Field(
+        default=None, description="Relative weight of each value; unset: equally likely."
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:
@@ -145,33 +180,65 @@ class DeviceSpec(_Frozen):
         distance_m: distance to the edge server (drives path loss).
     """
 
-    name: Annotated[str, Field(min_length=1)]
-    hardware: str = "cpu-reference"
-    speed_factor: PositiveFloat = 1.0
-    memory_bytes: PositiveFloat = 2e9
-    tx_power_dbm: FiniteFloat = 23.0
-    distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 100.0
+    name: Annotated[str, Field(min_length=1)] = Field(description="Unique device name.")
+    hardware: str = Field(
+        default="cpu-reference",
+        description=(
+            "Hardware class, naming a cost profile (`cost.profiles`)."
+        ),
+    )
+    speed_factor: PositiveFloat = Field(
+        default=1.0, description="Speed σ_k relative to the hardware class's profile."
+    )
+    memory_bytes: PositiveFloat = Field(
+        default=2e9, description="Memory budget M_k available to fine-tuning."
+    )
+    tx_power_dbm: FiniteFloat = Field(default=23.0, description="Uplink transmit power p_k.")
+    distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(
+        default=100.0,
+        description=(
+            "Distance to the edge server (path loss; unused with a gain trace)."
+        ),
+    )
 
 
 class PopulationSpec(_Frozen):
     """A seeded population of devices; each attribute is a number or a distribution."""
 
-    count: Annotated[int, Field(ge=1, le=1_000_000)] = 20
-    seed: Annotated[int, Field(ge=0)] = 0
-    hardware: str = "cpu-reference"
-    name_prefix: str = "dev"
-    speed_factor: DistOrValue = 1.0
-    memory_bytes: DistOrValue = 2e9
-    tx_power_dbm: DistOrValue = 23.0
-    distance_m: DistOrValue = 100.0
+    count: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=20, description="Number of devices K."
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Seed of the population draw (independent of `run.seed`)."
+    )
+    hardware: str = Field(default="cpu-reference", description="Hardware class of every device.")
+    name_prefix: str = Field(
+        default="dev", description="Device names are this prefix and a zero-padded index."
+    )
+    speed_factor: DistOrValue = Field(
+        default=1.0, description="Speed factor σ_k: a number or a distribution."
+    )
+    memory_bytes: DistOrValue = Field(
+        default=2e9, description="Memory budget M_k: a number or a distribution."
+    )
+    tx_power_dbm: DistOrValue = Field(
+        default=23.0, description="Transmit power p_k: a number or a distribution."
+    )
+    distance_m: DistOrValue = Field(
+        default=100.0, description="Distance to the server: a number or a distribution."
+    )
 
 
 class DevicesSpec(_Frozen):
     """Devices as an explicit ``list`` or a generated ``population`` (exactly one)."""
 
     # TOML and JSON have arrays, not tuples: the sequence is lax, its items stay strict
-    list: Annotated[tuple[DeviceSpec, ...], Strict(False)] | None = None
-    population: PopulationSpec | None = None
+    list: Annotated[tuple[DeviceSpec, ...], Strict(False)] | None = Field(
+        default=None, description="Explicit devices (`[[devices.list]]` entries)."
+    )
+    population: PopulationSpec | None = Field(
+        default=None, description="A seeded population of devices."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DevicesSpec:
@@ -203,23 +270,77 @@ class ChannelSpec(_Frozen):
       ``{scenario device = trace device}``), ``end_policy`` overriding the file's.
     """
 
-    kind: Literal["rayleigh", "static", "generated", "trace"] = "rayleigh"
-    path_loss: Literal["umi-nlos", "umi-los", "uma-nlos", "uma-los", "free-space"] = "umi-nlos"
-    carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = 3.5
-    coherence_s: PositiveFloat = 0.1
-    duration_s: PositiveFloat = 3600.0
-    environment: Literal["umi", "uma"] = "umi"
-    speed_kmh: NonNegFloat = 3.0
-    step_s: PositiveFloat = 0.1
-    fading: Literal["auto", "rayleigh", "rician", "none"] = "auto"
-    rician_k_db: FiniteFloat = 9.0
-    shadowing: bool = True
-    min_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 10.0
-    max_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1000.0
-    path: str | None = None
-    mapping: TraceMapping = "cyclic"
-    end_policy: Literal["loop", "hold"] | None = None
-    throughput_scale: PositiveFloat = 1.0
+    kind: Literal["rayleigh", "static", "generated", "trace"] = Field(
+        default="rayleigh",
+        description=(
+            "`trace`: replay a file; `generated`: TR 38.901 generator; `rayleigh`: path loss × "
+            "Rayleigh block fading; `static`: path loss only."
+        ),
+    )
+    path_loss: Literal["umi-nlos", "umi-los", "uma-nlos", "uma-los", "free-space"] = Field(
+        default="umi-nlos", description="Path-loss model of `rayleigh` and `static`."
+    )
+    carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = Field(
+        default=3.5, description="Carrier frequency f_c (`rayleigh`, `static`, `generated`)."
+    )
+    coherence_s: PositiveFloat = Field(
+        default=0.1, description="Coherence time of the Rayleigh block fading (`rayleigh`)."
+    )
+    duration_s: PositiveFloat = Field(
+        default=3600.0, description="Length of a generated realisation, which then loops."
+    )
+    environment: Literal["umi", "uma"] = Field(
+        default="umi", description="TR 38.901 environment of `generated`: urban micro or macro."
+    )
+    speed_kmh: NonNegFloat = Field(
+        default=3.0, description="Walking or driving speed of the devices (`generated`)."
+    )
+    step_s: PositiveFloat = Field(default=0.1, description="Sampling step of `generated`.")
+    fading: Literal["auto", "rayleigh", "rician", "none"] = Field(
+        default="auto",
+        description=(
+            "Fast fading of `generated` (`auto`: Rician in LOS, Rayleigh in NLOS)."
+        ),
+    )
+    rician_k_db: FiniteFloat = Field(
+        default=9.0, description="Rician K factor (`generated`; 9 dB is the TR 38.901 LOS mean)."
+    )
+    shadowing: bool = Field(
+        default=True,
+        description=(
+            "Log-normal shadowing with distance-correlated updates (`generated`)."
+        ),
+    )
+    min_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(
+        default=10.0,
+        description=(
+            "Nearest distance to the base station; walks reflect there (`generated`)."
+        ),
+    )
+    max_distance_m: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = Field(
+        default=1000.0,
+        description=(
+            "Farthest distance to the base station; walks reflect there (`generated`)."
+        ),
+    )
+    path: str | None = Field(
+        default=None,
+        description=(
+            "Trace file of `trace`: `shipped:NAME` or a path (relative to the scenario file)."
+        ),
+    )
+    mapping: TraceMapping = Field(
+        default="cyclic",
+        description=(
+            "Trace device of each scenario device: `cyclic`, `random-offset` or a table."
+        ),
+    )
+    end_policy: Literal["loop", "hold"] | None = Field(
+        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
+    )
+    throughput_scale: PositiveFloat = Field(
+        default=1.0, description="Factor applied to a throughput trace's rates."
+    )
 
     @model_validator(mode="after")
     def _trace_needs_path(self) -> ChannelSpec:
@@ -241,17 +362,49 @@ class ComputeSpec(_Frozen):
       and ``end_policy`` as for the channel.
     """
 
-    kind: Literal["constant", "generated", "trace"] = "constant"
-    path: str | None = None
-    mapping: TraceMapping = "cyclic"
-    end_policy: Literal["loop", "hold"] | None = None
-    duration_s: PositiveFloat = 3600.0
-    load_mean: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.3
-    load_concentration: PositiveFloat = 4.0
-    load_hold_s: PositiveFloat = 60.0
-    min_speed: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.05
-    mean_up_s: PositiveFloat = 1800.0
-    mean_down_s: NonNegFloat = 120.0
+    kind: Literal["constant", "generated", "trace"] = Field(
+        default="constant",
+        description=(
+            "`trace`: replay a file; `generated`: load and on/off process; `constant`: speed 1, "
+            "always available."
+        ),
+    )
+    path: str | None = Field(
+        default=None, description="Compute trace of `trace`: `shipped:NAME` or a path."
+    )
+    mapping: TraceMapping = Field(
+        default="cyclic", description="Trace device of each scenario device, as for the channel."
+    )
+    end_policy: Literal["loop", "hold"] | None = Field(
+        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
+    )
+    duration_s: PositiveFloat = Field(
+        default=3600.0, description="Length of a generated timeline, which then loops."
+    )
+    load_mean: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        default=0.3,
+        description=(
+            "Mean background load (Beta levels); speed is max(1 − load, min_speed)."
+        ),
+    )
+    load_concentration: PositiveFloat = Field(
+        default=4.0, description="Concentration a + b of the Beta load levels."
+    )
+    load_hold_s: PositiveFloat = Field(
+        default=60.0, description="Mean (exponential) time a load level is held."
+    )
+    min_speed: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.05, description="Floor of the speed under load."
+    )
+    mean_up_s: PositiveFloat = Field(
+        default=1800.0, description="Mean (exponential) time a device stays available."
+    )
+    mean_down_s: NonNegFloat = Field(
+        default=120.0,
+        description=(
+            "Mean (exponential) time a device stays offline; 0: always available."
+        ),
+    )
 
     @model_validator(mode="after")
     def _trace_needs_path(self) -> ComputeSpec:
@@ -268,8 +421,12 @@ class BorrowedProfile(_Frozen):
     factors of the class stay relative to the class itself.
     """
 
-    profile: Annotated[str, Field(min_length=1)]
-    speed: PositiveFloat = 1.0
+    profile: Annotated[str, Field(min_length=1)] = Field(
+        description="A shipped hardware-class name, or a path to a profile CSV or a folder of them."
+    )
+    speed: PositiveFloat = Field(
+        default=1.0, description="The class runs this many times faster than the profile."
+    )
 
 
 class CostSpec(_Frozen):
@@ -285,9 +442,15 @@ class CostSpec(_Frozen):
     - ``analytic``: FLOP and byte counts at ``analytic_flops_per_s``.
     """
 
-    model: Literal["profiled", "analytic"] = "profiled"
+    model: Literal["profiled", "analytic"] = Field(
+        default="profiled",
+        description=(
+            "`profiled`: measured profiles; `analytic`: FLOP and byte counts."
+        ),
+    )
     profiles: dict[Annotated[str, Field(min_length=1)], BorrowedProfile] = Field(
-        default_factory=lambda: {"cpu-reference": BorrowedProfile(profile="cpu-reference")}
+        default_factory=lambda: {"cpu-reference": BorrowedProfile(profile="cpu-reference")},
+        description="Hardware class → profile: a name or path, or `{ profile, speed }`.",
     )
 
     @field_validator("profiles", mode="before")
@@ -297,16 +460,32 @@ class CostSpec(_Frozen):
         if isinstance(value, dict):
             return {k: {"profile": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
-    fallback: Literal["analytic", "none"] = "analytic"
-    analytic_flops_per_s: PositiveFloat = 5e10
+    fallback: Literal["analytic", "none"] = Field(
+        default="analytic",
+        description=(
+            "Classes or workloads without a profile: `analytic` prices them, `none` is an error."
+        ),
+    )
+    analytic_flops_per_s: PositiveFloat = Field(
+        default=5e10, description="Sustained training throughput of the analytic model."
+    )
 
 
 class AllocatorSpec(BaseModel):
-    """The allocator by registered ``name``; every other key is one of its parameters."""
+    """The allocator by registered ``name``; every other key is one of its parameters.
+
+    The name and parameters are checked where scenarios are loaded and the simulation is built
+    (:func:`desim.allocators.check_allocator`): a description imports no implementation.
+    """
 
     model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False, strict=True)
 
-    name: str = "greedy"
+    name: str = Field(
+        default="greedy",
+        description=(
+            "Registered allocator (`desim allocators`); every other key is one of its parameters."
+        ),
+    )
 
     @property
     def params(self) -> dict[str, Any]:
@@ -323,12 +502,34 @@ class RunSpec(_Frozen):
       ``skip`` records the round as skipped and retries ``retry_after_s`` later.
     """
 
-    rounds: Annotated[int, Field(ge=1, le=10_000_000)] = 100
-    seed: Annotated[int, Field(ge=0)] = 0
-    straggler_policy: Literal["wait-all", "deadline"] = "wait-all"
-    deadline_s: PositiveFloat | None = None
-    on_infeasible: Literal["error", "skip"] = "error"
-    retry_after_s: PositiveFloat = 1.0
+    rounds: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=100, description="Number of rounds."
+    )
+    seed: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Seed of every random stream of the run."
+    )
+    straggler_policy: Literal["wait-all", "deadline"] = Field(
+        default="wait-all",
+        description=(
+            "`wait-all` waits for every block; `deadline` reassigns blocks unfinished at "
+            "`deadline_s`."
+        ),
+    )
+    deadline_s: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "Time after the round start at which unfinished work is abandoned (`deadline`)."
+        ),
+    )
+    on_infeasible: Literal["error", "skip"] = Field(
+        default="error",
+        description=(
+            "An infeasible round: `error` stops (exit code 3), `skip` records it and retries."
+        ),
+    )
+    retry_after_s: PositiveFloat = Field(
+        default=1.0, description="Wait after a skipped round before the next attempt."
+    )
 
     @model_validator(mode="after")
     def _deadline(self) -> RunSpec:
@@ -340,9 +541,13 @@ class RunSpec(_Frozen):
 class FaultEvent(_Frozen):
     """A scripted outage: ``device`` goes offline at ``time_s`` for ``duration_s`` seconds."""
 
-    device: Annotated[str, Field(min_length=1)]
-    time_s: NonNegFloat
-    duration_s: Annotated[float, Field(gt=0)] = float("inf")
+    device: Annotated[str, Field(min_length=1)] = Field(
+        description="Name of the device that goes offline."
+    )
+    time_s: NonNegFloat = Field(description="Start of the outage.")
+    duration_s: Annotated[float, Field(gt=0)] = Field(
+        default=float("inf"), description="Length of the outage; unset: permanent."
+    )
 
 
 class FaultsSpec(_Frozen):
@@ -355,9 +560,18 @@ class FaultsSpec(_Frozen):
       dropout at that moment (a stalled link is otherwise waited for).
     """
 
-    dropout_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
-    events: Annotated[tuple[FaultEvent, ...], Strict(False)] = ()
-    upload_timeout_s: PositiveFloat | None = None
+    dropout_rate: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = Field(
+        default=0.0, description="Probability that a working device drops out during a round."
+    )
+    events: Annotated[tuple[FaultEvent, ...], Strict(False)] = Field(
+        default=(), description="Scripted outages (`{device, time_s, duration_s}`)."
+    )
+    upload_timeout_s: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "An upload running this long counts as a dropout; unset: stalls are waited for."
+        ),
+    )
 
 
 class SchemeSpec(_Frozen):
@@ -372,25 +586,68 @@ class SchemeSpec(_Frozen):
     score file (``shipped:NAME`` or a path, :func:`desim.io.read_kr_scores`) or inline rows.
     """
 
-    name: Literal["deft", "fl-lora", "dlora", "offload"] = "deft"
-    local_steps: Annotated[int, Field(ge=1, le=100_000)] = 1
-    selection: Literal["all", "random", "fastest"] = "all"
-    clients: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
-    downlink_rate_bps: PositiveFloat | None = None
-    server_speed_factor: PositiveFloat = 10.0
-    activation_bits: Annotated[int, Field(ge=1, le=64)] = 32
-    kill_revive: bool = True
-    kr_threshold: FiniteFloat = 1.0
-    kr_patience: Annotated[int, Field(ge=1)] = 2
-    kr_revive_period: Annotated[int, Field(ge=1)] = 10
-    kr_min_active: Annotated[int, Field(ge=1)] = 1
-    kr_score: Literal["synthetic", "trace"] = "synthetic"
-    kr_score_sigma: NonNegFloat = 0.5
+    name: Literal["deft", "fl-lora", "dlora", "offload"] = Field(
+        default="deft", description="How devices and server share the fine-tuning."
+    )
+    local_steps: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1, description="Local training steps E per round (`fl-lora`)."
+    )
+    selection: Literal["all", "random", "fastest"] = Field(
+        default="all",
+        description=(
+            "Participants of `fl-lora` and `dlora`: `all`, `random` or `fastest` m."
+        ),
+    )
+    clients: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None, description="Number m of participants for `random` and `fastest` selection."
+    )
+    downlink_rate_bps: PositiveFloat | None = Field(
+        default=None, description="Fixed downlink rate; unset: the reciprocal uplink channel."
+    )
+    server_speed_factor: PositiveFloat = Field(
+        default=10.0,
+        description=(
+            "Edge server speed relative to the `cpu-reference` profile (`offload`, `dlora`)."
+        ),
+    )
+    activation_bits: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=32, description="Bits per activation value `dlora` sends."
+    )
+    kill_revive: bool = Field(
+        default=True, description="DLoRA's Kill-and-Revive; `false` keeps every module active."
+    )
+    kr_threshold: FiniteFloat = Field(
+        default=1.0,
+        description=(
+            "A module scoring below this for `kr_patience` rounds is deactivated."
+        ),
+    )
+    kr_patience: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="Rounds below the threshold before a module is deactivated."
+    )
+    kr_revive_period: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="Every this many rounds all modules are revived."
+    )
+    kr_min_active: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Modules a device always keeps (the best-scoring ones)."
+    )
+    kr_score: Literal["synthetic", "trace"] = Field(
+        default="synthetic",
+        description=(
+            "`synthetic`: log-normal scores; `trace`: replay `kr_scores`."
+        ),
+    )
+    kr_score_sigma: NonNegFloat = Field(
+        default=0.5, description="σ of the synthetic log-normal scores exp(σz)."
+    )
     kr_scores: (
         Annotated[str, Field(min_length=1)]
         | Annotated[tuple[Annotated[tuple[FiniteFloat, ...], Strict(False)], ...], Strict(False)]
         | None
-    ) = None
+    ) = Field(
+        default=None,
+        description="Score file (`shipped:NAME` or a path) or inline rows of 2L scores.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SchemeSpec:
@@ -407,39 +664,40 @@ class SchemeSpec(_Frozen):
 class HardwarePower(_Frozen):
     """Power draw and nominal peak of one hardware class (README "Energy and efficiency")."""
 
-    compute_w: NonNegFloat
-    transmit_w: NonNegFloat
-    receive_w: NonNegFloat
-    idle_w: NonNegFloat
-    peak_flops_per_s: PositiveFloat
+    compute_w: NonNegFloat = Field(description="Power drawn while computing.")
+    transmit_w: NonNegFloat = Field(description="Power drawn while uploading.")
+    receive_w: NonNegFloat = Field(description="Power drawn while downloading.")
+    idle_w: NonNegFloat = Field(
+        description="Power drawn for the rest of a round the device takes part in."
+    )
+    peak_flops_per_s: PositiveFloat = Field(
+        description="Nominal peak of the class (a device's: this × its speed factor), for MFU."
+    )
 
 
 class Scenario(_Frozen):
     """A complete, validated simulation description."""
 
-    model: ModelSpec = ModelSpec()
-    server: ServerSpec = ServerSpec()
-    devices: DevicesSpec
-    channel: ChannelSpec = ChannelSpec()
-    compute: ComputeSpec = ComputeSpec()
-    cost: CostSpec = CostSpec()
-    allocator: AllocatorSpec = AllocatorSpec()
-    run: RunSpec = RunSpec()
-    faults: FaultsSpec = FaultsSpec()
-    scheme: SchemeSpec = SchemeSpec()
-    power: dict[Annotated[str, Field(min_length=1)], HardwarePower] = Field(default_factory=dict)
-
-    @field_validator("allocator")
-    @classmethod
-    def _known_allocator(cls, spec: AllocatorSpec) -> AllocatorSpec:
-        from desim.allocators import make_allocator  # registry lookup only; no I/O
-        from desim.errors import DesimError
-
-        try:
-            make_allocator(spec.name, spec.params)
-        except DesimError as exc:
-            raise ValueError(str(exc)) from None
-        return spec
+    model: ModelSpec = Field(
+        default=ModelSpec(), description="The transformer and fine-tuning workload."
+    )
+    server: ServerSpec = Field(default=ServerSpec(), description="The edge server.")
+    devices: DevicesSpec = Field(description="The edge devices: a list or a population.")
+    channel: ChannelSpec = Field(default=ChannelSpec(), description="The uplink channel.")
+    compute: ComputeSpec = Field(
+        default=ComputeSpec(), description="Device compute behaviour over time."
+    )
+    cost: CostSpec = Field(default=CostSpec(), description="Which cost model prices a block.")
+    allocator: AllocatorSpec = Field(
+        default=AllocatorSpec(), description="The allocator and its parameters."
+    )
+    run: RunSpec = Field(default=RunSpec(), description="Run length, seed and round policies.")
+    faults: FaultsSpec = Field(default=FaultsSpec(), description="Injected faults.")
+    scheme: SchemeSpec = Field(default=SchemeSpec(), description="The fine-tuning scheme.")
+    power: dict[Annotated[str, Field(min_length=1)], HardwarePower] = Field(
+        default_factory=dict,
+        description="Hardware class → power model, over the built-in classes.",
+    )
 
 
 def resolve_devices(spec: DevicesSpec) -> tuple[DeviceSpec, ...]:

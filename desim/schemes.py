@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from desim.channel import shannon_rate_bps
 from desim.cost import Workload, analytic_flops
 from desim.errors import InfeasibleError, UnknownNameError
+from desim.rates import shannon_rate_bps
 from desim.transformer import LoraModule, layer_forward_flops, lora_modules
 
 SCHEME_NAMES: tuple[str, ...] = ("deft", "fl-lora", "dlora", "offload")

@@ -56,6 +56,7 @@ from pydantic import (
 )
 
 from desim import __version__
+from desim.allocators import check_allocator
 from desim.errors import BackendError, DesimError, InputError
 from desim.io import (
     SHIPPED_PREFIX,
@@ -274,6 +275,7 @@ def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
                 where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "base"
                 label = f"sweep {spec.name!r} run ({where}, allocator {alloc.display}, seed {seed})"
                 scenario = validate_scenario(data, label)
+                check_allocator(scenario.allocator.name, scenario.allocator.params, label)
                 yield Run(index, run_key(scenario), point, alloc.display, seed, scenario)
                 index += 1
 

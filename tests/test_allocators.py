@@ -9,8 +9,8 @@ from desim.allocators import ALLOCATORS, Allocation, check_allocation, make_allo
 from desim.allocators.bandwidth import least_bandwidth_hz, minmax_latency_s
 from desim.allocators.base import RoundContext
 from desim.allocators.instances import random_context
-from desim.channel import shannon_rate_bps
 from desim.errors import InfeasibleError, InputError, ScenarioError
+from desim.rates import shannon_rate_bps
 
 REL = 1e-9
 SEEDS = st.integers(0, 2**32 - 1)

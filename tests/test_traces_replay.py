@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from desim.channel import (
-    shannon_rate_bps,
     snr_coef_from_snr_db,
     snr_coef_from_throughput,
     trace_channel,
 )
 from desim.compute import trace_timeline
 from desim.errors import TraceError
+from desim.rates import shannon_rate_bps
 from desim.scenario import ChannelSpec, ComputeSpec, DeviceSpec
 from desim.traces import TraceMeta, map_devices, replay_signals, tidy_frame, trace_from_frame
 

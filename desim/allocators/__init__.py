@@ -8,7 +8,13 @@ from desim.allocators import crunch as _crunch  # noqa: F401  (registers)
 from desim.allocators import exact as _exact  # noqa: F401  (registers)
 from desim.allocators import jbba as _jbba  # noqa: F401  (registers)
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
-from desim.allocators.registry import ALLOCATORS, allocator_info, make_allocator, register
+from desim.allocators.registry import (
+    ALLOCATORS,
+    allocator_info,
+    check_allocator,
+    make_allocator,
+    register,
+)
 
 __all__ = [
     "ALLOCATORS",
@@ -16,6 +22,7 @@ __all__ = [
     "Allocator",
     "RoundContext",
     "allocator_info",
+    "check_allocator",
     "check_allocation",
     "make_allocator",
     "register",

@@ -20,8 +20,8 @@ from pydantic import field_validator
 from scipy.special import lambertw
 
 from desim.allocators.base import Allocator, RoundContext
-from desim.channel import shannon_rate_bps
 from desim.errors import UnknownNameError
+from desim.rates import shannon_rate_bps
 
 BandwidthSplit = Callable[[RoundContext, np.ndarray], np.ndarray]
 

@@ -18,8 +18,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from desim.channel import shannon_rate_bps
 from desim.errors import AllocationError, InfeasibleError
+from desim.rates import shannon_rate_bps
 
 BANDWIDTH_TOLERANCE = 1e-9
 

@@ -20,8 +20,8 @@ from desim.allocators.base import (
     infeasible,
 )
 from desim.allocators.registry import register
-from desim.channel import shannon_rate_bps
 from desim.errors import InfeasibleError
+from desim.rates import shannon_rate_bps
 
 
 @register("random", "uniformly random feasible placement (deepest block first), equal bandwidth")

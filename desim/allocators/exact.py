@@ -36,8 +36,8 @@ from desim.allocators.crunch import (
     split_allocation,
 )
 from desim.allocators.registry import register
-from desim.channel import shannon_rate_bps
 from desim.errors import InputError
+from desim.rates import shannon_rate_bps
 
 
 @register("milp", "exact P1 as a mixed-integer programme (scipy.optimize.milp, HiGHS)")

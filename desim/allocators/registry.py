@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from desim.allocators.base import Allocator
-from desim.errors import ScenarioError, UnknownNameError
+from desim.errors import DesimError, ScenarioError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,22 @@ def make_allocator(name: str, params: Mapping[str, Any] | None = None) -> Alloca
                 msg = err["msg"].removeprefix("Value error, ")
                 probs.append(f"allocator.{key}: {msg} (got {err.get('input')!r})")
         raise ScenarioError("; ".join(probs)) from None
+
+
+def check_allocator(name: str, params: Mapping[str, Any] | None, source: str) -> None:
+    """Check a scenario's ``[allocator]`` section by building the allocator once.
+
+    Loaders call it after validating a scenario (the scenario itself imports no allocator).
+
+    Args:
+        name: the registered allocator name.
+        params: its parameters.
+        source: where the scenario came from, for the message (a file path, a sweep run).
+
+    Raises:
+        ScenarioError: ``<source>: allocator: <why>``; an unknown name lists the known names.
+    """
+    try:
+        make_allocator(name, params)
+    except DesimError as exc:
+        raise ScenarioError(f"{source}: allocator: {exc}") from None

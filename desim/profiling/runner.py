@@ -49,7 +49,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from desim.errors import InputError
 from desim.io import PROFILE_COLUMNS, model_config_data
-from desim.profiling import ProfileRequest
 from desim.profiling.memory import (
     SavedTensorMeter,
     live_peak_bytes,
@@ -66,6 +65,7 @@ from desim.profiling.models import (
     make_inputs,
     set_trainable,
 )
+from desim.profiling.request import ProfileRequest
 
 Progress = Callable[[int, int], None] | None
 Inputs = dict[str, torch.Tensor]

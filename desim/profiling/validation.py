@@ -17,9 +17,9 @@ import pandas as pd
 from desim.cost import fit_profile
 from desim.errors import InputError
 from desim.io import model_config_data, shipped_models
-from desim.profiling import ProfileRequest
 from desim.profiling.models import layer_counts
 from desim.profiling.report import GROUP, ValidationReport, depth_violations
+from desim.profiling.request import ProfileRequest
 from desim.profiling.runner import profile_table
 
 # candidates in the interior of the default grids, none of them a grid point

@@ -1,0 +1,109 @@
+"""What to profile and whether it can be: the request, the known methods and the extra's check.
+
+Shared by :mod:`desim.profiling` (which re-exports it all) and the modules it imports lazily
+(:mod:`~desim.profiling.runner`, :mod:`~desim.profiling.validation`); it imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from desim.errors import DesimError, InputError, UnknownNameError
+
+INSTALL_HINT = 'pip install ".[profile]" "torch==2.13.0+cpu"'
+METHODS = ("lora", "adapter", "ia3", "full", "lora-checkpoint", "mezo", "qlora")
+DEVICES = ("cpu", "cuda")
+
+
+class ProfilingUnavailableError(DesimError):
+    """The ``profile`` extra (torch, transformers, peft) is not installed (exit code 2)."""
+
+    exit_code = 2
+
+
+def require_profiling() -> None:
+    """Check that torch, transformers and peft import; raise a clear install hint if not.
+
+    Raises:
+        ProfilingUnavailableError: naming the missing package and the install command.
+    """
+    for module in ("torch", "transformers", "peft"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise ProfilingUnavailableError(
+                f"desim profile needs the optional profile extra ({module} is missing: {exc}); "
+                f"install it with: {INSTALL_HINT}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to profile: one model and method over a grid of batch sizes and sequence lengths.
+
+    Attributes:
+        model: shipped model name (``roberta-base``) or a path to a config JSON.
+        method: fine-tuning method, one of :data:`METHODS`.
+        batches: batch sizes (each ≥ 1).
+        seq_lens: sequence lengths in tokens (each ≥ 1 and ≤ the model's positions).
+        device: ``cpu`` or ``cuda``.
+        repeats: timed repetitions per grid point (median and spread are reported).
+        warmup: untimed repetitions before the timed ones, per grid point.
+        threads: torch intra-op threads on CPU (``None``: leave torch's default).
+        hardware: hardware-class name written into the table (``None``: derived from the device).
+        lora_rank: LoRA rank (query and value projections).
+        adapter_size: bottleneck width of the adapter method.
+        seed: seed of the random weights and inputs.
+        points: explicit ``(batch, seq_len)`` pairs; when given they replace the product grid
+            of ``batches`` × ``seq_lens``.
+        target_len: decoder target tokens per sequence of an encoder-decoder model (``None``:
+            32 for T5; encoder-only models take none).
+    """
+
+    model: str
+    method: str
+    batches: tuple[int, ...]
+    seq_lens: tuple[int, ...]
+    device: str = "cpu"
+    repeats: int = 3
+    warmup: int = 1
+    threads: int | None = 1
+    hardware: str | None = None
+    lora_rank: int = 8
+    adapter_size: int = 64
+    seed: int = 0
+    points: tuple[tuple[int, int], ...] = ()
+    target_len: int | None = None
+
+    @property
+    def grid(self) -> list[tuple[int, int]]:
+        """The ``(batch, seq_len)`` pairs to measure, in order."""
+        if self.points:
+            return list(self.points)
+        return [(b, s) for b in self.batches for s in self.seq_lens]
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UnknownNameError(
+                f"--method: unknown method {self.method!r}; known: {', '.join(METHODS)}"
+            )
+        if self.device not in DEVICES:
+            raise UnknownNameError(
+                f"--device: unknown device {self.device!r}; known: {', '.join(DEVICES)}"
+            )
+        for label, values in (("--batch", self.batches), ("--seq-len", self.seq_lens)):
+            if not values:
+                raise InputError(f"{label}: give at least one value")
+            bad = [v for v in values if v <= 0]
+            if bad:
+                raise InputError(f"{label}: must be a positive integer (got {bad[0]})")
+        if self.repeats < 1:
+            raise InputError(f"--repeats: must be at least 1 (got {self.repeats})")
+        if self.warmup < 0:
+            raise InputError(f"--warmup: must be at least 0 (got {self.warmup})")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads: must be at least 1 (got {self.threads})")
+        if self.target_len is not None and self.target_len < 1:
+            raise InputError(f"--target-len: must be at least 1 (got {self.target_len})")
+        if self.lora_rank < 1 or self.adapter_size < 1:
+            raise InputError("lora_rank and adapter_size must be positive")
