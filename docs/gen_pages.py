@@ -735,40 +735,18 @@ def cli_reference() -> str:
 # ---------------------------------------------------------------------------------------------
 # API reference
 
-# used while desim/__init__.py exports nothing but the version
-FALLBACK_API = (
-    "desim.io.load_scenario",
-    "desim.scenario.validate_scenario",
-    "desim.scenario.Scenario",
-    "desim.components.build_simulation",
-    "desim.engine.Simulation",
-    "desim.sweep.load_sweep_spec",
-    "desim.sweep.expand",
-    "desim.sweep.run_sweep",
-    "desim.io.write_results",
-    "desim.allocators.ALLOCATORS",
-    "desim.allocators.register",
-    "desim.allocators.make_allocator",
-    "desim.allocators.Allocator",
-    "desim.allocators.RoundContext",
-    "desim.allocators.Allocation",
-    "desim.errors",
-)
-
-
 def api_reference() -> str:
-    """The mkdocstrings entries: ``desim.__all__`` when it exports more than the version."""
+    """The mkdocstrings entries of ``desim.__all__``, each at the module that defines it."""
     import desim
 
-    names = [n for n in getattr(desim, "__all__", ()) if n != "__version__"]
-    paths = [f"desim.{n}" for n in names] if names else list(FALLBACK_API)
+    paths = [f"{desim.EXPORTS[n]}.{n}" for n in desim.__all__ if n != "__version__"]
+    paths.append("desim.errors")
     for p in paths:  # fail here, with the name, rather than deep inside mkdocstrings
         module, _, attr = p.rpartition(".")
         try:
-            mod = importlib.import_module(p)
+            importlib.import_module(p)
         except ImportError:
-            mod = importlib.import_module(module)
-            if not hasattr(mod, attr):
+            if not hasattr(importlib.import_module(module), attr):
                 raise RuntimeError(f"docs/gen_pages.py: {p} does not exist") from None
     return "\n".join(f"::: {p}\n" for p in paths)
 
