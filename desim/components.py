@@ -56,7 +56,7 @@ from desim.scenario import (
     resolve_devices,
 )
 from desim.schemes import KillRevive, Scheme, make_scheme
-from desim.streams import rng_streams
+from desim.streams import rng_stream, rng_streams
 from desim.traces import TraceMeta, tidy_frame, trace_from_frame
 
 
@@ -90,6 +90,15 @@ def versions() -> dict[str, str]:
         # read from the installed metadata: simpy itself is imported by the engine alone
         "simpy": version("simpy"),
     }
+
+
+def devices_of(scenario: Scenario) -> tuple[DeviceSpec, ...]:
+    """The devices a scenario runs: its list, or its population drawn for ``run.seed``.
+
+    An unpinned population draws from the run's ``population`` stream, which no other
+    section shares, so the allocator or the channel never changes it.
+    """
+    return resolve_devices(scenario.devices, rng_stream(scenario.run.seed, "population"))
 
 
 def make_channel(
@@ -297,12 +306,14 @@ def make_scheme_of(scenario: Scenario) -> Scheme | None:
 def build_simulation(scenario: Scenario) -> Simulation:
     """Build the simulation a scenario describes.
 
-    The channel draws from the run's ``channel`` stream and the allocator from ``allocator``,
-    so changing the allocator never changes the channel realisation.
+    The population draws from the run's ``population`` stream (unless pinned), the channel
+    (fading, or a trace's random offsets) from ``channel``, the compute timeline from
+    ``compute``, the faults from ``faults`` and the allocator from ``allocator``, so changing
+    the allocator never changes the devices or the channel realisation.
     """
-    devices = resolve_devices(scenario.devices)
-    check_tx_power(scenario.devices, devices)
+    devices = devices_of(scenario)
     streams = rng_streams(scenario.run.seed)
+    check_tx_power(scenario.devices, devices)
     channel = make_channel(
         devices, scenario.channel, scenario.server.noise_psd_dbm_per_hz, streams["channel"]
     )

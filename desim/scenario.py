@@ -203,13 +203,21 @@ class DeviceSpec(_Frozen):
 
 
 class PopulationSpec(_Frozen):
-    """A seeded population of devices; each attribute is a number or a distribution."""
+    """A seeded population of devices; each attribute is a number or a distribution.
+
+    Unless ``seed`` pins it, the population is a draw of the run (:func:`resolve_devices`).
+    """
 
     count: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         default=20, description="Number of devices K."
     )
-    seed: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="Seed of the population draw (independent of `run.seed`)."
+    seed: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description=(
+            "Seed of the population draw; unset: drawn from the run's `population` stream, so "
+            "every `run.seed` gives its own population. Pin it to keep one population across "
+            "seeds (the channel, compute and faults still vary with `run.seed`)."
+        ),
     )
     hardware: str = Field(default="cpu-reference", description="Hardware class of every device.")
     name_prefix: str = Field(
@@ -332,7 +340,10 @@ class ChannelSpec(_Frozen):
     mapping: TraceMapping = Field(
         default="cyclic",
         description=(
-            "Trace device of each scenario device: `cyclic`, `random-offset` or a table."
+            "Trace device of each scenario device: `cyclic` (device i replays trace device "
+            "i mod M from t = 0), `random-offset` (the same, from a time drawn from the run's "
+            "`channel` stream: the built-in scenario's choice, so seeds are real replicates) "
+            "or a table."
         ),
     )
     end_policy: Literal["loop", "hold"] | None = Field(
@@ -373,7 +384,11 @@ class ComputeSpec(_Frozen):
         default=None, description="Compute trace of `trace`: `shipped:NAME` or a path."
     )
     mapping: TraceMapping = Field(
-        default="cyclic", description="Trace device of each scenario device, as for the channel."
+        default="cyclic",
+        description=(
+            "Trace device of each scenario device, as for the channel (`random-offset` draws "
+            "from the run's `compute` stream)."
+        ),
     )
     end_policy: Literal["loop", "hold"] | None = Field(
         default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
@@ -506,7 +521,11 @@ class RunSpec(_Frozen):
         default=100, description="Number of rounds."
     )
     seed: Annotated[int, Field(ge=0)] = Field(
-        default=0, description="Seed of every random stream of the run."
+        default=0,
+        description=(
+            "Seed of every random draw the scenario does not pin: the population, trace "
+            "offsets, fading, faults, allocator and scheme, each from its own named stream."
+        ),
     )
     straggler_policy: Literal["wait-all", "deadline"] = Field(
         default="wait-all",
@@ -700,13 +719,23 @@ class Scenario(_Frozen):
     )
 
 
-def resolve_devices(spec: DevicesSpec) -> tuple[DeviceSpec, ...]:
-    """Expand a devices section into concrete devices (deterministic in the population seed)."""
+def resolve_devices(spec: DevicesSpec, rng: np.random.Generator) -> tuple[DeviceSpec, ...]:
+    """Expand a devices section into concrete devices.
+
+    Args:
+        spec: the devices section.
+        rng: the run's ``population`` stream, drawn from only when ``population.seed`` is
+            unset; a pinned seed draws from its own generator, the same for every run seed.
+
+    Returns:
+        The devices, in order; the same for the same seed (pinned, or the run's).
+    """
     if spec.list is not None:
         return spec.list
     pop = spec.population
     assert pop is not None
-    rng = np.random.default_rng(pop.seed)
+    if pop.seed is not None:
+        rng = np.random.default_rng(pop.seed)
     n = pop.count
     columns = {
         key: _sample(getattr(pop, key), rng, n)

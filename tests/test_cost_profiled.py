@@ -139,15 +139,14 @@ def test_shipped_profiles_are_monotone_and_fit(model, method):
 
 
 def test_default_scenario_uses_shipped_profile_and_admits_every_block():
-    from desim.components import build_simulation
+    from desim.components import build_simulation, devices_of
     from desim.io import load_scenario
-    from desim.scenario import resolve_devices
 
     scenario = load_scenario()
     sim = build_simulation(scenario)
     assert sim.cost_source == ["profiled:cpu-reference"]
     memory = sim._memory
-    budgets = np.array([d.memory_bytes for d in resolve_devices(scenario.devices)])
+    budgets = np.array([d.memory_bytes for d in devices_of(scenario)])
     n_blocks = len(memory)
     # Hall's condition for nested neighbourhoods (DESIGN §2): block j needs N - j + 1 devices
     # able to hold blocks j..N

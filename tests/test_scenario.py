@@ -1,16 +1,15 @@
 import numpy as np
 import pytest
 
-from desim.components import build_simulation
+from desim.components import build_simulation, devices_of
 from desim.errors import InputError, ScenarioError
 from desim.io import load_scenario, write_results
 from desim.records import WALL_CLOCK_COLUMNS
-from desim.scenario import resolve_devices
 
 
 def test_default_scenario_has_documented_shape():
     s = load_scenario()
-    devices = resolve_devices(s.devices)
+    devices = devices_of(s)
     assert len(devices) == 20
     assert s.model.name == "roberta-base" and s.model.method == "lora"
     assert s.model.num_blocks == 12
@@ -19,9 +18,9 @@ def test_default_scenario_has_documented_shape():
 
 
 def test_population_is_deterministic_in_its_seed():
-    a = resolve_devices(load_scenario().devices)
-    b = resolve_devices(load_scenario().devices)
-    c = resolve_devices(load_scenario(None, ["devices.population.seed=1"]).devices)
+    a = devices_of(load_scenario())
+    b = devices_of(load_scenario())
+    c = devices_of(load_scenario(None, ["devices.population.seed=1"]))
     assert a == b and a != c
 
 
@@ -72,7 +71,7 @@ def test_explicit_device_list(tmp_path):
     )
     path.write_text(devices + "\n[run]\nrounds = 3\n")
     s = load_scenario(path)
-    assert [d.name for d in resolve_devices(s.devices)][:2] == ["d0", "d1"]
+    assert [d.name for d in devices_of(s)][:2] == ["d0", "d1"]
     assert len(build_simulation(s).run().rounds) == 3
 
 
