@@ -615,7 +615,8 @@ def trace_channel(
     if trace.quantity == "gain_db":  # transmit power belongs to the scenario device
         per_device = per_device * 10.0 ** (p_dbm[:, None] / 10.0)
     return SignalChannel(
-        replay_signals(trace, per_device, np.arange(len(devices)), offsets, spec.end_policy)
+        replay_signals(trace, per_device, np.arange(len(devices)), offsets, spec.end_policy,
+                       trace_rows=rows)
     )
 
 

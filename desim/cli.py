@@ -335,9 +335,6 @@ def figures(
     require_matplotlib()
     chosen = list(names or FIGURES)
     if all_:
-        for name in chosen:
-            if name in FIGURES and FIGURES[name].prepare is not None:
-                FIGURES[name].prepare()  # type: ignore[misc]
         needed = [s for n in chosen if n in FIGURES for s in sweeps_of(FIGURES[n])]
         for sweep_name in dict.fromkeys(needed):
             spec, spec_dir = load_sweep_spec(specs / f"{sweep_name}.toml")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -76,11 +77,21 @@ def convert(
         source=source,
         licence=licence,
     )
+    # the command that regenerates the output: the inputs as given, the options not at default
+    changed = {
+        f.name: getattr(opts, f.name)
+        for f in fields(opts)
+        if f.name != "command" and getattr(opts, f.name) != f.default
+    }
+    words = ["traces", "convert", "--from", from_, *(shlex.quote(str(p)) for p in paths)]
+    opts = replace(opts, command=_command_line(words, changed))
     trace = convert_trace(from_, paths[:-1], paths[-1], opts)
     out.print(
         f"wrote {paths[-1]}: {len(trace.devices)} device(s), {trace.quantity}, "
         f"{trace.end_s:g} s, end policy {trace.end_policy}"
     )
+    for name, length in zip(trace.devices, trace.ends_s):
+        out.print(f"  {name}: {length:g} s")
 
 
 @generate_app.command("channel")
@@ -266,7 +277,7 @@ def info(
     from desim.traces import summarise, weighted_percentile
 
     trace = read_trace(resolve_trace_path(path))
-    dur = np.diff(np.append(trace.times_s, trace.end_s))
+    dur = trace.segment_weights_s()  # (M, T): each device over its own length
     out.print(f"file: {path}")
     if trace.kind == "channel":
         from desim.channel import trace_rate_bps
@@ -284,16 +295,20 @@ def info(
             ("effective speed factor"),
             1.0,
         )
-        avail = float(np.sum(trace.columns["available"] * dur) / (dur.sum() * len(trace.devices)))
+        avail = float(np.sum(trace.columns["available"] * dur) / dur.sum())
         extra = f"compute timeline; available {100 * avail:.1f}% of the time"
     shown = ", ".join(trace.devices[:6]) + (" ..." if len(trace.devices) > 6 else "")
     steps = trace.median_step_s[np.isfinite(trace.median_step_s)]
     out.print(f"kind: {trace.kind} ({extra})")
     out.print(f"devices: {len(trace.devices)} ({shown})")
-    out.print(
-        f"duration: {trace.end_s:g} s, end policy {trace.end_policy}; "
-        f"rows: {int(trace.samples.sum())}"
+    ends = trace.ends_s
+    length = (
+        f"{trace.end_s:g} s"
+        if trace.same_length
+        else f"{ends.min():g}..{ends.max():g} s (each device loops or holds on its own length)"
     )
+    rows = int(trace.samples.sum())
+    out.print(f"duration: {length}, end policy {trace.end_policy}; rows: {rows}")
     if steps.size:
         out.print(
             f"sampling: median step {np.median(steps):g} s "
@@ -303,14 +318,16 @@ def info(
         out.print(f"source: {trace.meta.source}")
     if trace.meta.licence:
         out.print(f"licence: {trace.meta.licence}")
-    w = np.broadcast_to(dur, values.shape).ravel()
+    w = dur.ravel()
     v = values.ravel()
     table = Table(title=label, show_header=True, box=box.SIMPLE)
-    for col in ("device", "rows", "step (s)", "mean", "p5", "p50", "p95", "zero time"):
+    for col in ("device", "rows", "step (s)", "length (s)", "mean", "p5", "p50", "p95",
+                "zero time"):
         table.add_column(col, justify="right" if col != "device" else "left")
     table.add_row(
         "all (pooled)",
         str(int(trace.samples.sum())),
+        "",
         "",
         _fmt(float(np.sum(v * w) / np.sum(w)), unit),
         *(_fmt(weighted_percentile(v, w, q), unit) for q in (5, 50, 95)),
@@ -321,6 +338,7 @@ def info(
             s.device,
             str(s.samples),
             f"{s.median_step_s:g}",
+            f"{s.length_s:g}",
             _fmt(s.mean, unit),
             _fmt(s.p5, unit),
             _fmt(s.p50, unit),

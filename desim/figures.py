@@ -274,36 +274,14 @@ def sweeps_of(spec: FigureSpec) -> tuple[str, ...]:
 class FigureSpec:
     """A named figure: the sweeps it needs (specs under ``experiments/``) and how to build it.
 
-    ``prepare`` makes inputs the sweep needs (e.g. converting a real trace) before it runs.
+    Every input a sweep needs ships in the package (figure (i)'s real trace included), so a
+    fresh clone draws every figure.
     """
 
     name: str
     description: str
     sweep: str | tuple[str, ...] | None
     build: Callable[[Path], FigureData]
-    prepare: Callable[[], None] | None = None
-
-
-NORWAY_TRACE = Path("results/traces/norway-hsdpa.parquet")
-EXTERNAL_TRACES = Path("../shared/traces-external")
-
-
-def convert_norway_traces(out: Path = NORWAY_TRACE, external: Path = EXTERNAL_TRACES) -> None:
-    """Convert the Norway HSDPA bus traces to one tidy trace, unless already converted."""
-    if out.exists():
-        return
-    files = sorted((external / "norway-hsdpa").glob("norway_*"))
-    if not files:
-        raise InputError(
-            f"figure i-trace-cdf replays real traces: none found under {external}/norway-hsdpa; "
-            f"convert some with `desim traces convert --from pensieve FILES {out}`"
-        )
-    from desim.importers import ImportOptions
-    from desim.io import convert_trace
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    licence = "dataset: Riiser et al., MMSys 2013 (citation requested); preparation: Pensieve, MIT"
-    convert_trace("pensieve", files, out, ImportOptions(licence=licence))
 
 
 def _summary(results: Path, sweep: str) -> pd.DataFrame:
@@ -497,7 +475,6 @@ _register(
         lambda r: cdf_figure(
             pd.read_parquet(_first_run(r, "fig_i_trace_replay") / "rounds.parquet")
         ),
-        prepare=convert_norway_traces,
     )
 )
 _register(

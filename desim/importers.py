@@ -39,10 +39,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from desim.errors import TraceError
+from desim.errors import TraceError, warn
 from desim.traces import TraceMeta, tidy_frame
 
 FORMATS = ("ns3", "mahimahi", "pensieve", "5gophers", "tidy")
+LENGTH_TOLERANCE = 0.1
+"""Inputs whose lengths differ by more than this fraction of the longest one get a warning."""
+MAX_LISTED = 30  # devices named in that warning
 # assumed bandwidth of each format's measurements when the user states none (README)
 DEFAULT_REF_BANDWIDTH_HZ = {
     "mahimahi": 20e6,  # an LTE 20 MHz carrier
@@ -64,6 +67,7 @@ class ImportOptions:
         path_loss_db: constant path loss subtracted from ns-3 fading gains.
         source: provenance text stored in the metadata (default: the input names).
         licence: licence text stored in the metadata.
+        command: the command that regenerates the output, stored in the metadata.
     """
 
     ref_bandwidth_hz: float | None = None
@@ -73,6 +77,7 @@ class ImportOptions:
     path_loss_db: float = 0.0
     source: str = ""
     licence: str = ""
+    command: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,24 +88,60 @@ class RawText:
     lines: Sequence[str]
 
 
+def _base(name: str) -> str:
+    return re.split(r"[\\/]", name)[-1]
+
+
 def _stem(name: str) -> str:
-    base = re.split(r"[\\/]", name)[-1]
+    base = _base(name)
     return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def _file_labels(files: Sequence[str], devices: Sequence[str]) -> list[str]:
+    """One device per file: name each by its file (and the device, if named otherwise)."""
+    return [
+        _base(f) if _base(f) == d else f"{_base(f)} ({d})" for f, d in zip(files, devices)
+    ]
 
 
 def _meta(
     fmt: str,
     opts: ImportOptions,
     names: Sequence[str],
-    policy: str = "loop",
-    duration_s: float | None = None,
+    devices: Sequence[str],
+    lengths_s: Sequence[float],
+    labels: Sequence[str],
 ) -> TraceMeta:
+    """Metadata of a converted trace: every device keeps its own length (``loop``).
+
+    Args:
+        fmt: the input format.
+        opts: conversion options.
+        names: the input file names.
+        devices: device names ``(M,)``.
+        lengths_s: each device's own length ``(M,)`` in seconds.
+        labels: the input file (and device) each one came from ``(M,)``, for the warning.
+    """
     src = opts.source or f"converted from {fmt}: " + ", ".join(_stem(n) for n in names)
+    lengths = [float(x) for x in lengths_s]
+    longest = max(lengths)
+    if longest - min(lengths) > LENGTH_TOLERANCE * longest:
+        shown = [f"{label} {length:g} s" for label, length in zip(labels, lengths)]
+        more = len(shown) - MAX_LISTED
+        warn(
+            f"traces convert --from {fmt}: the inputs differ in length by more than "
+            f"{LENGTH_TOLERANCE:.0%} ({min(lengths):g} s to {longest:g} s); each device loops on "
+            "its own length: " + ", ".join(shown[:MAX_LISTED]) + (f" and {more} more" if more > 0
+                                                                  else "")
+        )
+    same = all(length == longest for length in lengths)
     return TraceMeta(
-        end_policy=policy,  # type: ignore[arg-type]
-        duration_s=duration_s,
+        end_policy="loop",
+        duration_s=longest,
+        device_duration_s=None if same else dict(zip(devices, lengths)),
         source=src,
         licence=opts.licence,
+        command=opts.command,
         kind="channel",
     )
 
@@ -151,9 +192,10 @@ def import_ns3(inputs: Sequence[RawText], opts: ImportOptions) -> tuple[pd.DataF
         names.append(_stem(raw.name))
         times.append(np.arange(wide.size) * opts.sample_ms / 1e3)
         gains.append(wide)
-    period = max(t.size for t in times) * opts.sample_ms / 1e3
+    lengths = [t.size * opts.sample_ms / 1e3 for t in times]
     frame = tidy_frame(names, times, {"gain_db": gains})
-    return frame, _meta("ns3", opts, [r.name for r in inputs], "loop", period)
+    files = [r.name for r in inputs]
+    return frame, _meta("ns3", opts, files, names, lengths, _file_labels(files, names))
 
 
 def import_mahimahi(
@@ -163,7 +205,7 @@ def import_mahimahi(
     if opts.window_ms <= 0:
         raise TraceError(f"--window-ms must be > 0, got {opts.window_ms}")
     names, times, rates = [], [], []
-    period = 0.0
+    lengths: list[float] = []
     for raw in inputs:
         stamps = []
         prev = -np.inf
@@ -186,11 +228,12 @@ def import_mahimahi(
         names.append(_stem(raw.name))
         times.append(np.arange(windows) * opts.window_ms / 1e3)
         rates.append(bits / (opts.window_ms / 1e3) / 1e6)
-        period = max(period, windows * opts.window_ms / 1e3)
+        lengths.append(windows * opts.window_ms / 1e3)
     bw = _ref_bw("mahimahi", opts)
     cols = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
     frame = tidy_frame(names, times, cols)
-    return frame, _meta("mahimahi", opts, [r.name for r in inputs], "loop", period)
+    files = [r.name for r in inputs]
+    return frame, _meta("mahimahi", opts, files, names, lengths, _file_labels(files, names))
 
 
 def import_pensieve(
@@ -198,7 +241,7 @@ def import_pensieve(
 ) -> tuple[pd.DataFrame, TraceMeta]:
     """``time_s throughput_mbps`` text files, one device per file (see module notes)."""
     names, times, rates = [], [], []
-    period = 0.0
+    lengths: list[float] = []
     for raw in inputs:
         t_list: list[float] = []
         r_list: list[float] = []
@@ -221,14 +264,15 @@ def import_pensieve(
             r_list.append(r)
         t_arr = np.array(t_list) - t_list[0]
         step = float(np.median(np.diff(t_arr))) if t_arr.size > 1 else 1.0
-        period = max(period, float(t_arr[-1]) + step)
+        lengths.append(float(t_arr[-1]) + step)
         names.append(_stem(raw.name))
         times.append(t_arr)
         rates.append(np.array(r_list))
     bw = _ref_bw("pensieve", opts)
     cols = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
     frame = tidy_frame(names, times, cols)
-    return frame, _meta("pensieve", opts, [r.name for r in inputs], "loop", period)
+    files = [r.name for r in inputs]
+    return frame, _meta("pensieve", opts, files, names, lengths, _file_labels(files, names))
 
 
 def _gophers_series(
@@ -262,6 +306,7 @@ def import_5gophers(
     names: list[str] = []
     times: list[np.ndarray] = []
     rates: list[np.ndarray] = []
+    labels: list[str] = []
     for fname, df in tables:
         if df.empty:
             raise TraceError(f"{fname}: empty trace: no data rows")
@@ -285,6 +330,7 @@ def import_5gophers(
                 label = f"{carrier}-{conn}conn-{loc}-run{run}"
                 t, r = _gophers_series(fname, seq[idx], rate[idx], lines[idx], label)
                 names.append(label)
+                labels.append(f"{_base(fname)} ({label})")
                 times.append(t)
                 rates.append(r)
         elif "throughput_mbps" in cols:
@@ -292,6 +338,7 @@ def import_5gophers(
             label = _stem(fname).removeprefix("03-User-Mobility_").removesuffix("-trace")
             t, r = _gophers_series(fname, seq, rate, lines, label)
             names.append(label)
+            labels.append(_base(fname))
             times.append(t)
             rates.append(r)
         elif wide:
@@ -301,6 +348,7 @@ def import_5gophers(
                 label = f"{stem}-{c.removesuffix('_throughput_mbps')}"
                 t, r = _gophers_series(fname, seq, rate, lines, label)
                 names.append(label)
+                labels.append(f"{_base(fname)} ({label})")
                 times.append(t)
                 rates.append(r)
         else:
@@ -312,9 +360,9 @@ def import_5gophers(
         raise TraceError("5gophers: two inputs give the same device name; convert them separately")
     bw = _ref_bw("5gophers", opts)
     cols_out = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
-    period = max(float(t[-1]) + 1.0 for t in times)  # one row per second
+    lengths = [float(t[-1]) + 1.0 for t in times]  # one row per second
     frame = tidy_frame(names, times, cols_out)
-    return frame, _meta("5gophers", opts, [n for n, _ in tables], "loop", period)
+    return frame, _meta("5gophers", opts, [n for n, _ in tables], names, lengths, labels)
 
 
 TextImporter = Callable[[Sequence[RawText], ImportOptions], tuple[pd.DataFrame, TraceMeta]]

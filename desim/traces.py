@@ -8,10 +8,12 @@ The tidy format (DESIGN §4, ``traces/README.md``) has one row per device and sa
 - compute traces: ``device, time_s, speed_factor, available``.
 
 Each value holds from its ``time_s`` until the device's next row; the last row holds until the
-trace's ``duration_s`` (metadata; by default the last time plus the median sampling step), after
-which the ``end_policy`` (``loop`` or ``hold``) applies. Time starts at 0; a device whose first
-row comes later also holds its first value back to 0. Devices may have different native grids:
-they are merged onto the union of breakpoints, which is exact for piecewise-constant signals.
+device's own end: its entry in the ``device_duration_s`` metadata, else the trace's ``duration_s``
+(by default the last time plus the median sampling step). After its end the ``end_policy``
+(``loop`` or ``hold``) applies to each device on its own length, so devices of different lengths
+are never stretched to the longest one. Time starts at 0; a device whose first row comes later
+also holds its first value back to 0. Devices may have different native grids: they are merged
+onto the union of breakpoints, which is exact for piecewise-constant signals.
 
 This module does no file I/O (see :mod:`desim.io`); it receives parsed tables and the line
 number of every row, so each problem is reported as one :class:`~desim.errors.TraceError` naming
@@ -36,12 +38,16 @@ META_KEYS = (
     "kind",
     "end_policy",
     "duration_s",
+    "device_duration_s",
     "ref_bandwidth_hz",
     "source",
     "licence",
     "description",
     "command",
 )
+SHARED_PERIODS = 8
+"""Devices of different lengths looping together repeat every ``n`` times the longest length,
+``n <= SHARED_PERIODS`` (see :func:`shared_period_s`)."""
 MAX_SPECTRAL_EFFICIENCY = 1000.0  # b/s/Hz; 2**1000 is still a finite float
 # the SNR (dB) of that spectral efficiency, log2(1 + SNR) = 1000: the largest SNR, and SNR
 # coefficient in dB-Hz, desim represents (10**(x/10) overflows a float near 3082 dB)
@@ -55,7 +61,10 @@ class TraceMeta:
 
     Attributes:
         end_policy: ``loop`` (repeat from 0) or ``hold`` (keep the last value) after the end.
-        duration_s: end of the trace in seconds; ``None`` infers last time + median step.
+        duration_s: end of the trace in seconds, and the length of every device not in
+            ``device_duration_s``; ``None`` infers last time + median step.
+        device_duration_s: own length in seconds of some or all devices (``{device: s}``), for
+            traces whose devices have different lengths (each loops or holds on its own).
         ref_bandwidth_hz: reference bandwidth of ``snr_db``/``throughput_mbps`` values when the
             file has no ``ref_bandwidth_hz`` column.
         source: where the data came from (citation, URL, generator).
@@ -67,6 +76,7 @@ class TraceMeta:
 
     end_policy: EndPolicy = "loop"
     duration_s: float | None = None
+    device_duration_s: Mapping[str, float] | None = field(default=None, hash=False)
     ref_bandwidth_hz: float | None = None
     source: str = ""
     licence: str = ""
@@ -95,6 +105,8 @@ class TraceMeta:
                 if not np.isfinite(num) or num <= 0:
                     raise TraceError(f"{source}: metadata {key} must be > 0, got {value!r}")
                 out[key] = num
+            elif key == "device_duration_s":
+                out[key] = _device_durations(value, source)
             elif key == "end_policy":
                 if value not in ("loop", "hold"):
                     raise TraceError(
@@ -110,6 +122,28 @@ class TraceMeta:
         return {k: getattr(self, k) for k in META_KEYS if getattr(self, k) not in (None, "")}
 
 
+def _device_durations(value: Any, source: str) -> dict[str, float]:
+    """Validate the ``device_duration_s`` metadata: a JSON object of positive numbers."""
+    if not isinstance(value, Mapping):
+        raise TraceError(
+            f"{source}: metadata device_duration_s must be an object of device: seconds, "
+            f"got {value!r}"
+        )
+    out: dict[str, float] = {}
+    for name, seconds in value.items():
+        try:
+            num = float(seconds)
+        except (TypeError, ValueError):
+            num = float("nan")
+        if not np.isfinite(num) or num <= 0:
+            raise TraceError(
+                f"{source}: metadata device_duration_s of device {name!r} must be a number > 0, "
+                f"got {seconds!r}"
+            )
+        out[str(name)] = num
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Trace:
     """A validated tidy trace with every device on the union grid of breakpoints.
@@ -122,10 +156,13 @@ class Trace:
         columns: value column name to ``(M, T)`` array on the grid (the quantity, plus
             ``ref_bandwidth_hz`` for SNR and throughput; ``speed_factor`` and ``available``
             for compute traces).
-        end_s: end of the trace (one period under ``loop``).
-        meta: the file metadata (``end_policy`` applies after ``end_s``).
+        end_s: end of the trace: the longest device's end (one period under ``loop`` when
+            every device has that length).
+        meta: the file metadata (``end_policy`` applies after each device's end).
         samples: native row count per device ``(M,)``.
         median_step_s: native median sampling step per device ``(M,)`` (``nan`` if one row).
+        device_end_s: each device's own end ``(M,)`` (empty: every device ends at ``end_s``);
+            on ``[device_end_s[m], end_s)`` the grid holds device ``m``'s last value.
     """
 
     source: str
@@ -137,6 +174,29 @@ class Trace:
     meta: TraceMeta
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
     median_step_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    device_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def ends_s(self) -> np.ndarray:
+        """Each device's own end in seconds ``(M,)``: its period under ``loop``."""
+        if self.device_end_s.size == len(self.devices):
+            return self.device_end_s
+        return np.full(len(self.devices), float(self.end_s))
+
+    @property
+    def same_length(self) -> bool:
+        """Whether every device ends at ``end_s`` (one shared period)."""
+        return bool(np.all(self.ends_s == self.end_s))
+
+    def segment_weights_s(self) -> np.ndarray:
+        """Seconds of each grid segment inside each device's own length ``(M, T)``.
+
+        Time-weighted statistics use these weights, so a shorter device is summarised over its
+        own length, not over the held tail up to ``end_s``.
+        """
+        bounds = np.append(self.times_s, self.end_s)
+        ends = self.ends_s[:, None]
+        return np.maximum(np.minimum(bounds[1:], ends) - np.minimum(bounds[:-1], ends), 0.0)
 
     @property
     def kind(self) -> str:
@@ -214,30 +274,7 @@ def trace_from_frame(
         raise TraceError(f"{source}: empty trace: no data rows")
     cols = [str(c).strip() for c in frame.columns]
     frame = frame.set_axis(cols, axis=1)
-    found = [c for c in CHANNEL_COLUMNS if c in cols]
-    if "device" not in cols or "time_s" not in cols:
-        raise TraceError(f"{source}: missing column(s) device/time_s; got {', '.join(cols)}")
-    if len(found) > 1:
-        raise TraceError(f"{source}: several value columns ({', '.join(found)}); give exactly one")
-    if found:
-        quantity = cast(Quantity, found[0])  # found holds CHANNEL_COLUMNS names only
-        value_cols: list[str] = [quantity]
-        if quantity != "gain_db":
-            if "ref_bandwidth_hz" in cols:
-                value_cols.append("ref_bandwidth_hz")
-            elif meta.ref_bandwidth_hz is None:
-                raise TraceError(
-                    f"{source}: {quantity} needs the reference bandwidth: add a "
-                    "ref_bandwidth_hz column or metadata key"
-                )
-    elif all(c in cols for c in COMPUTE_COLUMNS):
-        quantity, value_cols = "compute", list(COMPUTE_COLUMNS)
-    else:
-        raise TraceError(
-            f"{source}: expected columns device, time_s and one of "
-            f"{', '.join(CHANNEL_COLUMNS)} (channel) or speed_factor, available (compute); "
-            f"got {', '.join(cols)}"
-        )
+    quantity, value_cols = _value_columns(cols, meta, source)
     dev_raw = frame["device"]
     missing = np.flatnonzero(dev_raw.isna().to_numpy() | (dev_raw.astype(str).str.strip() == ""))
     if missing.size:
@@ -251,6 +288,40 @@ def trace_from_frame(
         values["ref_bandwidth_hz"] = np.full(n, float(meta.ref_bandwidth_hz))
     _check_values(quantity, time, values, source, where, lines)
     return _merge(source, quantity, device, time, values, meta, lines, where)
+
+
+def _value_columns(cols: list[str], meta: TraceMeta, source: str) -> tuple[Quantity, list[str]]:
+    """The quantity a header holds and its value columns; the error names what is missing."""
+    found = [c for c in CHANNEL_COLUMNS if c in cols]
+    absent = [c for c in ("device", "time_s") if c not in cols]
+    partial = [c for c in COMPUTE_COLUMNS if c not in cols]
+    if not found and len(partial) == 1:  # one of the two compute columns
+        absent.append(partial[0])
+    if absent:
+        raise TraceError(
+            f"{source}: missing column(s) {', '.join(absent)} (the header has {', '.join(cols)})"
+        )
+    if len(found) > 1:
+        raise TraceError(f"{source}: several value columns ({', '.join(found)}); give exactly one")
+    if not found:
+        if not partial:
+            return "compute", list(COMPUTE_COLUMNS)
+        raise TraceError(
+            f"{source}: expected columns device, time_s and one of "
+            f"{', '.join(CHANNEL_COLUMNS)} (channel) or speed_factor, available (compute); "
+            f"got {', '.join(cols)}"
+        )
+    quantity = cast(Quantity, found[0])  # found holds CHANNEL_COLUMNS names only
+    if quantity == "gain_db":
+        return quantity, [quantity]
+    if "ref_bandwidth_hz" in cols:
+        return quantity, [quantity, "ref_bandwidth_hz"]
+    if meta.ref_bandwidth_hz is None:
+        raise TraceError(
+            f"{source}: {quantity} needs the reference bandwidth: add a "
+            "ref_bandwidth_hz column or metadata key"
+        )
+    return quantity, [quantity]
 
 
 def _check_values(
@@ -339,21 +410,7 @@ def _merge(
             )
         per_dev.append(idx)
         steps.append(d)
-    all_steps = np.concatenate(steps)
-    last = float(time.max())
-    if meta.duration_s is not None:
-        if meta.duration_s <= last:
-            raise TraceError(
-                f"{source}: metadata duration_s {meta.duration_s:g} must exceed the last "
-                f"time_s {last:g}"
-            )
-        end = float(meta.duration_s)
-    elif all_steps.size:
-        end = last + float(np.median(all_steps))
-    else:
-        raise TraceError(
-            f"{source}: every device has a single row; give duration_s in the metadata"
-        )
+    ends = _device_ends(source, devices, np.array([time[idx[-1]] for idx in per_dev]), steps, meta)
     grid = np.unique(np.concatenate([[0.0], time]))
     cols: dict[str, np.ndarray] = {}
     for col, vals in values.items():
@@ -362,6 +419,7 @@ def _merge(
             seg = np.searchsorted(time[idx], grid, side="right") - 1
             out[k] = vals[idx][np.maximum(seg, 0)]  # before the first row: the first value
         cols[col] = out
+    end = float(ends.max())
     return Trace(
         source=source,
         quantity=quantity,
@@ -372,7 +430,59 @@ def _merge(
         meta=meta,
         samples=np.array([idx.size for idx in per_dev]),
         median_step_s=np.array([np.median(s) if s.size else np.nan for s in steps]),
+        device_end_s=np.zeros(0) if np.all(ends == end) else ends,
     )
+
+
+def _device_ends(
+    source: str,
+    devices: tuple[str, ...],
+    last_s: np.ndarray,
+    steps: list[np.ndarray],
+    meta: TraceMeta,
+) -> np.ndarray:
+    """Each device's own end ``(M,)`` from the metadata, checked against its last row.
+
+    A device listed in ``device_duration_s`` ends there; every other one at ``duration_s``, or,
+    without it, at the last time of the trace plus the median sampling step (shared).
+    """
+    own = dict(meta.device_duration_s or {})
+    unknown = sorted(set(own) - set(devices))
+    if unknown:
+        raise TraceError(
+            f"{source}: metadata device_duration_s names unknown device(s) {', '.join(unknown)}"
+        )
+    last = float(last_s.max())
+    default: float | None = None
+    if meta.duration_s is not None:
+        if meta.duration_s <= last and len(own) < len(devices):
+            raise TraceError(
+                f"{source}: metadata duration_s {meta.duration_s:g} must exceed the last "
+                f"time_s {last:g}"
+            )
+        default = float(meta.duration_s)
+    elif len(own) < len(devices):
+        all_steps = np.concatenate(steps)
+        if not all_steps.size:
+            raise TraceError(
+                f"{source}: every device has a single row; give duration_s in the metadata"
+            )
+        default = last + float(np.median(all_steps))
+    ends = np.array([own.get(name, default) for name in devices], dtype=float)
+    for k, name in enumerate(devices):
+        if name not in own:
+            continue
+        if ends[k] <= last_s[k]:
+            raise TraceError(
+                f"{source}: metadata device_duration_s of device {name!r} ({ends[k]:g}) must "
+                f"exceed its last time_s {last_s[k]:g}"
+            )
+        if default is not None and meta.duration_s is not None and ends[k] > default:
+            raise TraceError(
+                f"{source}: metadata device_duration_s of device {name!r} ({ends[k]:g}) exceeds "
+                f"duration_s {default:g}, the end of the trace"
+            )
+    return ends
 
 
 def map_devices(
@@ -388,8 +498,9 @@ def map_devices(
         trace: the trace.
         names: scenario device names ``(K,)``.
         mapping: ``cyclic`` (scenario device ``i`` replays trace device ``i mod M``),
-            ``random-offset`` (the same, each starting at a uniform random time in
-            ``[0, end_s)`` drawn from ``rng``), or a table ``{scenario device: trace device}``.
+            ``random-offset`` (the same, each starting at a uniform random time within its
+            trace device's own length, drawn from ``rng``), or a table
+            ``{scenario device: trace device}``.
         rng: the run's stream for this section (``channel`` or ``compute``).
         section: scenario section name for messages.
 
@@ -412,7 +523,9 @@ def map_devices(
         if mapping == "random-offset":
             if rng is None:
                 raise ValueError("random-offset mapping needs a random generator")
-            return rows, rng.uniform(0.0, trace.end_s, k)
+            if trace.same_length:
+                return rows, rng.uniform(0.0, trace.end_s, k)
+            return rows, rng.uniform(0.0, trace.ends_s[rows])
         raise TraceError(
             f"{section}.mapping: unknown mapping {mapping!r}; known: cyclic, random-offset, "
             "or a table of scenario device = trace device"
@@ -434,21 +547,37 @@ def replay_signals(
     rows: np.ndarray,
     offsets_s: np.ndarray,
     end_policy: EndPolicy | None = None,
+    trace_rows: np.ndarray | None = None,
 ) -> PiecewiseSignals:
     """Signals ``v_k(t) = values[rows[k]](t + offsets_s[k])`` on their union grid.
 
+    Every signal loops (or holds) on the own length of the trace device it replays. When those
+    lengths differ, the signals share the period :func:`shared_period_s`: inside it each one
+    repeats exactly on its own length.
+
     Args:
-        trace: the trace (grid, end and default end policy).
-        values: per trace device values on ``trace.times_s`` ``(M, T)``.
-        rows: trace row per output signal ``(K,)``.
-        offsets_s: time offset per output signal ``(K,)``, in ``[0, end_s)``.
+        trace: the trace (grid, device lengths and default end policy).
+        values: values on ``trace.times_s``, one row per trace device ``(M, T)``, or one row
+            per output signal already mapped to trace devices ``(K, T)``.
+        rows: row of ``values`` per output signal ``(K,)``.
+        offsets_s: time offset per output signal ``(K,)``, within its device's length.
         end_policy: override of the trace's end policy.
+        trace_rows: trace device of each output signal ``(K,)``, whose length it loops on;
+            default ``rows mod M``, which is right for values per trace device and for values
+            mapped with the ``cyclic`` or ``random-offset`` mapping (output ``k`` replays trace
+            device ``k mod M``).
 
     Returns:
-        ``K`` signals; a shifted ``loop`` row wraps around within the period, a shifted
+        ``K`` signals; a shifted ``loop`` row wraps around within its own length, a shifted
         ``hold`` row reaches its held last value ``offset`` seconds early.
     """
     policy = end_policy or trace.end_policy
+    if policy == "loop" and not trace.same_length:
+        devs = np.asarray(rows) % len(trace.devices) if trace_rows is None else trace_rows
+        lengths = trace.ends_s[np.asarray(devs)]
+        if np.any(lengths != trace.end_s):
+            return _replay_own_loops(trace, values, np.asarray(rows), offsets_s, lengths)
+    # one shared period; under hold a shorter device's last value already holds on the grid
     end = trace.end_s
     times = trace.times_s
     offs = np.mod(np.asarray(offsets_s, dtype=float), end)
@@ -471,14 +600,62 @@ def replay_signals(
     return PiecewiseSignals(grid, out, end, policy)
 
 
+def shared_period_s(lengths_s: np.ndarray, max_periods: int = SHARED_PERIODS) -> float:
+    """The period of signals that loop on different lengths ``(K,)``.
+
+    The smallest multiple ``n L_max`` (``n <= max_periods``) of the longest length that is a
+    whole number of every length, where one exists, so the loops are exact forever; else
+    ``max_periods L_max``. Then every signal repeats exactly on its own length up to that
+    period and all restart together there: a shorter signal's last repetition is cut short,
+    which weighs at most ``L_k / (max_periods L_max)`` in any long-run statistic.
+    """
+    longest = float(np.max(lengths_s))
+    for n in range(1, max_periods + 1):
+        ratio = n * longest / np.asarray(lengths_s, dtype=float)
+        if np.all(np.abs(ratio - np.round(ratio)) <= 1e-9 * ratio):
+            return n * longest
+    return max_periods * longest
+
+
+def _replay_own_loops(
+    trace: Trace,
+    values: np.ndarray,
+    rows: np.ndarray,
+    offsets_s: np.ndarray,
+    lengths_s: np.ndarray,
+) -> PiecewiseSignals:
+    """Looping signals of different own lengths ``lengths_s`` ``(K,)`` on one shared period."""
+    times = trace.times_s
+    period = shared_period_s(lengths_s)
+    offs = np.mod(np.asarray(offsets_s, dtype=float), lengths_s)
+    parts = [np.zeros(1)]
+    for r, o, length in zip(rows, offs, lengths_s):
+        # only the row's own change points, so the grid grows with the rows, not with M
+        own = times < length
+        v = values[r][own]
+        change = times[own][np.append(True, v[1:] != v[:-1])]
+        starts = np.mod(change - o, length)
+        copies = np.arange(int(np.ceil(period / length)) + 1) * length
+        parts.append((starts[None, :] + copies[:, None]).ravel())
+    grid = np.unique(np.concatenate(parts))
+    grid = grid[grid < period]
+    mid = (grid + np.append(grid[1:], period)) / 2.0
+    out = np.empty((len(rows), grid.size))
+    for i, (r, o, length) in enumerate(zip(rows, offs, lengths_s)):
+        seg = np.searchsorted(times, np.mod(mid + o, length), side="right") - 1
+        out[i] = values[r][seg]
+    return PiecewiseSignals(grid, out, period, "loop")
+
+
 @dataclass(frozen=True)
 class DeviceSummary:
-    """Time-weighted statistics of one trace device over one period.
+    """Time-weighted statistics of one trace device over its own length.
 
     Attributes:
         device: trace device name.
         samples: native row count.
         median_step_s: native median sampling step.
+        length_s: the device's own length (its period under ``loop``).
         mean: time-weighted mean of the summarised quantity.
         p5: 5th percentile (time-weighted).
         p50: median (time-weighted).
@@ -489,6 +666,7 @@ class DeviceSummary:
     device: str
     samples: int
     median_step_s: float
+    length_s: float
     mean: float
     p5: float
     p50: float
@@ -506,16 +684,21 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> fl
 
 
 def summarise(quantity_values: np.ndarray, trace: Trace) -> list[DeviceSummary]:
-    """Per-device time-weighted mean and percentiles of ``quantity_values`` ``(M, T)``."""
-    dur = np.diff(np.append(trace.times_s, trace.end_s))
+    """Per-device time-weighted mean and percentiles of ``quantity_values`` ``(M, T)``.
+
+    Each device is summarised over its own length (:meth:`Trace.segment_weights_s`).
+    """
+    weights = trace.segment_weights_s()
     rows = []
     for k, name in enumerate(trace.devices):
-        v = quantity_values[k]
+        inside = weights[k] > 0  # segments past a shorter device's end weigh nothing
+        v, dur = quantity_values[k][inside], weights[k][inside]
         rows.append(
             DeviceSummary(
                 device=name,
                 samples=int(trace.samples[k]),
                 median_step_s=float(trace.median_step_s[k]),
+                length_s=float(trace.ends_s[k]),
                 mean=float(np.sum(v * dur) / np.sum(dur)),
                 p5=weighted_percentile(v, dur, 5),
                 p50=weighted_percentile(v, dur, 50),

@@ -478,16 +478,12 @@ def figure_gallery() -> str:
         out += [f"### `{name}`", "", f"{spec.description[0].upper()}{spec.description[1:]}.", "",
                 f"- sweep specs: {specs}",
                 f"- output: `figures/{name}.png`, `figures/{name}.pdf`, `figures/{name}.csv`"]
-        if spec.prepare is not None:
-            out += [f"- before its sweep, `--all` runs `{spec.prepare.__name__}`: "
-                    f"{rst_to_md((spec.prepare.__doc__ or '').strip())}"]
         out += ["", "```bash"]
         if sweeps:
             out += [f"desim figures {name} --all      # runs the missing sweep(s), then draws"]
-            if spec.prepare is None:
-                out += ["# or step by step:"]
-                out += [f"desim sweep experiments/{s}.toml --workers 2" for s in sweeps]
-                out += [f"desim figures {name}"]
+            out += ["# or step by step:"]
+            out += [f"desim sweep experiments/{s}.toml --workers 2" for s in sweeps]
+            out += [f"desim figures {name}"]
         else:
             out += [f"desim figures {name}"]
         out += ["```", ""]

@@ -93,7 +93,7 @@ def test_shipped_traces_are_valid_small_and_documented():
     readme = (Path(__file__).parents[1] / "traces" / "README.md").read_text()
     for name in names:
         trace = read_trace(resolve_trace_path("shipped:" + name))
-        assert trace.meta.command.startswith("desim traces generate")
+        assert trace.meta.command.startswith(("desim traces generate", "desim traces convert"))
         assert name in readme and trace.meta.command in readme
         assert trace.meta.licence and trace.meta.source
 
