@@ -485,6 +485,19 @@ def _device_ends(
     return ends
 
 
+def grid_step_s(trace: Trace) -> float | None:
+    """The sampling step of a trace sampled on one uniform grid up to its end, else ``None``.
+
+    ``random-offset`` draws whole steps on such a trace, so the shifted signals share the
+    trace's grid: the engine's cost grows with the union of every device's breakpoints, and
+    offsets off the grid would multiply it by the number of devices.
+    """
+    if not trace.same_length or trace.times_s.size < 2:
+        return None
+    steps = np.diff(np.append(trace.times_s, trace.end_s))
+    return float(steps[0]) if np.allclose(steps, steps[0], rtol=1e-9, atol=0.0) else None
+
+
 def map_devices(
     trace: Trace,
     names: tuple[str, ...],
@@ -523,6 +536,9 @@ def map_devices(
         if mapping == "random-offset":
             if rng is None:
                 raise ValueError("random-offset mapping needs a random generator")
+            step = grid_step_s(trace)
+            if step is not None:  # whole steps: every device keeps the trace's own time grid
+                return rows, step * rng.integers(0, round(trace.end_s / step), k)
             if trace.same_length:
                 return rows, rng.uniform(0.0, trace.end_s, k)
             return rows, rng.uniform(0.0, trace.ends_s[rows])
@@ -583,12 +599,16 @@ def replay_signals(
     offs = np.mod(np.asarray(offsets_s, dtype=float), end)
     if not np.any(offs):
         return PiecewiseSignals(times, values[np.asarray(rows)], end, policy)
-    parts = [np.zeros(1)]
-    for o in np.unique(offs):
-        shifted = times - o
-        parts.append(np.mod(shifted, end) if policy == "loop" else shifted[shifted > 0])
-    grid = np.unique(np.concatenate(parts))
-    grid = grid[grid < end]
+    step = grid_step_s(trace)
+    if policy == "loop" and step is not None and _whole_steps(offs, step):
+        grid = times  # a uniform grid shifted by whole steps is itself (exactly, not in floats)
+    else:
+        parts = [np.zeros(1)]
+        for o in np.unique(offs):
+            shifted = times - o
+            parts.append(np.mod(shifted, end) if policy == "loop" else shifted[shifted > 0])
+        grid = np.unique(np.concatenate(parts))
+        grid = grid[grid < end]
     # evaluate at segment midpoints so float rounding at a breakpoint cannot pick a neighbour
     mid = (grid + np.append(grid[1:], end)) / 2.0
     out = np.empty((len(rows), grid.size))
@@ -598,6 +618,11 @@ def replay_signals(
         seg = np.searchsorted(times, local, side="right") - 1
         out[i] = values[r][seg]
     return PiecewiseSignals(grid, out, end, policy)
+
+
+def _whole_steps(offsets_s: np.ndarray, step_s: float) -> bool:
+    n = offsets_s / step_s
+    return bool(np.all(np.abs(n - np.round(n)) <= 1e-9 * np.maximum(n, 1.0)))
 
 
 def shared_period_s(lengths_s: np.ndarray, max_periods: int = SHARED_PERIODS) -> float:

@@ -37,7 +37,21 @@ def _speed(sim):
 def test_default_scenario_pins_no_population_seed_and_offsets_its_traces():
     s = load_scenario()
     assert s.devices.population is not None and s.devices.population.seed is None
-    assert s.channel.mapping == "random-offset" and s.compute.mapping == "random-offset"
+    # the compute timeline replays cyclically by default (offsets on its irregular change
+    # times would multiply the engine's breakpoints); a user may offset it too
+    assert s.channel.mapping == "random-offset" and s.compute.mapping == "cyclic"
+
+
+def test_default_channel_offsets_are_whole_trace_steps():
+    from desim.io import read_trace, resolve_trace_path
+    from desim.traces import grid_step_s, map_devices
+
+    trace = read_trace(resolve_trace_path(load_scenario().channel.path))
+    step = grid_step_s(trace)
+    assert step is not None
+    _, offsets = map_devices(trace, tuple(f"d{i}" for i in range(50)), "random-offset",
+                             np.random.default_rng(3))
+    assert np.allclose(offsets / step, np.round(offsets / step)) and np.unique(offsets).size > 40
 
 
 def test_three_seeds_give_three_round_tables_and_a_seed_repeats_exactly():
@@ -79,7 +93,9 @@ def test_pinned_population_seed_keeps_the_devices_and_varies_the_traces():
     channels = [_channel(s) for s in sims]
     assert not np.array_equal(channels[0], channels[1])
     assert not np.array_equal(channels[1], channels[2])
-    assert not np.array_equal(_speed(sims[0]), _speed(sims[1]))
+    offset = [_scenario(seed, pin, 'compute.mapping="random-offset"') for seed in (0, 1)]
+    speeds = [_speed(build_simulation(s)) for s in offset]
+    assert not np.array_equal(speeds[0], speeds[1])
 
 
 def test_pinned_population_and_cyclic_traces_give_one_run_for_every_seed():

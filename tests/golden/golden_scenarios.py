@@ -20,7 +20,7 @@ GOLDEN: dict[str, list[str]] = {
                 'scheme.selection="random"'],
     "dlora": [*SMALL, 'scheme.name="dlora"'],
     "faults-deadline": ["run.rounds=4", 'allocator.name="crunch"', "faults.dropout_rate=0.1",
-                        'run.straggler_policy="deadline"', "run.deadline_s=3.0",
+                        'run.straggler_policy="deadline"', "run.deadline_s=2.2",
                         "faults.upload_timeout_s=2.0", 'run.on_infeasible="skip"'],
 }
 
