@@ -32,23 +32,23 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 #: public name -> the module that defines it (loaded on first access, PEP 562)
 EXPORTS: dict[str, str] = {
-    "load_scenario": "desim.io",
-    "validate_scenario": "desim.scenario",
-    "Scenario": "desim.scenario",
-    "build_simulation": "desim.components",
-    "Simulation": "desim.engine",
+    "load_scenario": "desim.io.files",
+    "validate_scenario": "desim.scenario.model",
+    "Scenario": "desim.scenario.model",
+    "build_simulation": "desim.engine.assembly",
+    "Simulation": "desim.engine.simulation",
     "RunResult": "desim.results",
-    "write_results": "desim.io",
-    "load_sweep_spec": "desim.sweep",
-    "expand": "desim.sweep",
-    "run_sweep": "desim.sweep",
+    "write_results": "desim.io.files",
+    "load_sweep_spec": "desim.experiments.sweep",
+    "expand": "desim.experiments.sweep",
+    "run_sweep": "desim.experiments.sweep",
     "ALLOCATORS": "desim.allocators",
     "register": "desim.allocators",
     "make_allocator": "desim.allocators",
     "Allocator": "desim.allocators",
     "RoundContext": "desim.allocators",
     "Allocation": "desim.allocators",
-    "FIGURES": "desim.figures",
+    "FIGURES": "desim.experiments.figures",
     "DesimError": "desim.errors",
 }
 

@@ -1,8 +1,8 @@
 """The result of one run: its records, metadata and the tables written to disk.
 
-:class:`RunResult` collects the rows of :mod:`desim.records` during a run and turns them into
+:class:`RunResult` collects the rows of :mod:`desim.engine.records` during a run and turns them into
 DataFrames at the end (STYLE §7). When a power model is set it adds the energy and efficiency
-columns of :mod:`desim.energy` there, so the records themselves stay plain data.
+columns of :mod:`desim.costs.energy` there, so the records themselves stay plain data.
 :func:`chrome_trace_events` views a result as a Chrome/Perfetto trace.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from desim.energy import add_device_energy, round_metrics
-from desim.records import WALL_CLOCK_COLUMNS, DeviceRounds, FaultEventRecord, RoundRecord
+from desim.costs.energy import add_device_energy, round_metrics
+from desim.engine.records import WALL_CLOCK_COLUMNS, DeviceRounds, FaultEventRecord, RoundRecord
 
 
 def _frame(rows: list[Any], cls: type) -> pd.DataFrame:

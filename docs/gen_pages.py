@@ -4,7 +4,7 @@ Each committed page under ``docs/`` that has generated content holds a marker li
 ``<!-- gen:NAME -->``; this script replaces that whole line with text built from the code, so
 the tables cannot drift from it:
 
-- ``scenarios.md``, ``scenario-keys``: every key of :class:`desim.scenario.Scenario`, walked
+- ``scenarios.md``, ``scenario-keys``: every key of :class:`desim.scenario.model.Scenario`, walked
   recursively through its pydantic models (type, default, value in the built-in scenario, unit
   from the key's suffix, description from ``Field(description=...)``);
 - ``allocators.md``, ``allocators``: the allocator registry as ``desim allocators`` prints it,
@@ -13,7 +13,7 @@ the tables cannot drift from it:
 - ``results.md``, ``result-columns`` and ``run-json``: the columns of every result table and
   the keys of ``run.json``, taken from short runs of the built-in scenario;
 - ``calibration.md``, ``profile-columns`` and ``profile-sheet:FILE``: the profile format from
-  ``desim.io.PROFILE_COLUMNS`` and a data sheet per shipped profile, read from the CSV;
+  ``desim.io.files.PROFILE_COLUMNS`` and a data sheet per shipped profile, read from the CSV;
 - ``cli.md``, ``cli-reference``: the ``--help`` text of every command of the typer app;
 - ``api.md``, ``api-reference``: mkdocstrings entries for the public API.
 
@@ -377,8 +377,8 @@ def scenario_sections(scenario: type[BaseModel]) -> tuple[list[Section], dict[ty
 
 def scenario_keys() -> str:
     """The generated scenario reference: one table per section."""
-    scenario = public("Scenario", "desim.scenario")
-    builtin = tomllib.loads(Path(public("default_scenario_path", "desim.io")()).read_text())
+    scenario = public("Scenario", "desim.scenario.model")
+    builtin = tomllib.loads(Path(public("default_scenario_path", "desim.io.files")()).read_text())
     sections, links = scenario_sections(scenario)
     top = []
     for name, field in scenario.model_fields.items():
@@ -399,7 +399,7 @@ def scenario_keys() -> str:
         for name, field in sec.model.model_fields.items():
             if field.description is None:
                 raise RuntimeError(f"scenario field {sec.header}.{name} has no description: "
-                                   "add Field(description=...) in desim/scenario.py")
+                                   "add Field(description=...) in desim/scenario/model.py")
             nested = field.default_factory is None and isinstance(field.default, BaseModel)
             # a field that is a section of its own shows its values there, not here
             own_section = [m for how, m in models_in(field.annotation) if how == ""]
@@ -469,7 +469,7 @@ def allocators() -> str:
 
 def figure_gallery() -> str:
     """One entry per registered figure: what it shows and the commands that draw it."""
-    figures = public("FIGURES", "desim.figures")
+    figures = public("FIGURES", "desim.experiments.figures")
     out = []
     for name, spec in figures.items():
         sweeps = () if spec.sweep is None else (
@@ -591,8 +591,8 @@ DTYPES = {"int64": "integer", "float64": "number", "object": "text", "str": "tex
 
 def sample_run(overrides: list[str]) -> Any:
     """A short run of the built-in scenario (the tables' columns come from it)."""
-    load_scenario = public("load_scenario", "desim.io")
-    build_simulation = public("build_simulation", "desim.components", "desim.engine")
+    load_scenario = public("load_scenario", "desim.io.files")
+    build_simulation = public("build_simulation", "desim.engine.assembly", "desim.engine.simulation")
     return build_simulation(load_scenario(None, overrides)).run()
 
 
@@ -634,8 +634,8 @@ def run_json() -> str:
 
 
 def profile_columns() -> str:
-    """The profile CSV format from ``desim.io.PROFILE_COLUMNS``."""
-    columns = public("PROFILE_COLUMNS", "desim.io")
+    """The profile CSV format from ``desim.io.files.PROFILE_COLUMNS``."""
+    columns = public("PROFILE_COLUMNS", "desim.io.files")
     rows = [[f"`{c}`", kind, unit_of(c), meaning] for c, (kind, meaning) in columns.items()]
     return table(["column", "type", "unit", "meaning"], rows)
 
@@ -686,7 +686,7 @@ def profile_sheet(path: Path) -> str:
 def calibration() -> None:
     """The profile format and a data sheet for every shipped profile."""
     fill("calibration.md", "profile-columns", profile_columns())
-    shipped = sorted(Path(p) for p in public("shipped_profiles", "desim.io")())
+    shipped = sorted(Path(p) for p in public("shipped_profiles", "desim.io.files")())
     page = (DOCS / "calibration.md").read_text()
     for path in shipped:
         fill("calibration.md", f"profile-sheet:{path.name}", profile_sheet(path))
@@ -713,7 +713,7 @@ def cli_reference() -> str:
     import typer.main
     from typer.testing import CliRunner
 
-    app = public("app", "desim.cli")
+    app = public("app", "desim.cli.main")
     root = typer.main.get_command(app)
     runner = CliRunner()
     env = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from desim.allocators import make_allocator
-from desim.channel import SignalChannel
-from desim.compute import SignalTimeline
-from desim.cost import TableCostModel, TransformerConfig, Workload
-from desim.engine import Simulation
-from desim.faults import FaultModel
-from desim.scenario import DeviceSpec, FaultsSpec, RunSpec, ServerSpec
-from desim.signal import PiecewiseSignals
-from desim.streams import rng_streams
+from desim.costs.models import TableCostModel, TransformerConfig, Workload
+from desim.engine.faults import FaultModel
+from desim.engine.rng import rng_streams
+from desim.engine.simulation import Simulation
+from desim.scenario.model import DeviceSpec, FaultsSpec, RunSpec, ServerSpec
+from desim.world.channel import SignalChannel
+from desim.world.compute import SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 
 TINY = TransformerConfig("tiny", 32, 2, 2, 64, 100, 64)
 

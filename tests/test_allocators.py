@@ -10,7 +10,7 @@ from desim.allocators.bandwidth import least_bandwidth_hz, minmax_latency_s
 from desim.allocators.base import RoundContext
 from desim.allocators.instances import random_context
 from desim.errors import InfeasibleError, InputError, ScenarioError
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 REL = 1e-9
 SEEDS = st.integers(0, 2**32 - 1)
@@ -290,7 +290,7 @@ def test_every_allocator_is_registered_with_description_and_typed_parameters():
 
 
 def test_allocator_parameters_come_from_set_overrides():
-    from desim.io import load_scenario
+    from desim.io.files import load_scenario
 
     scen = load_scenario(
         None, ['allocator.name="jbba"', "allocator.iterations=7", 'allocator.step="diminishing"']

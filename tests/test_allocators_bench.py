@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from desim.bench import bench_allocator_times, bench_jbba_gap
+from desim.experiments.bench import bench_allocator_times, bench_jbba_gap
 
 
 def test_solve_time_table_times_or_explains_every_cell():
@@ -25,7 +25,7 @@ def test_jbba_gap_table_has_no_negative_gaps():
 
 @pytest.mark.slow
 def test_bench_allocators_quick_cli(tmp_path, capsys):
-    from desim.cli import main
+    from desim.cli.main import main
 
     code = main(["bench", "allocators", "--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out

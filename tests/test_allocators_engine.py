@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from desim.channel import SignalChannel
-from desim.signal import PiecewiseSignals
+from desim.world.channel import SignalChannel
+from desim.world.piecewise import PiecewiseSignals
 from tests.helpers import tiny_simulation
 
 

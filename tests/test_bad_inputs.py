@@ -1,6 +1,7 @@
 """Issue 12: every bad input is refused with one clear line, or warned about by name.
 
-Each case goes through the CLI (:func:`desim.cli.main`, in process, or ``python -m desim.cli``)
+Each case goes through the CLI (:func:`desim.cli.main.main`, in process, or ``python -m
+desim.cli.main``)
 and checks the exit code, that no traceback or "internal error" is shown, and that the message
 names the key, the file or the block. Warnings are checked through the CLI (one ``warning:``
 line) and at the library level (:class:`~desim.errors.DesimWarning`). Scenarios are tiny:
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from desim.cli import main
-from desim.components import build_simulation
+from desim.cli.main import main
+from desim.engine.assembly import build_simulation
 from desim.errors import DesimWarning
-from desim.io import load_scenario, shipped_profiles
+from desim.io.files import load_scenario, shipped_profiles
 
 # two blocks (roberta-base, b=1, s=16, analytic): block 1 needs 5.04e8 bytes, block 2 5.09e8,
 # so only d0 can train block 2 and only d0 can take part in fl-lora

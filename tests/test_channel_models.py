@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from desim.channel import (
+from desim.world.channel import (
     MobilityChannelParams,
     breakpoint_distance_m,
     doppler_hz,

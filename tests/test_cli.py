@@ -4,7 +4,7 @@ import sys
 import pandas as pd
 import pytest
 
-from desim.cli import main
+from desim.cli.main import main
 
 
 def run_cli(capsys, *argv):

@@ -1,6 +1,7 @@
 """The CLI's conventions: the core install alone, usage errors, Ctrl-C, files and paths.
 
-Each test goes through the command line (``desim.cli.main`` or a subprocess) the way a user does.
+Each test goes through the command line (``desim.cli.main.main`` or a subprocess) the way a user
+does.
 """
 
 import json
@@ -15,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from desim.cli import main
-from desim.io import default_scenario_path
+from desim.cli.main import main
+from desim.io.files import default_scenario_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("torch", "transformers", "peft", "ray", "matplotlib", "click")
@@ -36,7 +37,7 @@ class Hide(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Hide())
 for mod in [m for m in sys.modules if m.split(".")[0] in HIDDEN]:
     del sys.modules[mod]
-from desim.cli import main
+from desim.cli.main import main
 code = main(sys.argv[1:])
 leaked = sorted({{m.split(".")[0] for m in sys.modules}} & set(HIDDEN))
 assert not leaked, leaked
@@ -326,7 +327,7 @@ def test_paths_in_a_sweep_spec_resolve_from_its_folder_and_the_base_from_its_own
         '[[allocators]]\nname = "greedy"\n'
     )
     monkeypatch.chdir(tmp_path / "scenarios")  # neither folder's files are found from here
-    from desim.sweep import expand, load_sweep_spec
+    from desim.experiments.sweep import expand, load_sweep_spec
 
     for spec, expected in (("s.toml", spec_dir / "spec-trace.csv"),
                            ("b.toml", base_dir / "base-trace.csv")):

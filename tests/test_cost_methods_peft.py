@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from desim.cost import (
+from desim.costs.models import (
     AnalyticCostModel,
     ProfiledCostModel,
     Workload,
@@ -15,15 +15,15 @@ from desim.cost import (
     analytic_flops,
     trainable_values,
 )
-from desim.errors import ScenarioError
-from desim.io import load_model_config, load_profile, read_profile, shipped_profiles
-from desim.transformer import (
+from desim.costs.transformer import (
     TransformerConfig,
     config_from_mapping,
     layer_activation_bytes,
     model_params,
     step_flops,
 )
+from desim.errors import ScenarioError
+from desim.io.files import load_model_config, load_profile, read_profile, shipped_profiles
 from tests.helpers import torch_step_flops
 
 # h = i = 32, 3 layers, 2 heads, f = 64, V = 60, 40 positions
@@ -205,8 +205,8 @@ def test_profiled_adapter_rejects_another_adapter_width():
 
 
 def test_adapter_scenario_runs_end_to_end():
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     scenario = load_scenario(None, ['model.method="adapter"', "run.rounds=1"])
     assert scenario.model.adapter_size == 64
@@ -223,8 +223,8 @@ def test_adapter_scenario_runs_end_to_end():
 
 
 def test_ia3_scenario_and_adapter_size_validation():
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     sim = build_simulation(load_scenario(None, ['model.method="ia3"', "run.rounds=1"]))
     assert (sim.run().device_rounds_frame().upload_bits == 32.0 * 5376).all()

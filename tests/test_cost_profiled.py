@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from desim.cost import (
+from desim.costs.models import (
     AnalyticCostModel,
     ProfiledCostModel,
     TransformerConfig,
@@ -15,7 +15,13 @@ from desim.cost import (
     profile_features,
 )
 from desim.errors import InputError, ScenarioError, UnknownNameError
-from desim.io import PROFILE_COLUMNS, load_profile, read_profile, shipped_profiles, write_profile
+from desim.io.files import (
+    PROFILE_COLUMNS,
+    load_profile,
+    read_profile,
+    shipped_profiles,
+    write_profile,
+)
 
 CFG = TransformerConfig("toy", 32, 4, 2, 64, 100, 130)
 # seconds and bytes as (c0 + c1 n) + (c2 + c3 n) T + (c4 + c5 n) b s^2
@@ -139,8 +145,8 @@ def test_shipped_profiles_are_monotone_and_fit(model, method):
 
 
 def test_default_scenario_uses_shipped_profile_and_admits_every_block():
-    from desim.components import build_simulation, devices_of
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation, devices_of
+    from desim.io.files import load_scenario
 
     scenario = load_scenario()
     sim = build_simulation(scenario)
@@ -158,8 +164,8 @@ def test_default_scenario_uses_shipped_profile_and_admits_every_block():
 
 def test_borrowed_profile_scales_compute_only():
     """A class priced by another class's profile runs `speed` times faster, nothing else."""
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     base = load_scenario(None, ["run.rounds=1"])
     borrowed = load_scenario(None, [
@@ -178,7 +184,7 @@ def test_borrowed_profile_scales_compute_only():
 
 def test_borrowed_profile_rejects_a_non_positive_speed():
     from desim.errors import ScenarioError as Err
-    from desim.io import load_scenario
+    from desim.io.files import load_scenario
 
     with pytest.raises(Err, match="cost.profiles"):
         load_scenario(None, ['cost.profiles={"x"={profile="cpu-reference", speed=0}}'])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from desim.cost import (
+from desim.costs.models import (
     SEQ2SEQ_FEATURES,
     AnalyticCostModel,
     ProfiledCostModel,
@@ -18,9 +18,9 @@ from desim.cost import (
     seq2seq_features,
     upload_bits,
 )
+from desim.costs.transformer import TransformerConfig, config_from_mapping
 from desim.errors import InputError, ScenarioError
-from desim.io import PROFILE_COLUMNS, load_model_config
-from desim.transformer import TransformerConfig, config_from_mapping
+from desim.io.files import PROFILE_COLUMNS, load_model_config
 from tests.helpers import torch_step_flops
 
 # h=16, i = 2 heads × d_kv 4 = 8, gated FFN f=24, one encoder and one decoder layer, V=50
@@ -307,8 +307,8 @@ def test_engine_uses_each_class_block_flops_and_records_their_source():
 
 
 def test_flan_t5_scenario_runs_on_the_analytic_model():
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     scenario = load_scenario(None, ['model.name="flan-t5-small"', "model.num_blocks=16",
                                     "model.target_len=16", 'cost.model="analytic"',

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from desim.channel import SignalChannel
-from desim.compute import SignalTimeline
 from desim.errors import InfeasibleError, SimulationError
-from desim.signal import PiecewiseSignals
+from desim.world.channel import SignalChannel
+from desim.world.compute import SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 from tests.helpers import tiny_simulation
 
 

@@ -10,13 +10,13 @@ import filecmp
 import numpy as np
 import pytest
 
-from desim.channel import SignalChannel
-from desim.components import build_simulation
-from desim.compute import SignalTimeline
+from desim.engine.assembly import build_simulation
 from desim.errors import InfeasibleError
-from desim.io import load_scenario, write_results
-from desim.scenario import FaultEvent, FaultsSpec, RunSpec
-from desim.signal import PiecewiseSignals
+from desim.io.files import load_scenario, write_results
+from desim.scenario.model import FaultEvent, FaultsSpec, RunSpec
+from desim.world.channel import SignalChannel
+from desim.world.compute import SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 from tests.helpers import tiny_simulation
 
 # after a loss at 2.25 s B alone takes block 2: 4 s of compute, then the whole 2 MHz band,

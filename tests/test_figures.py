@@ -2,8 +2,8 @@ import pandas as pd
 import pytest
 
 from desim.errors import InputError
-from desim.figures import draw_figures, reduction_figure, save_figure
-from desim.sweep import expand, load_sweep_spec, run_sweep
+from desim.experiments.figures import draw_figures, reduction_figure, save_figure
+from desim.experiments.sweep import expand, load_sweep_spec, run_sweep
 
 pytest.importorskip("matplotlib")
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from desim.cli import main
+from desim.cli.main import main
 from desim.errors import InputError
-from desim.io import default_scenario_path, load_scenario
+from desim.io.files import default_scenario_path, load_scenario
 
 BASE = tomllib.loads(default_scenario_path().read_text())
 FIELDS = [(s, k) for s, sec in BASE.items() for k in sec if not isinstance(sec[k], dict)]

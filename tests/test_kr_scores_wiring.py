@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desim.components import build_simulation
+from desim.engine.assembly import build_simulation
 from desim.errors import InputError
-from desim.io import load_scenario, read_kr_scores, resolve_kr_scores_path
-from desim.schemes import KillRevive
+from desim.io.files import load_scenario, read_kr_scores, resolve_kr_scores_path
+from desim.schemes.core import KillRevive
 
 SHIPPED = "shipped:kr-scores_roberta-base.csv"
 DLORA = ['scheme.name="dlora"', 'scheme.kr_score="trace"', "run.rounds=12"]

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from desim.cli import main
+from desim.cli.main import main
 from desim.errors import InputError, UnknownNameError
-from desim.io import PROFILE_COLUMNS, read_profile, write_profile
+from desim.io.files import PROFILE_COLUMNS, read_profile, write_profile
 from desim.profiling import ProfileRequest
 
 torch = pytest.importorskip("torch")
@@ -93,7 +93,7 @@ def test_tiny_profile_is_monotone_in_depth(tiny_lora):
 
 
 def test_meta_accounting_equals_cpu_accounting(tiny_path):
-    from desim.io import model_config_data
+    from desim.io.files import model_config_data
     from desim.profiling.models import build_model, make_inputs
     from desim.profiling.runner import saved_bytes_by_depth
 
@@ -176,7 +176,8 @@ def test_cli_profile_errors(tiny_path, capsys):
 
 def test_importing_desim_does_not_import_torch():
     code = (
-        "import sys, desim, desim.cli, desim.components, desim.cost, desim.io, desim.profiling;"
+        "import sys, desim, desim.cli.main, desim.engine.assembly, desim.costs.models, "
+        "desim.io.files, desim.profiling;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,15 +12,15 @@ import sys
 import numpy as np
 import pytest
 
-from desim.cli import main
+from desim.cli.main import main
 from desim.errors import InputError
-from desim.io import read_kr_scores, read_profile, write_profile
+from desim.io.files import read_kr_scores, read_profile, write_profile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from desim.io import model_config_data  # noqa: E402
+from desim.io.files import model_config_data  # noqa: E402
 from desim.profiling import ProfileRequest, run_profile  # noqa: E402
 from desim.profiling.mezo import mezo_step  # noqa: E402
 from desim.profiling.models import build_model, make_inputs  # noqa: E402

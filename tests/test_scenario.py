@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from desim.components import build_simulation, devices_of
+from desim.engine.assembly import build_simulation, devices_of
+from desim.engine.records import WALL_CLOCK_COLUMNS
 from desim.errors import InputError, ScenarioError
-from desim.io import load_scenario, write_results
-from desim.records import WALL_CLOCK_COLUMNS
+from desim.io.files import load_scenario, write_results
 
 
 def test_default_scenario_has_documented_shape():

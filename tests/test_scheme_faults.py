@@ -12,9 +12,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from desim.faults import FaultModel
-from desim.scenario import FaultsSpec, RunSpec
-from desim.schemes import DLoRAScheme, FedLoRAScheme
+from desim.engine.faults import FaultModel
+from desim.scenario.model import FaultsSpec, RunSpec
+from desim.schemes.core import DLoRAScheme, FedLoRAScheme
 from tests.test_schemes import tiny
 
 

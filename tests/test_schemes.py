@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 
 from desim.allocators import make_allocator
-from desim.channel import SignalChannel
-from desim.components import build_simulation
-from desim.compute import SignalTimeline
-from desim.cost import TableCostModel, Workload
-from desim.energy import DEFAULT_POWER
-from desim.engine import Simulation
+from desim.costs.energy import DEFAULT_POWER
+from desim.costs.models import TableCostModel, Workload
+from desim.engine.assembly import build_simulation
+from desim.engine.simulation import Simulation
 from desim.errors import ScenarioError
-from desim.io import load_scenario
-from desim.scenario import DeviceSpec, HardwarePower, ServerSpec
-from desim.schemes import (
+from desim.io.files import load_scenario
+from desim.scenario.model import DeviceSpec, HardwarePower, ServerSpec
+from desim.schemes.core import (
     DLoRAScheme,
     FedLoRAScheme,
     KillRevive,
@@ -23,7 +21,9 @@ from desim.schemes import (
     fedavg,
     training_flops,
 )
-from desim.signal import PiecewiseSignals
+from desim.world.channel import SignalChannel
+from desim.world.compute import SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 from tests.helpers import TINY
 from tests.test_schemes_methods import STEP
 

@@ -7,8 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from desim.figures import EPOCH_SAMPLES, SCHEME_WORKLOADS, dlora_reduction_table, draw_figures
-from desim.sweep import expand, load_sweep_spec, run_sweep
+from desim.experiments.figures import (
+    EPOCH_SAMPLES,
+    SCHEME_WORKLOADS,
+    dlora_reduction_table,
+    draw_figures,
+)
+from desim.experiments.sweep import expand, load_sweep_spec, run_sweep
 
 JETSON = Path(__file__).parent.parent / "experiments" / "scenarios" / "jetson-flan-t5-small.toml"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from desim.components import build_simulation
-from desim.cost import AnalyticCostModel, Workload, analytic_costs
-from desim.io import load_scenario
+from desim.costs.models import AnalyticCostModel, Workload, analytic_costs
+from desim.engine.assembly import build_simulation
+from desim.io.files import load_scenario
 from tests.helpers import TINY
 
 # TINY: h=32, f=64, a=2 heads, L=2, vocab 100, 64 positions; b=1, s=8, LoRA r=8

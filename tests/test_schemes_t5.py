@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from desim.allocators import make_allocator
-from desim.channel import SignalChannel
-from desim.compute import SignalTimeline
-from desim.cost import AnalyticCostModel
-from desim.engine import Simulation
-from desim.scenario import DeviceSpec, HardwarePower, ServerSpec
-from desim.schemes import DLoRAScheme, FedLoRAScheme, Scheme, SplitLayout
-from desim.signal import PiecewiseSignals
+from desim.costs.models import AnalyticCostModel
+from desim.engine.simulation import Simulation
+from desim.scenario.model import DeviceSpec, HardwarePower, ServerSpec
+from desim.schemes.core import DLoRAScheme, FedLoRAScheme, Scheme, SplitLayout
+from desim.world.channel import SignalChannel
+from desim.world.compute import SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 from tests.test_cost_t5 import tiny_t5
 
 # The tiny T5 (h=16, i=8, f=24 gated, 1 encoder + 1 decoder layer, V=50) at b=1, s=4, t=2,

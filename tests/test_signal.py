@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from desim.signal import PiecewiseSignals
+from desim.world.piecewise import PiecewiseSignals
 
 
 def loop_signal():

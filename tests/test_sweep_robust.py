@@ -18,8 +18,7 @@ import pandas as pd
 import pytest
 
 from desim.errors import InputError
-from desim.io import load_scenario
-from desim.sweep import (
+from desim.experiments.sweep import (
     RunOutcome,
     _store,
     completed_keys,
@@ -32,6 +31,7 @@ from desim.sweep import (
     run_key,
     run_sweep,
 )
+from desim.io.files import load_scenario
 
 from .test_sweep import comparable
 

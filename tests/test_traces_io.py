@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from desim.cli import main
+from desim.cli.main import main
 from desim.errors import TraceError
-from desim.importers import ImportOptions
-from desim.io import convert_trace, read_trace, write_trace
-from desim.traces import TraceMeta, tidy_frame
+from desim.io.files import convert_trace, read_trace, write_trace
+from desim.world.importers import ImportOptions
+from desim.world.traces import TraceMeta, tidy_frame
 
 
 def write(path: Path, text: str) -> Path:

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desim.channel import trace_channel
-from desim.cli import main
-from desim.components import build_simulation
+from desim.cli.main import main
+from desim.engine.assembly import build_simulation
 from desim.errors import DesimWarning, TraceError
-from desim.importers import ImportOptions
-from desim.io import convert_trace, read_trace, resolve_trace_path, shipped_traces
-from desim.scenario import ChannelSpec, DeviceSpec
-from desim.sweep import expand, load_sweep_spec
-from desim.traces import (
+from desim.experiments.sweep import expand, load_sweep_spec
+from desim.io.files import convert_trace, read_trace, resolve_trace_path, shipped_traces
+from desim.scenario.model import ChannelSpec, DeviceSpec
+from desim.world.channel import trace_channel
+from desim.world.importers import ImportOptions
+from desim.world.traces import (
     TraceMeta,
     map_devices,
     replay_signals,

@@ -9,12 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from desim.channel import trace_channel
-from desim.cli import main
-from desim.components import build_simulation
-from desim.importers import ImportOptions
-from desim.io import convert_trace, load_scenario, read_trace, resolve_trace_path, shipped_traces
-from desim.scenario import ChannelSpec, DeviceSpec
+from desim.cli.main import main
+from desim.engine.assembly import build_simulation
+from desim.io.files import (
+    convert_trace,
+    load_scenario,
+    read_trace,
+    resolve_trace_path,
+    shipped_traces,
+)
+from desim.scenario.model import ChannelSpec, DeviceSpec
+from desim.world.channel import trace_channel
+from desim.world.importers import ImportOptions
 
 EXTERNAL = Path(__file__).parents[2] / "shared" / "traces-external"
 needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="no ../shared/traces-external")

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from desim.channel import (
+from desim.errors import TraceError
+from desim.scenario.model import ChannelSpec, ComputeSpec, DeviceSpec
+from desim.world.channel import (
     snr_coef_from_snr_db,
     snr_coef_from_throughput,
     trace_channel,
 )
-from desim.compute import trace_timeline
-from desim.errors import TraceError
-from desim.rates import shannon_rate_bps
-from desim.scenario import ChannelSpec, ComputeSpec, DeviceSpec
-from desim.traces import TraceMeta, map_devices, replay_signals, tidy_frame, trace_from_frame
+from desim.world.compute import trace_timeline
+from desim.world.rates import shannon_rate_bps
+from desim.world.traces import TraceMeta, map_devices, replay_signals, tidy_frame, trace_from_frame
 
 DEVICES = (DeviceSpec(name="a"), DeviceSpec(name="b"))
 
@@ -152,7 +152,7 @@ def test_compute_trace_pauses_work_while_unavailable():
 
 
 def test_generated_compute_matches_its_parameters():
-    from desim.compute import ComputeTimelineParams, generate_compute
+    from desim.world.compute import ComputeTimelineParams, generate_compute
 
     p = ComputeTimelineParams(
         duration_s=20000.0,
@@ -175,8 +175,8 @@ def test_generated_compute_matches_its_parameters():
 
 
 def test_scenario_generated_channel_and_compute_are_seeded():
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     over = [
         'channel.kind="generated"',
@@ -198,11 +198,11 @@ def test_scenario_generated_channel_and_compute_are_seeded():
 
 def test_trace_kind_needs_a_path():
     from desim.errors import ScenarioError
-    from desim.io import load_scenario
+    from desim.io.files import load_scenario
 
     with pytest.raises(ScenarioError, match="channel: kind = 'trace' needs channel.path"):
         load_scenario(None, ["channel.path=''"])
     with pytest.raises(TraceError, match="no such shipped trace"):
-        from desim.components import build_simulation
+        from desim.engine.assembly import build_simulation
 
         build_simulation(load_scenario(None, ['channel.path="shipped:nope.csv"']))

@@ -21,7 +21,7 @@ from scipy.special import lambertw
 
 from desim.allocators.base import Allocator, RoundContext
 from desim.errors import UnknownNameError
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 BandwidthSplit = Callable[[RoundContext, np.ndarray], np.ndarray]
 

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from desim.errors import AllocationError, InfeasibleError
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 BANDWIDTH_TOLERANCE = 1e-9
 

@@ -21,7 +21,7 @@ from desim.allocators.base import (
 )
 from desim.allocators.registry import register
 from desim.errors import InfeasibleError
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 
 @register("random", "uniformly random feasible placement (deepest block first), equal bandwidth")

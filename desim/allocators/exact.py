@@ -37,7 +37,7 @@ from desim.allocators.crunch import (
 )
 from desim.allocators.registry import register
 from desim.errors import InputError
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 
 @register("milp", "exact P1 as a mixed-integer programme (scipy.optimize.milp, HiGHS)")

@@ -49,7 +49,7 @@ from desim.allocators.exact import (
     p2_bounds,
 )
 from desim.allocators.registry import register
-from desim.rates import shannon_rate_bps
+from desim.world.rates import shannon_rate_bps
 
 LOG_X_RANGE = (-30.0, 42.0)
 SUBPROBLEM_STEPS = 30

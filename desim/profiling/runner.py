@@ -48,7 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from desim.errors import InputError
-from desim.io import PROFILE_COLUMNS, model_config_data
+from desim.io.files import PROFILE_COLUMNS, model_config_data
 from desim.profiling.memory import (
     SavedTensorMeter,
     live_peak_bytes,
@@ -465,7 +465,7 @@ def count_flops(table: pd.DataFrame, model_path: str | None = None) -> pd.DataFr
     sequence and target length) is counted once on the meta device.
 
     Args:
-        table: a profile table (:func:`desim.io.read_profile`).
+        table: a profile table (:func:`desim.io.files.read_profile`).
         model_path: model config to build, for a model that is not shipped.
     """
     out = table.copy()

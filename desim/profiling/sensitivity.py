@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from desim.errors import InputError
-from desim.io import KR_SCORE_COLUMNS, model_config_data
+from desim.io.files import KR_SCORE_COLUMNS, model_config_data
 from desim.profiling.models import build_model, family, layer_counts, make_inputs
 
 _MODULE = {
@@ -72,7 +72,7 @@ def kr_scores(
         threads: torch CPU threads (``None``: torch's default).
 
     Returns:
-        A tidy frame with columns :data:`desim.io.KR_SCORE_COLUMNS`, one row per
+        A tidy frame with columns :data:`desim.io.files.KR_SCORE_COLUMNS`, one row per
         (step, module); ``step`` from 1, ``module`` from 0.
 
     Raises:

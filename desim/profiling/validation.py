@@ -2,7 +2,8 @@
 
 For every (hardware, model, method) table in a profile, held-out ``(batch, seq_len)`` points
 (not in the table's grid) are measured exactly as the profile was (same device, thread count,
-repeats) and compared with :class:`desim.cost.ProfileFit` predictions. Latency is the training
+repeats) and compared with :class:`desim.costs.models.ProfileFit` predictions. Latency is the
+training
 step ``compute_s``; memory is ``peak_memory_bytes``. MAPE is the mean over blocks and points of
 ``|predicted − measured| / measured``.
 """
@@ -14,9 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from desim.cost import fit_profile
+from desim.costs.models import fit_profile
 from desim.errors import InputError
-from desim.io import model_config_data, shipped_models
+from desim.io.files import model_config_data, shipped_models
 from desim.profiling.models import layer_counts
 from desim.profiling.report import GROUP, ValidationReport, depth_violations
 from desim.profiling.request import ProfileRequest
@@ -50,7 +51,7 @@ def validate_profile(
     """Measure held-out points for every table of ``profile`` and compare with the fit.
 
     Args:
-        profile: a profile table (:func:`desim.io.read_profile`).
+        profile: a profile table (:func:`desim.io.files.read_profile`).
         points: ``(batch, seq_len)`` pairs; default :func:`held_out_points` of each table.
         repeats: timed repetitions per point.
         model_path: model config to build, for a profile of a model that is not shipped.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from desim.components import build_simulation
-from desim.io import load_scenario
+from desim.engine.assembly import build_simulation
+from desim.io.files import load_scenario
 
 TABLES = ("rounds", "device_rounds", "fault_events")
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from desim.compute import ComputeTimeline
 from desim.errors import ScenarioError
-from desim.scenario import FaultsSpec
+from desim.scenario.model import FaultsSpec
+from desim.world.compute import ComputeTimeline
 
 DROP_KINDS = ("offline", "outage", "dropout", "upload-timeout")
 

@@ -3,7 +3,7 @@
 A sweep spec (TOML, see ``experiments/README.md``) names a base scenario, fixed overrides
 (``[set]``), grid axes (``[grid]``: the product of every listed value), zipped axes (``[zip]``:
 lists of equal length that vary together), allocators and replicate seeds. Every run is a fully
-resolved :class:`~desim.scenario.Scenario`; its **run key** is a content hash of that scenario
+resolved :class:`~desim.scenario.model.Scenario`; its **run key** is a content hash of that scenario
 (allocator, parameters and seed included) and the desim version.
 
 Each run is written atomically: into a staging directory, then one ``rename`` to
@@ -57,8 +57,9 @@ from pydantic import (
 
 from desim import __version__
 from desim.allocators import check_allocator
+from desim.engine.records import WALL_CLOCK_COLUMNS
 from desim.errors import BackendError, DesimError, InputError
-from desim.io import (
+from desim.io.files import (
     SHIPPED_PREFIX,
     apply_overrides,
     default_scenario_path,
@@ -70,8 +71,7 @@ from desim.io import (
     write_result_tables,
     write_table,
 )
-from desim.records import WALL_CLOCK_COLUMNS
-from desim.scenario import Scenario, format_validation_error, validate_scenario
+from desim.scenario.model import Scenario, format_validation_error, validate_scenario
 
 MAX_RUNS = 100_000
 """Most runs one sweep may hold (a resolved run costs a few kB of memory and about 1 ms)."""
@@ -172,7 +172,7 @@ def run_key(scenario: Scenario) -> str:
 
     Files named by path are hashed by content and stand in the hashed scenario by their digest,
     not their path: editing a trace gives new keys, while the same files reached by another path
-    (scenario paths are made absolute, :func:`desim.io.resolve_paths`) give the same key, so a
+    (scenario paths are made absolute, :func:`desim.io.files.resolve_paths`) give the same key, so a
     moved checkout resumes its sweeps. Shipped files change only with the desim version. 16 hex
     digits.
     """
@@ -318,7 +318,7 @@ class RunOutcome:
 
 def execute(key: str, scenario_json: dict[str, Any]) -> RunOutcome:
     """Simulate one run (in a worker process). Never raises: failures become outcomes."""
-    from desim.components import build_simulation
+    from desim.engine.assembly import build_simulation
 
     try:
         scenario = Scenario.model_validate(scenario_json)
@@ -497,7 +497,7 @@ def _local_backend(
         return
     ctx = mp.get_context("forkserver")
     # workers fork from a server that has already imported the simulator: no per-worker imports
-    ctx.set_forkserver_preload(["desim.components", "desim.sweep"])
+    ctx.set_forkserver_preload(["desim.engine.assembly", "desim.experiments.sweep"])
     with _sigint_deferred():
         _start_forkserver()
     pool = ProcessPoolExecutor(

@@ -2,7 +2,8 @@
 
 A channel is summarised per device by the SNR coefficient ``a_k(t) = p_k g_k(t) / N0`` in Hz, so
 that with a bandwidth share ``B_k`` the Shannon rate is ``r_k(t) = B_k log2(1 + a_k(t)/B_k)``
-(DESIGN §2). ``a_k(t)`` is piecewise-constant in time (:mod:`desim.signal`), which makes the
+(DESIGN §2). ``a_k(t)`` is piecewise-constant in time (:mod:`desim.world.piecewise`), which makes
+the
 upload time of any number of bits exact, from any start time, including stalls at zero rate.
 
 Models here (all seeded through a passed-in :class:`numpy.random.Generator`):
@@ -32,10 +33,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from desim.errors import InputError, TraceError, warn
-from desim.rates import shannon_rate_bps
-from desim.scenario import ChannelSpec, DeviceSpec
-from desim.signal import PiecewiseSignals
-from desim.traces import MAX_SNR_DB, Trace, map_devices, replay_signals
+from desim.scenario.model import ChannelSpec, DeviceSpec
+from desim.world.piecewise import PiecewiseSignals
+from desim.world.rates import shannon_rate_bps
+from desim.world.traces import MAX_SNR_DB, Trace, map_devices, replay_signals
 
 SPEED_OF_LIGHT_M_PER_S = 3.0e8  # the value TR 38.901 uses
 UT_HEIGHT_M = 1.5

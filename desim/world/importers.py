@@ -1,7 +1,7 @@
 """Importers: foreign channel-trace formats to the tidy format (``desim traces convert``).
 
 Each importer takes already-read content (text lines or a parsed table, with the file name for
-messages; :mod:`desim.io` does the reading) and returns a tidy table plus metadata. Times are
+messages; :mod:`desim.io.files` does the reading) and returns a tidy table plus metadata. Times are
 shifted to start at 0. Assumptions, per format:
 
 - ``ns3``: an ns-3 ``TraceFadingLossModel`` ASCII file (as written by the LENA
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from desim.errors import TraceError, warn
-from desim.traces import TraceMeta, tidy_frame
+from desim.world.traces import TraceMeta, tidy_frame
 
 FORMATS = ("ns3", "mahimahi", "pensieve", "5gophers", "tidy")
 LENGTH_TOLERANCE = 0.1

@@ -2,7 +2,8 @@
 
 A device with profile time ``w`` and speed factor ``σ_k`` finishes its work when
 ``∫ σ_k ρ_k(t) dt = w`` (DESIGN §2). Both ``ρ`` and availability are piecewise-constant
-(:mod:`desim.signal`), so completion times are exact, and a period of zero speed stalls work.
+(:mod:`desim.world.piecewise`), so completion times are exact, and a period of zero speed stalls
+work.
 
 Timelines come from a replayed compute trace (``device, time_s, speed_factor, available``; the
 trace's ``speed_factor`` is ``ρ_k(t)``, multiplying the device's static ``σ_k``) or from a seeded
@@ -22,9 +23,9 @@ from typing import Protocol
 import numpy as np
 
 from desim.errors import TraceError
-from desim.scenario import ComputeSpec
-from desim.signal import EndPolicy, PiecewiseSignals
-from desim.traces import Trace, map_devices, replay_signals
+from desim.scenario.model import ComputeSpec
+from desim.world.piecewise import EndPolicy, PiecewiseSignals
+from desim.world.traces import Trace, map_devices, replay_signals
 
 
 class ComputeTimeline(Protocol):

@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from desim import __version__
-from desim.cli_sweep import sweep
-from desim.cli_traces import traces_app
+from desim.cli.sweep import sweep
+from desim.cli.traces import traces_app
 from desim.errors import DesimError, DesimWarning, InputError, Interrupted
 
 app = typer.Typer(
@@ -81,15 +81,15 @@ def run(
     ] = None,
 ) -> None:
     """Simulate a scenario and write rounds/device_rounds tables and run.json."""
-    from desim.components import build_simulation
-    from desim.io import (
+    from desim.engine.assembly import build_simulation
+    from desim.experiments.sweep import run_key
+    from desim.io.files import (
         check_output_dir,
         check_output_file,
         load_scenario,
         write_chrome_trace,
         write_results,
     )
-    from desim.sweep import run_key
 
     overrides = list(set_ or [])
     if allocator is not None:
@@ -197,7 +197,7 @@ def bench_engine_cmd(
     ] = None,
 ) -> None:
     """Simulated rounds per second, and wall time relative to a bare SimPy loop (goal ≤ 3)."""
-    from desim.bench import bench_engine
+    from desim.experiments.bench import bench_engine
 
     b = bench_engine(rounds=rounds, devices=devices, repeats=repeats, overrides=tuple(set_ or ()))
     table = Table(title="desim bench engine", show_header=True)
@@ -229,7 +229,7 @@ def bench_sweep_cmd(
     rounds: Annotated[int, typer.Option(help="Rounds per run.")] = 100,
 ) -> None:
     """Speedup of a sweep with 2 local workers over 1 worker (goal ≥ 1.8 on 2 cores)."""
-    from desim.bench import bench_sweep
+    from desim.experiments.bench import bench_sweep
 
     b = bench_sweep(runs=runs, rounds=rounds)
     table = Table(title="desim bench sweep", show_header=True)
@@ -254,8 +254,8 @@ def bench_allocators_cmd(
     ] = None,
 ) -> None:
     """Solve time vs K and N, JBBA's optimality gap, and latency of every allocator."""
-    from desim.bench import bench_allocator_times, bench_default_latency, bench_jbba_gap
-    from desim.io import write_csv
+    from desim.experiments.bench import bench_allocator_times, bench_default_latency, bench_jbba_gap
+    from desim.io.files import write_csv
 
     times = bench_allocator_times(
         milp_max_devices=100 if quick else 1000, repeats=3 if quick else 5
@@ -329,8 +329,8 @@ def figures(
     workers: Annotated[int, typer.Option(help="Workers for missing sweeps.")] = 1,
 ) -> None:
     """Draw paper figures (PNG, PDF and the plotted CSV) from stored sweep results."""
-    from desim.figures import FIGURES, draw_figures, require_matplotlib, sweeps_of
-    from desim.sweep import expand, load_sweep_spec, run_sweep
+    from desim.experiments.figures import FIGURES, draw_figures, require_matplotlib, sweeps_of
+    from desim.experiments.sweep import expand, load_sweep_spec, run_sweep
 
     require_matplotlib()
     chosen = list(names or FIGURES)
@@ -432,7 +432,7 @@ def profile(
         _profile_validate(validate, model, points, repeats, out_path)
         return
     if count_flops is not None:
-        from desim.io import read_profile, write_profile
+        from desim.io.files import read_profile, write_profile
         from desim.profiling import run_count_flops
 
         counted = run_count_flops(read_profile(count_flops), model)
@@ -449,7 +449,7 @@ def profile(
         seq_len = seq_len or ",".join(str(s) for _, s in grid)
     if model is None or batch is None or seq_len is None or out_path is None:
         raise InputError("desim profile needs --model, --batch, --seq-len (or --points) and --out")
-    from desim.io import write_profile
+    from desim.io.files import write_profile
 
     request = ProfileRequest(
         model=model,
@@ -473,7 +473,7 @@ def profile(
 def _profile_validate(
     validate: Path, model: str | None, points: str | None, repeats: int, out_path: Path | None
 ) -> None:
-    from desim.io import read_profile, write_report_csv
+    from desim.io.files import read_profile, write_report_csv
     from desim.profiling import run_validation
     from desim.profiling.report import print_validation
 
@@ -497,7 +497,7 @@ def _profile_kr_scores(
     model: str | None, batch: str | None, seq_len: str | None, target_len: int | None,
     steps: int, threads: int, out_path: Path | None,
 ) -> None:
-    from desim.io import write_kr_scores
+    from desim.io.files import write_kr_scores
     from desim.profiling import run_kr_scores
 
     if model is None or batch is None or seq_len is None or out_path is None:

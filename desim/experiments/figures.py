@@ -53,7 +53,7 @@ def _matplotlib() -> Any:
 
 def save_figure(data: FigureData, out_dir: Path, name: str) -> list[Path]:
     """Draw ``data``; write ``<name>.png``, ``<name>.pdf`` and ``<name>.csv`` into ``out_dir``."""
-    from desim.io import write_csv
+    from desim.io.files import write_csv
 
     plt = _matplotlib()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -404,9 +404,9 @@ _register(
 def jbba_trace_figure(_results: Path, iterations: int = 200) -> FigureData:
     """Run JBBA's dual ascent (no refinement) on round 0 of the default scenario."""
     from desim.allocators import make_allocator
-    from desim.components import build_simulation
-    from desim.io import load_scenario
-    from desim.streams import rng_streams
+    from desim.engine.assembly import build_simulation
+    from desim.engine.rng import rng_streams
+    from desim.io.files import load_scenario
 
     sim = build_simulation(load_scenario(None, ['allocator.name="jbba"']))
     ctx = sim.context(0, 0.0)
@@ -434,7 +434,7 @@ def profile_depth_figure(
     _results: Path, hardware: str = "cpu-reference", model: str = "roberta-base"
 ) -> FigureData:
     """Latency and memory by depth from the shipped profile at the default batch and length."""
-    from desim.io import load_profile
+    from desim.io.files import load_profile
 
     prof = load_profile(hardware)
     prof = prof[(prof["model"] == model) & (prof["method"] == "lora")]
@@ -617,8 +617,8 @@ def dlora_reduction_table(rounds: int = 20, seed: int = 0) -> pd.DataFrame:
     87.5%; and measured-score DLoRA against local ``fl-lora`` training (a negative reduction
     is an increase).
     """
-    from desim.components import build_simulation
-    from desim.io import load_scenario
+    from desim.engine.assembly import build_simulation
+    from desim.io.files import load_scenario
 
     def totals(*sets: str) -> tuple[float, float]:
         sc = load_scenario(None, [f"run.rounds={rounds}", f"run.seed={seed}", *sets])

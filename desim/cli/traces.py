@@ -1,6 +1,6 @@
 """``desim traces``: convert, generate, summarise and plot channel and compute traces.
 
-A thin layer like :mod:`desim.cli`: parse options, call library functions, print.
+A thin layer like :mod:`desim.cli.main`: parse options, call library functions, print.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def convert(
     licence: Annotated[str, typer.Option(help="Licence stored in the metadata.")] = "",
 ) -> None:
     """Convert foreign trace files to one tidy trace (desim traces convert --from FMT IN... OUT)."""
-    from desim.importers import ImportOptions
-    from desim.io import convert_trace
+    from desim.io.files import convert_trace
+    from desim.world.importers import ImportOptions
 
     if len(paths) < 2:
         raise TraceError("traces convert: give at least one input file and the output file")
@@ -111,9 +111,9 @@ def generate_channel(
     seed: Annotated[int, typer.Option(help="Seed.", min=0)] = 0,
 ) -> None:
     """Generate a TR 38.901 channel gain trace (path loss, LOS, shadowing, Jakes fading)."""
-    from desim.channel import MobilityChannelParams, generate_gain_db
-    from desim.io import write_trace
-    from desim.traces import TraceMeta, tidy_frame
+    from desim.io.files import write_trace
+    from desim.world.channel import MobilityChannelParams, generate_gain_db
+    from desim.world.traces import TraceMeta, tidy_frame
 
     if scenario not in ("umi", "uma"):
         raise TraceError(f"--scenario: unknown scenario {scenario!r}; known: umi, uma")
@@ -191,9 +191,9 @@ def generate_compute_cmd(
     seed: Annotated[int, typer.Option(help="Seed.", min=0)] = 0,
 ) -> None:
     """Generate a compute timeline: background load and on/off availability per device."""
-    from desim.compute import ComputeTimelineParams, generate_compute
-    from desim.io import write_trace
-    from desim.traces import TraceMeta, tidy_frame
+    from desim.io.files import write_trace
+    from desim.world.compute import ComputeTimelineParams, generate_compute
+    from desim.world.traces import TraceMeta, tidy_frame
 
     if not (
         0 <= load_mean < 1
@@ -273,14 +273,14 @@ def info(
     max_devices: Annotated[int, typer.Option(help="Per-device rows to print.")] = 12,
 ) -> None:
     """Print devices, duration, sampling, and mean and percentile rates of a trace."""
-    from desim.io import read_trace, resolve_trace_path
-    from desim.traces import summarise, weighted_percentile
+    from desim.io.files import read_trace, resolve_trace_path
+    from desim.world.traces import summarise, weighted_percentile
 
     trace = read_trace(resolve_trace_path(path))
     dur = trace.segment_weights_s()  # (M, T): each device over its own length
     out.print(f"file: {path}")
     if trace.kind == "channel":
-        from desim.channel import trace_rate_bps
+        from desim.world.channel import trace_rate_bps
 
         rate, bw = trace_rate_bps(trace, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz)
         values, label, unit = rate, "rate (Mbit/s)", 1e6
@@ -364,8 +364,8 @@ def plot(
     max_devices: Annotated[int, typer.Option(help="Devices drawn over time.")] = 6,
 ) -> None:
     """Plot gain or rate over time per device and the rate CDF."""
-    from desim.io import read_trace, resolve_trace_path
-    from desim.trace_figures import plot_trace
+    from desim.experiments.trace_figures import plot_trace
+    from desim.io.files import read_trace, resolve_trace_path
 
     trace = read_trace(resolve_trace_path(path))
     plot_trace(trace, out_file, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz, max_devices)

@@ -33,10 +33,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from desim.cost import Workload, analytic_flops
+from desim.costs.models import Workload, analytic_flops
+from desim.costs.transformer import LoraModule, layer_forward_flops, lora_modules
 from desim.errors import InfeasibleError, UnknownNameError
-from desim.rates import shannon_rate_bps
-from desim.transformer import LoraModule, layer_forward_flops, lora_modules
+from desim.world.rates import shannon_rate_bps
 
 SCHEME_NAMES: tuple[str, ...] = ("deft", "fl-lora", "dlora", "offload")
 
@@ -46,7 +46,8 @@ PhaseKind = Literal["compute", "up", "down", "server"]
 def training_flops(workload: Workload) -> np.ndarray:
     """``(N,)`` counted FLOPs of one training step of block ``n`` by the analytic count.
 
-    :func:`desim.cost.analytic_flops` (formulas in :func:`desim.cost.analytic_costs`). Runs
+    :func:`desim.costs.models.analytic_flops` (formulas in
+    :func:`desim.costs.models.analytic_costs`). Runs
     use each hardware class's ``BlockCosts.flops`` instead, which are torch-counted when the
     profile has them.
     """

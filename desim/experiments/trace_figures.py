@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from desim.errors import InputError
-from desim.traces import Trace
+from desim.world.traces import Trace
 
 
 def plot_trace(
@@ -47,7 +47,7 @@ def plot_trace(
     out = Path(out)
     dur = np.diff(np.append(trace.times_s, trace.end_s))
     if trace.kind == "channel":
-        from desim.channel import trace_rate_bps
+        from desim.world.channel import trace_rate_bps
 
         rate, _ = trace_rate_bps(trace, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz)
         cdf_vals, cdf_label = rate / 1e6, "rate (Mbit/s)"

@@ -15,7 +15,7 @@ are never stretched to the longest one. Time starts at 0; a device whose first r
 also holds its first value back to 0. Devices may have different native grids: they are merged
 onto the union of breakpoints, which is exact for piecewise-constant signals.
 
-This module does no file I/O (see :mod:`desim.io`); it receives parsed tables and the line
+This module does no file I/O (see :mod:`desim.io.files`); it receives parsed tables and the line
 number of every row, so each problem is reported as one :class:`~desim.errors.TraceError` naming
 the file and the line.
 """
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from desim.errors import TraceError, warn
-from desim.signal import EndPolicy, PiecewiseSignals
+from desim.world.piecewise import EndPolicy, PiecewiseSignals
 
 CHANNEL_COLUMNS = ("gain_db", "snr_db", "throughput_mbps")
 COMPUTE_COLUMNS = ("speed_factor", "available")

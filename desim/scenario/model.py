@@ -3,7 +3,7 @@
 A scenario names the model and fine-tuning workload, the edge server, the devices, the channel,
 the device compute behaviour, the cost model, the allocator and the run length. Every key carries
 its unit (``total_bandwidth_hz``, ``memory_bytes``, ``tx_power_dbm``). Validation errors name the
-dotted field, the offending value and what was expected; :mod:`desim.io` reads files into it.
+dotted field, the offending value and what was expected; :mod:`desim.io.files` reads files into it.
 Devices are given either as an explicit list or as a seeded population (:func:`resolve_devices`).
 """
 
@@ -272,7 +272,7 @@ class ChannelSpec(_Frozen):
       loss only. The realisation covers ``duration_s`` and then loops.
     - ``generated``: TR 38.901 ``environment`` path loss with LOS probability, shadowing and
       Jakes fading for devices moving at ``speed_kmh``, sampled every ``step_s``
-      (:func:`desim.channel.generate_gain_db`); starts at each device's ``distance_m``.
+      (:func:`desim.world.channel.generate_gain_db`); starts at each device's ``distance_m``.
     - ``trace``: replay ``path`` (``shipped:NAME`` for a trace shipped with desim), trace
       devices assigned by ``mapping`` (``cyclic``, ``random-offset`` or a table
       ``{scenario device = trace device}``), ``end_policy`` overriding the file's.
@@ -597,12 +597,12 @@ class SchemeSpec(_Frozen):
     """The fine-tuning scheme (README "Schemes, methods and energy").
 
     ``deft`` (default) uses the allocator; ``offload`` runs the ``offload`` allocator at
-    ``server_speed_factor``; ``fl-lora`` and ``dlora`` are planned by :mod:`desim.schemes`.
+    ``server_speed_factor``; ``fl-lora`` and ``dlora`` are planned by :mod:`desim.schemes.core`.
     ``selection`` (``all``, ``random``, ``fastest``) with ``clients`` picks the participants of
     ``fl-lora`` and ``dlora``; ``local_steps`` is ``E``; ``downlink_rate_bps`` fixes the
     downlink rate (unset: the reciprocal channel). The ``kr_*`` keys set DLoRA's
     Kill-and-Revive (``kill_revive = false`` keeps every module active); ``kr_scores`` is a
-    score file (``shipped:NAME`` or a path, :func:`desim.io.read_kr_scores`) or inline rows.
+    score file (``shipped:NAME`` or a path, :func:`desim.io.files.read_kr_scores`) or inline rows.
     """
 
     name: Literal["deft", "fl-lora", "dlora", "offload"] = Field(

@@ -4,7 +4,7 @@ DESIGN §2: blocks are numbered from the output (block 1 next to the head). Trai
 ``n`` runs a full forward pass, backpropagates from the loss down to the lowest layer of block
 ``n`` only, and computes weight gradients for block ``n`` alone. Hence compute and memory are
 non-decreasing in ``n``. An encoder-decoder model (T5) numbers its decoder layers first
-(:mod:`desim.transformer`), so training an encoder block crosses the whole decoder.
+(:mod:`desim.costs.transformer`), so training an encoder block crosses the whole decoder.
 
 :class:`ProfiledCostModel` (the default) prices a block from measured profiles
 (``desim profile``; README "Calibration") through a fitted model of time and memory in depth,
@@ -24,8 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from desim.errors import ScenarioError, UnknownNameError
-from desim.transformer import (
+from desim.costs.transformer import (
     LayerKind,
     Trains,
     TransformerConfig,
@@ -40,6 +39,7 @@ from desim.transformer import (
     model_params,
     step_flops,
 )
+from desim.errors import ScenarioError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -213,9 +213,9 @@ def layer_trainable_values(cfg: TransformerConfig, kind: LayerKind, method: str,
     """Trainable values in one layer by the method.
 
     LoRA on the self-attention query and value: ``2·r·(h + i)`` (``4hr`` for RoBERTa); full
-    fine-tuning: the whole layer (:func:`desim.transformer.layer_params`); adapter:
-    ``2ha + a + h`` (:func:`desim.transformer.layer_adapter_values`); IA3: ``3i + f`` for
-    RoBERTa (:func:`desim.transformer.layer_ia3_values`).
+    fine-tuning: the whole layer (:func:`desim.costs.transformer.layer_params`); adapter:
+    ``2ha + a + h`` (:func:`desim.costs.transformer.layer_adapter_values`); IA3: ``3i + f`` for
+    RoBERTa (:func:`desim.costs.transformer.layer_ia3_values`).
     """
     trains = method_rules(method).trains
     if trains == "full":
@@ -254,7 +254,7 @@ def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """``(N,)`` counted FLOPs, peak bytes and upload bits of block ``n`` by the method.
 
     **FLOPs** are counted exactly on every layer's matrix products by autograd's rule
-    (:mod:`desim.transformer`, which matches torch's ``FlopCounterMode``): a product of
+    (:mod:`desim.costs.transformer`, which matches torch's ``FlopCounterMode``): a product of
     ``m×k`` by ``k×n`` costs ``2mkn`` forward and ``2mkn`` more per operand that requires grad.
     For RoBERTa with LoRA one layer's forward pass is ``F = 2bs(4hi + 2hf) + 4bs²i`` plus
     ``8bshr`` for its two LoRA modules; the backward pass to block ``n`` costs about ``F`` per
@@ -265,9 +265,10 @@ def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarr
     encoder), the gated FFN's third matrix, and the LM head (``2bthV`` forward, and as much
     backward for every block).
 
-    **Memory** in fp32: frozen weights ``4·P`` (:func:`desim.transformer.model_params`),
+    **Memory** in fp32: frozen weights ``4·P`` (:func:`desim.costs.transformer.model_params`),
     the activations kept by the layers the backward crosses (the first ``nℓ`` from the output;
-    :func:`desim.transformer.layer_activation_bytes`, Korthikanti et al. 2022 scaled from 16 to
+    :func:`desim.costs.transformer.layer_activation_bytes`, Korthikanti et al. 2022 scaled from 16
+    to
     32 bits), the LM head's logits (T5), and 16 bytes per trainable value (weight, gradient,
     two Adam moments). **Upload** bits: :func:`upload_bits`.
 
@@ -289,7 +290,7 @@ def analytic_costs(workload: Workload) -> tuple[np.ndarray, np.ndarray, np.ndarr
       per layer. Every layer's forward pass adds ``4·b·tokens·h·a`` FLOPs. The backward pass
       stops at the trained block's lowest adapter, so that layer keeps only the adapter's
       tensors and crossed layers keep the adapter's GELU input too
-      (:func:`desim.transformer.adapter_activation_bytes`).
+      (:func:`desim.costs.transformer.adapter_activation_bytes`).
     - ``ia3``: peft's IA3 vectors scaling keys and values (T5: of the cross-attention too) and
       the inputs of the output projections (RoBERTa: attention and feed-forward; T5: ``wo``);
       ``3i + f`` values per RoBERTa layer. The scalings are element-wise (not counted), but
@@ -517,7 +518,7 @@ def depth_decreases(table: pd.DataFrame) -> list[DepthDecrease]:
     lists every decrease, noise included, for ``desim profile --validate``.)
 
     Args:
-        table: profile rows (:func:`desim.io.read_profile`), one table or several.
+        table: profile rows (:func:`desim.io.files.read_profile`), one table or several.
 
     Returns:
         One entry per column that decreases somewhere; empty when both are non-decreasing.
@@ -704,7 +705,7 @@ def fit_profile(table: pd.DataFrame, decoder_layers: int = 0) -> ProfileFit:
 class ProfiledCostModel:
     """Costs from measured profiles: the default cost model (README "Calibration").
 
-    Each hardware class names a profile table (:func:`desim.io.load_profile`). For a workload
+    Each hardware class names a profile table (:func:`desim.io.files.load_profile`). For a workload
     the rows of its model and method are fitted once (:func:`fit_profile`) and the fit answers
     any batch and sequence length. Compute seconds are at speed factor 1; the engine divides
     by each device's speed factor and timeline factor. Upload bits follow the method's rule

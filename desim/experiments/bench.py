@@ -1,7 +1,7 @@
 """Benchmarks behind ``desim bench``: measured figures, never asserted in tests.
 
 ``engine``: simulated rounds per second of the full engine, and its wall-time ratio to a bare
-SimPy loop that schedules the same events (:func:`desim.engine.bare_event_loop`).
+SimPy loop that schedules the same events (:func:`desim.engine.simulation.bare_event_loop`).
 
 ``allocators``: solve time against ``K`` and ``N`` (:func:`bench_allocator_times`), JBBA's gap
 to the exact P2 optimum on random instances (:func:`bench_jbba_gap`), and every allocator's
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from time import perf_counter
 
-from desim.components import build_simulation
-from desim.engine import bare_event_loop
-from desim.io import load_scenario
+from desim.engine.assembly import build_simulation
+from desim.engine.simulation import bare_event_loop
+from desim.io.files import load_scenario
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def bench_sweep(runs: int = 200, rounds: int = 100, workdir: str | None = None) 
     import tempfile
     from pathlib import Path
 
-    from desim.sweep import AllocatorEntry, SweepSpec, expand, run_sweep
+    from desim.experiments.sweep import AllocatorEntry, SweepSpec, expand, run_sweep
 
     seeds = max(1, runs // 8)
     spec = SweepSpec(

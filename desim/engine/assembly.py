@@ -16,15 +16,8 @@ import pandas as pd
 
 from desim import __version__
 from desim.allocators import make_allocator
-from desim.channel import MAX_TX_POWER_DBM, Channel, generated_channel, trace_channel
-from desim.compute import (
-    ComputeTimeline,
-    ComputeTimelineParams,
-    SignalTimeline,
-    generate_compute,
-    trace_timeline,
-)
-from desim.cost import (
+from desim.costs.energy import merged_power
+from desim.costs.models import (
     AnalyticCostModel,
     CostModel,
     ProfiledCostModel,
@@ -32,11 +25,12 @@ from desim.cost import (
     depth_decreases,
     method_rules,
 )
-from desim.energy import merged_power
-from desim.engine import Simulation
+from desim.engine.faults import FaultModel
+from desim.engine.records import SCHEMA_VERSION
+from desim.engine.rng import rng_stream, rng_streams
+from desim.engine.simulation import Simulation
 from desim.errors import InputError, ScenarioError, warn
-from desim.faults import FaultModel
-from desim.io import (
+from desim.io.files import (
     default_scenario_path,
     load_model_config,
     load_profile_files,
@@ -45,8 +39,7 @@ from desim.io import (
     resolve_kr_scores_path,
     resolve_trace_path,
 )
-from desim.records import SCHEMA_VERSION
-from desim.scenario import (
+from desim.scenario.model import (
     ChannelSpec,
     ComputeSpec,
     CostSpec,
@@ -55,9 +48,16 @@ from desim.scenario import (
     Scenario,
     resolve_devices,
 )
-from desim.schemes import KillRevive, Scheme, make_scheme
-from desim.streams import rng_stream, rng_streams
-from desim.traces import TraceMeta, tidy_frame, trace_from_frame
+from desim.schemes.core import KillRevive, Scheme, make_scheme
+from desim.world.channel import MAX_TX_POWER_DBM, Channel, generated_channel, trace_channel
+from desim.world.compute import (
+    ComputeTimeline,
+    ComputeTimelineParams,
+    SignalTimeline,
+    generate_compute,
+    trace_timeline,
+)
+from desim.world.traces import TraceMeta, tidy_frame, trace_from_frame
 
 
 def workload_of(scenario: Scenario) -> Workload:
@@ -145,7 +145,7 @@ def make_cost_model(
     """The cost model a scenario's ``[cost]`` section describes (reads the profiles).
 
     With ``workload``, a profile file whose rows for it decrease with depth gets a warning
-    naming the file, the column and the blocks (:func:`desim.cost.depth_decreases`).
+    naming the file, the column and the blocks (:func:`desim.costs.models.depth_decreases`).
     """
     classes = sorted({d.hardware for d in devices} | set(spec.profiles))
     refs = spec.profiles
@@ -196,7 +196,7 @@ def _warn_depth_decreases(
 
 
 def check_tx_power(spec: DevicesSpec, devices: tuple[DeviceSpec, ...]) -> None:
-    """Refuse a transmit power above :data:`desim.channel.MAX_TX_POWER_DBM`.
+    """Refuse a transmit power above :data:`desim.world.channel.MAX_TX_POWER_DBM`.
 
     Raises:
         ScenarioError: naming ``devices.population.tx_power_dbm`` or

@@ -1,6 +1,7 @@
 """``desim sweep``: expand a sweep spec, run it on a process pool or Ray, resume it.
 
-A thin layer like :mod:`desim.cli`: parse options, call :mod:`desim.sweep`, print. ``--dry-run``
+A thin layer like :mod:`desim.cli.main`: parse options, call :mod:`desim.experiments.sweep`, print.
+``--dry-run``
 streams: it counts the runs without resolving them and resolves only the rows it shows, so a
 grid of a million runs lists in about a second. Ctrl-C prints how far the sweep got and the
 command that resumes it, then exits 130.
@@ -21,7 +22,7 @@ from rich.table import Table
 from desim.errors import InputError, Interrupted
 
 if TYPE_CHECKING:
-    from desim.sweep import Run, SweepReport, SweepSpec
+    from desim.experiments.sweep import Run, SweepReport, SweepSpec
 
 out = Console(markup=False)  # user text (paths, keys) is never parsed as rich markup
 err = Console(stderr=True, markup=False)
@@ -43,7 +44,7 @@ def sweep(
     show: Annotated[int, typer.Option(help="Rows --dry-run lists (it counts them all).")] = 50,
 ) -> None:
     """Run a parameter sweep (resumable; identical results on every backend)."""
-    from desim.sweep import expand, load_sweep_spec
+    from desim.experiments.sweep import expand, load_sweep_spec
 
     if backend not in ("local", "ray"):
         raise InputError(f"--backend: expected local or ray, got {backend!r}")
@@ -69,7 +70,7 @@ def sweep(
 
 def _list_runs(spec: SweepSpec, spec_dir: Path, target: Path, show: int) -> None:
     """Print the run count and the first ``show`` runs, resolving only those."""
-    from desim.sweep import MAX_RUNS, completed_keys, iter_runs, run_count
+    from desim.experiments.sweep import MAX_RUNS, completed_keys, iter_runs, run_count
 
     total = run_count(spec)
     done = completed_keys(target)
@@ -91,8 +92,8 @@ def _list_runs(spec: SweepSpec, spec_dir: Path, target: Path, show: int) -> None
 
 def _run_with_progress(runs: list[Run], target: Path, backend: str, workers: int,
                        address: str | None, resume: bool) -> SweepReport:
-    """:func:`desim.sweep.run_sweep` under a progress bar on stderr."""
-    from desim.sweep import run_sweep
+    """:func:`desim.experiments.sweep.run_sweep` under a progress bar on stderr."""
+    from desim.experiments.sweep import run_sweep
 
     with Progress(
         TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[fail]}"),
@@ -115,7 +116,7 @@ def _run_with_progress(runs: list[Run], target: Path, backend: str, workers: int
 
 def _interrupted(spec: Path, target: Path, keys: set[str]) -> Interrupted:
     """How many runs are stored and the command that resumes the sweep (main prints it)."""
-    from desim.sweep import completed_keys
+    from desim.experiments.sweep import completed_keys
 
     stored = len(completed_keys(target) & keys)
     return Interrupted(

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from desim.cost import TransformerConfig
+from desim.costs.models import TransformerConfig
+from desim.costs.transformer import config_from_mapping
 from desim.errors import InputError, ScenarioError, UnknownNameError
 from desim.results import RunResult
-from desim.scenario import Scenario, validate_scenario
-from desim.transformer import config_from_mapping
+from desim.scenario.model import Scenario, validate_scenario
 
 DEFAULT_SCENARIO = "default.toml"
 
@@ -181,7 +181,7 @@ def shipped_models() -> list[str]:
 def load_model_config(name: str) -> TransformerConfig:
     """Load a shipped model config by name (``roberta-base``) or a config JSON by path.
 
-    RoBERTa and T5 keys are both read (:func:`desim.transformer.config_from_mapping`).
+    RoBERTa and T5 keys are both read (:func:`desim.costs.transformer.config_from_mapping`).
     """
     path, raw = _read_model_json(name)
     return config_from_mapping(raw, path.stem, str(path))
@@ -724,7 +724,7 @@ def read_trace(path: str | Path) -> Any:
     (:func:`trace_sidecar`), the sidecar winning.
 
     Returns:
-        A :class:`desim.traces.Trace`.
+        A :class:`desim.world.traces.Trace`.
 
     Raises:
         TraceError: naming the file and line (CSV) or row (Parquet) of the first problem.
@@ -734,7 +734,7 @@ def read_trace(path: str | Path) -> Any:
     import numpy as np
 
     from desim.errors import TraceError
-    from desim.traces import TraceMeta, trace_from_frame
+    from desim.world.traces import TraceMeta, trace_from_frame
 
     path = Path(path)
     meta: dict[str, Any] = {}
@@ -785,7 +785,7 @@ def write_trace(
 
     Args:
         frame: the tidy rows.
-        meta: a :class:`desim.traces.TraceMeta`.
+        meta: a :class:`desim.world.traces.TraceMeta`.
         path: ``.csv`` or ``.parquet`` target.
         float_format: number format for CSV values.
     """
@@ -819,15 +819,15 @@ def convert_trace(fmt: str, inputs: Iterable[str | Path], out: str | Path, optio
 
     Args:
         fmt: ``ns3``, ``mahimahi``, ``pensieve``, ``5gophers`` or ``tidy``.
-        inputs: input files (one device or several per file, see :mod:`desim.importers`).
+        inputs: input files (one device or several per file, see :mod:`desim.world.importers`).
         out: output ``.csv`` or ``.parquet`` file.
-        options: :class:`desim.importers.ImportOptions`.
+        options: :class:`desim.world.importers.ImportOptions`.
 
     Returns:
-        The validated :class:`desim.traces.Trace` as written (re-read from ``out``).
+        The validated :class:`desim.world.traces.Trace` as written (re-read from ``out``).
     """
     from desim.errors import TraceError
-    from desim.importers import FORMATS, TEXT_IMPORTERS, RawText, import_5gophers
+    from desim.world.importers import FORMATS, TEXT_IMPORTERS, RawText, import_5gophers
 
     paths = [Path(p) for p in inputs]
     if not paths:
@@ -858,7 +858,7 @@ def convert_trace(fmt: str, inputs: Iterable[str | Path], out: str | Path, optio
         meta = trace.meta
     else:
         raise TraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
-    from desim.traces import trace_from_frame
+    from desim.world.traces import trace_from_frame
 
     trace_from_frame(frame, f"{fmt} input", meta)  # validate before writing anything
     write_trace(frame, meta, out)

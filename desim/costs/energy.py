@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from desim.scenario import DeviceSpec, HardwarePower
+from desim.scenario.model import DeviceSpec, HardwarePower
 
 # Nominal figures; README "Schemes, methods and energy" gives the source of each number.
 DEFAULT_POWER: dict[str, HardwarePower] = {

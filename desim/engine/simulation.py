@@ -26,22 +26,22 @@ import numpy as np
 import simpy
 
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
-from desim.channel import Channel
-from desim.compute import ComputeTimeline
-from desim.cost import CostModel, Workload, analytic_flops
+from desim.costs.models import CostModel, Workload, analytic_flops
+from desim.engine.faults import FaultModel, RoundDraws, offline_time
+from desim.engine.records import DeviceRounds, FaultEventRecord, RoundRecord
+from desim.engine.rng import rng_streams
 from desim.errors import (
     DesimError,
     InfeasibleError,
     ScenarioError,
     SimulationError,
 )
-from desim.faults import FaultModel, RoundDraws, offline_time
-from desim.rates import shannon_rate_bps
-from desim.records import DeviceRounds, FaultEventRecord, RoundRecord
 from desim.results import RunResult
-from desim.scenario import DeviceSpec, HardwarePower, RunSpec, ServerSpec
-from desim.schemes import RoundPlan, Scheme, SchemeInputs
-from desim.streams import rng_streams
+from desim.scenario.model import DeviceSpec, HardwarePower, RunSpec, ServerSpec
+from desim.schemes.core import RoundPlan, Scheme, SchemeInputs
+from desim.world.channel import Channel
+from desim.world.compute import ComputeTimeline
+from desim.world.rates import shannon_rate_bps
 
 
 def device_round(env: simpy.Environment, compute_s: float, upload_s: float):  # type: ignore[no-untyped-def]
@@ -168,7 +168,7 @@ class Simulation:
         result = RunResult(metadata={**self.metadata, "cost_model": self.cost_source,
                                      "flops_source": self.flops_source})
         if self.power is not None:
-            from desim.energy import device_power_table
+            from desim.costs.energy import device_power_table
 
             result.device_power = device_power_table(self.devices, self.power)
         streams = rng_streams(self.seed)
@@ -292,7 +292,7 @@ class Simulation:
                       draws: RoundDraws | None = None) -> dict[str, Any]:
         """Exact phase times of a plan: stage ends, busy seconds, first/last phase times, losses.
 
-        A participant is lost at the earliest of the fault sources of :mod:`desim.faults`
+        A participant is lost at the earliest of the fault sources of :mod:`desim.engine.faults`
         (availability drop, scripted outage, injected dropout, upload timeout), taken over its
         fault-free span ``[t0, end of its last phase)``, and, with ``run.straggler_policy =
         "deadline"``, at ``t0 + deadline_s`` if its first stage is unfinished then. A lost
@@ -596,7 +596,7 @@ class Simulation:
     def _row_flops(self, ctx: RoundContext, alloc: Allocation) -> np.ndarray:
         """``(N,)`` device FLOPs of each row: the block's, its device's deepest, or none.
 
-        FLOPs are those of the row's device class (``desim.cost.BlockCosts.flops``).
+        FLOPs are those of the row's device class (``desim.costs.models.BlockCosts.flops``).
         """
         k = alloc.block_device
         if alloc.mode == "deft":

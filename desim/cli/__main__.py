@@ -1,0 +1,7 @@
+"""``python -m desim.cli``: the same as the ``desim`` command."""
+
+import sys
+
+from desim.cli.main import main
+
+sys.exit(main())

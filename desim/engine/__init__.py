@@ -1,0 +1,1 @@
+"""The engine: assembly, the SimPy round loop, faults, random streams and records."""

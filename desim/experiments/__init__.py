@@ -1,0 +1,1 @@
+"""Experiments on top of runs: parameter sweeps, paper figures and benchmarks."""

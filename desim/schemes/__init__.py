@@ -1,0 +1,1 @@
+"""Fine-tuning schemes beside DEFT (federated LoRA, the DLoRA split)."""
