@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from desim import __version__
-from desim.allocators import check_allocator
+from desim.engine.checks import check_components
 from desim.engine.records import WALL_CLOCK_COLUMNS
 from desim.errors import BackendError, DesimError, InputError
 from desim.io.files import (
@@ -275,7 +275,7 @@ def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
                 where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "base"
                 label = f"sweep {spec.name!r} run ({where}, allocator {alloc.display}, seed {seed})"
                 scenario = validate_scenario(data, label)
-                check_allocator(scenario.allocator.name, scenario.allocator.params, label)
+                check_components(scenario, label)
                 yield Run(index, run_key(scenario), point, alloc.display, seed, scenario)
                 index += 1
 

@@ -162,14 +162,14 @@ def load_scenario(
     Raises:
         InputError: naming the file and each bad field.
     """
-    # lazily: reading a profile or a trace needs no allocator (nor scipy)
-    from desim.allocators import check_allocator
+    # lazily: reading a profile or a trace needs no component registry
+    from desim.engine.checks import check_components
 
     src = default_scenario_path() if path is None else Path(path)
     data = apply_overrides(resolve_paths(read_toml(src), src.parent), overrides)
     label = "default scenario" if path is None else str(src)
     scenario = validate_scenario(data, label)
-    check_allocator(scenario.allocator.name, scenario.allocator.params, label)
+    check_components(scenario, label)
     return scenario
 
 
