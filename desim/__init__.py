@@ -32,15 +32,15 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 #: public name -> the module that defines it (loaded on first access, PEP 562)
 EXPORTS: dict[str, str] = {
-    "load_scenario": "desim.io.files",
+    "load_scenario": "desim.io.scenario",
     "validate_scenario": "desim.scenario.model",
     "Scenario": "desim.scenario.model",
     "build_simulation": "desim.engine.assembly",
     "Simulation": "desim.engine.simulation",
     "RunResult": "desim.results",
-    "write_results": "desim.io.files",
-    "load_sweep_spec": "desim.experiments.sweep",
-    "expand": "desim.experiments.sweep",
+    "write_results": "desim.io.outputs",
+    "load_sweep_spec": "desim.experiments.sweep_spec",
+    "expand": "desim.experiments.sweep_spec",
     "run_sweep": "desim.experiments.sweep",
     "ALLOCATORS": "desim.allocators",
     "register": "desim.allocators",
@@ -48,7 +48,7 @@ EXPORTS: dict[str, str] = {
     "Allocator": "desim.allocators",
     "RoundContext": "desim.allocators",
     "Allocation": "desim.allocators",
-    "FIGURES": "desim.experiments.figures",
+    "FIGURES": "desim.experiments.paper_figures.base",
     "DesimError": "desim.errors",
 }
 

@@ -23,15 +23,22 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from desim.errors import ScenarioError, UnknownNameError
+from desim.errors import ScenarioError, UnknownNameError, warn
 
 T = TypeVar("T")
 
 
-class NoParams(BaseModel):
-    """The parameters of a component that takes none: any key is refused by name."""
+class Params(BaseModel):
+    """Base of every component's parameter model: strict, frozen, unknown keys refused.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    Strict like the scenario: a bool is not an int and a string is not a number.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+
+
+class NoParams(Params):
+    """The parameters of a component that takes none: any key is refused by name."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,27 @@ class Registry(Mapping[str, Entry[T]]):
             return entry.params(**dict(params or {}))
         except ValidationError as exc:
             raise ScenarioError(format_errors(exc, entry, where)) from None
+
+
+def validate_section(
+    registry: Registry[Any], name: str, params: Mapping[str, Any] | None, where: str,
+    *, quiet: bool = False
+) -> BaseModel:
+    """Like :meth:`Registry.validate`, but a key of another entry is ignored with a warning.
+
+    A scenario section names one component and gives its parameters; when a user switches the
+    component (``--set scheme.name=...``), keys meant for the previous one should not stop the
+    run, and should not pass silently either.
+    """
+    own = set(registry[name].params.model_fields)
+    others = {k for e in registry.values() for k in e.params.model_fields} - own
+    given = dict(params or {})
+    foreign = sorted(set(given) & others)
+    for key in [] if quiet else foreign:
+        owners = sorted(e.name for e in registry.values() if key in e.params.model_fields)
+        warn(f"{where}.{key} is a parameter of {', '.join(map(repr, owners))}, not of "
+             f"{name!r}: ignored")
+    return registry.validate(name, {k: v for k, v in given.items() if k not in foreign}, where)
 
 
 def format_errors(exc: ValidationError, entry: Entry[Any], where: str) -> str:

@@ -6,14 +6,15 @@ the tables cannot drift from it:
 
 - ``scenarios.md``, ``scenario-keys``: every key of :class:`desim.scenario.model.Scenario`, walked
   recursively through its pydantic models (type, default, value in the built-in scenario, unit
-  from the key's suffix, description from ``Field(description=...)``);
+  from the key's suffix, description from ``Field(description=...)``), and the keys of every
+  channel and compute kind and of every cost model from its registered parameter model;
 - ``allocators.md``, ``allocators``: the allocator registry as ``desim allocators`` prints it,
   and the bandwidth splits;
 - ``sweeps.md``, ``figure-gallery``: the figure registry of ``desim figures``;
 - ``results.md``, ``result-columns`` and ``run-json``: the columns of every result table and
   the keys of ``run.json``, taken from short runs of the built-in scenario;
 - ``calibration.md``, ``profile-columns`` and ``profile-sheet:FILE``: the profile format from
-  ``desim.io.files.PROFILE_COLUMNS`` and a data sheet per shipped profile, read from the CSV;
+  ``desim.io.calibration.PROFILE_COLUMNS`` and a data sheet per shipped profile, read from the CSV;
 - ``cli.md``, ``cli-reference``: the ``--help`` text of every command of the typer app;
 - ``api.md``, ``api-reference``: mkdocstrings entries for the public API.
 
@@ -375,10 +376,84 @@ def scenario_sections(scenario: type[BaseModel]) -> tuple[list[Section], dict[ty
     return sections, links
 
 
+# sections whose every key but ``kind`` is a parameter of the registered kind it names
+KIND_SECTIONS = {
+    "channel": ("CHANNEL_KINDS", "desim.world.channel_kinds"),
+    "compute": ("COMPUTE_KINDS", "desim.world.compute_kinds"),
+    "scheme": ("SCHEMES", "desim.schemes"),
+}
+# the key that names the component, where it is not ``kind``
+SELECTOR = {"scheme": "name"}
+KEY_HEADER = ["key", "type", "default", "built-in scenario", "unit", "description"]
+
+
+def kind_keys(header: str, builtin: dict[str, Any], links: dict[type, str]) -> list[str]:
+    """One table per registered kind of a section: its keys, from the kind's own model."""
+    registry = public(*KIND_SECTIONS[header])
+    selector = SELECTOR.get(header, "kind")
+    chosen = lookup(builtin, f"{header}.{selector}")
+    out = []
+    for kind, entry in registry.items():
+        text = entry.description
+        out += [f"#### `{selector} = \"{kind}\"` {{ #{header}-{kind} }}", "",
+                f"{text[0].upper()}{text[1:]}.", ""]
+        rows = []
+        for name, field in entry.params.model_fields.items():
+            if field.description is None:
+                raise RuntimeError(f"{header} kind {kind!r}: key {name} has no description: "
+                                   f"add Field(description=...) in {entry.params.__module__}")
+            in_default = lookup(builtin, f"{header}.{name}") if kind == chosen else None
+            # an unset default the kind's model itself refuses: the key must be given
+            required = field.default is None and field.validate_default
+            rows.append([f"`{name}`", type_text(field_type(field), links),
+                         "required" if required else code(default_of(field)),
+                         "" if in_default is None else code(literal(in_default)),
+                         unit_of(name), field.description])
+        out += [table(KEY_HEADER, rows) if rows else "No other keys.", ""]
+    return out
+
+
+def cost_model_keys(builtin: dict[str, Any], links: dict[type, str]) -> list[str]:
+    """One table per registered cost model (``cost.model``): its keys, from its own model.
+
+    A key whose values are tables (``profiles``) gets a table of its own after the model's.
+    """
+    registry = public("COST_MODELS", "desim.costs.registry")
+    chosen = lookup(builtin, "cost.model")
+    out = []
+    for name in sorted(registry, key=lambda n: n != chosen):  # the built-in scenario's first
+        entry = registry[name]
+        text = entry.description
+        out += [f"#### `model = \"{name}\"` {{ #cost-{name} }}", "",
+                f"{text[0].upper()}{text[1:]}.", ""]
+        rows, nested = [], []
+        for key, field in entry.params.model_fields.items():
+            if field.description is None:
+                raise RuntimeError(f"cost model {name!r}: key {key} has no description: "
+                                   f"add Field(description=...) in {entry.params.__module__}")
+            for how, sub in models_in(field.annotation):
+                if sub not in links:
+                    links[sub] = f"cost-{key}" + ("-entry" if how else "")
+                    nested.append((f"cost.{key}" + (".<class>" if how else ""), sub))
+            in_default = lookup(builtin, f"cost.{key}") if name == chosen else None
+            rows.append([f"`{key}`", type_text(field_type(field), links),
+                         code(default_of(field)),
+                         "" if in_default is None else code(literal(in_default)),
+                         unit_of(key), field.description])
+        out += [table(KEY_HEADER, rows) if rows else "No other keys.", ""]
+        for header, sub in nested:
+            doc = rst_to_md((sub.__doc__ or "").strip())
+            out += [f"##### `[{header}]` {{ #{links[sub]} }}", "", doc, "",
+                    table(KEY_HEADER, [[f"`{k}`", type_text(field_type(f), links),
+                                        code(default_of(f)), "", unit_of(k), f.description]
+                                       for k, f in sub.model_fields.items()]), ""]
+    return out
+
+
 def scenario_keys() -> str:
     """The generated scenario reference: one table per section."""
     scenario = public("Scenario", "desim.scenario.model")
-    builtin = tomllib.loads(Path(public("default_scenario_path", "desim.io.files")()).read_text())
+    builtin = tomllib.loads(Path(public("default_scenario_path", "desim.io.shipped")()).read_text())
     sections, links = scenario_sections(scenario)
     top = []
     for name, field in scenario.model_fields.items():
@@ -399,7 +474,7 @@ def scenario_keys() -> str:
         for name, field in sec.model.model_fields.items():
             if field.description is None:
                 raise RuntimeError(f"scenario field {sec.header}.{name} has no description: "
-                                   "add Field(description=...) in desim/scenario/model.py")
+                                   f"add Field(description=...) in {sec.model.__module__}")
             nested = field.default_factory is None and isinstance(field.default, BaseModel)
             # a field that is a section of its own shows its values there, not here
             own_section = [m for how, m in models_in(field.annotation) if how == ""]
@@ -416,6 +491,10 @@ def scenario_keys() -> str:
             ])
         out += [table(["key", "type", "default", "built-in scenario", "unit", "description"],
                       rows), ""]
+        if sec.header in KIND_SECTIONS:  # the keys of each kind, from its registry
+            out += kind_keys(sec.header, builtin, links)
+        if sec.header == "cost":  # the keys of each cost model, from its registry
+            out += cost_model_keys(builtin, links)
     return "\n".join(out)
 
 
@@ -469,13 +548,12 @@ def allocators() -> str:
 
 def figure_gallery() -> str:
     """One entry per registered figure: what it shows and the commands that draw it."""
-    figures = public("FIGURES", "desim.experiments.figures")
+    figures = public("FIGURES", "desim.experiments.paper_figures.base")
     out = []
-    for name, spec in figures.items():
-        sweeps = () if spec.sweep is None else (
-            (spec.sweep,) if isinstance(spec.sweep, str) else tuple(spec.sweep))
-        specs = ", ".join(f"`experiments/{s}.toml`" for s in sweeps) or "none (computed in-process)"
-        out += [f"### `{name}`", "", f"{spec.description[0].upper()}{spec.description[1:]}.", "",
+    for name, entry in figures.items():
+        sweeps = entry.obj.sweeps
+        specs = ", ".join(f"`experiments/{s}.toml`" for s in sweeps) or "none (shipped data only)"
+        out += [f"### `{name}`", "", f"{entry.description[0].upper()}{entry.description[1:]}.", "",
                 f"- sweep specs: {specs}",
                 f"- output: `figures/{name}.png`, `figures/{name}.pdf`, `figures/{name}.csv`"]
         out += ["", "```bash"]
@@ -591,7 +669,7 @@ DTYPES = {"int64": "integer", "float64": "number", "object": "text", "str": "tex
 
 def sample_run(overrides: list[str]) -> Any:
     """A short run of the built-in scenario (the tables' columns come from it)."""
-    load_scenario = public("load_scenario", "desim.io.files")
+    load_scenario = public("load_scenario", "desim.io.scenario")
     build_simulation = public("build_simulation", "desim.engine.assembly", "desim.engine.simulation")
     return build_simulation(load_scenario(None, overrides)).run()
 
@@ -634,8 +712,8 @@ def run_json() -> str:
 
 
 def profile_columns() -> str:
-    """The profile CSV format from ``desim.io.files.PROFILE_COLUMNS``."""
-    columns = public("PROFILE_COLUMNS", "desim.io.files")
+    """The profile CSV format from ``desim.io.calibration.PROFILE_COLUMNS``."""
+    columns = public("PROFILE_COLUMNS", "desim.io.calibration")
     rows = [[f"`{c}`", kind, unit_of(c), meaning] for c, (kind, meaning) in columns.items()]
     return table(["column", "type", "unit", "meaning"], rows)
 
@@ -686,7 +764,7 @@ def profile_sheet(path: Path) -> str:
 def calibration() -> None:
     """The profile format and a data sheet for every shipped profile."""
     fill("calibration.md", "profile-columns", profile_columns())
-    shipped = sorted(Path(p) for p in public("shipped_profiles", "desim.io.files")())
+    shipped = sorted(Path(p) for p in public("shipped_profiles", "desim.io.shipped")())
     page = (DOCS / "calibration.md").read_text()
     for path in shipped:
         fill("calibration.md", f"profile-sheet:{path.name}", profile_sheet(path))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from desim.allocators import make_allocator
-from desim.costs.models import TableCostModel, TransformerConfig, Workload
+from desim.costs.base import Workload
+from desim.costs.table import TableCostModel
+from desim.costs.transformer import TransformerConfig
 from desim.engine.faults import FaultModel
 from desim.engine.rng import rng_streams
 from desim.engine.simulation import Simulation
-from desim.scenario.model import DeviceSpec, FaultsSpec, RunSpec, ServerSpec
+from desim.scenario.devices import DeviceSpec
+from desim.scenario.model import FaultsSpec, RunSpec, ServerSpec
 from desim.world.channel import SignalChannel
 from desim.world.compute import SignalTimeline
 from desim.world.piecewise import PiecewiseSignals

@@ -290,7 +290,7 @@ def test_every_allocator_is_registered_with_description_and_typed_parameters():
 
 
 def test_allocator_parameters_come_from_set_overrides():
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     scen = load_scenario(
         None, ['allocator.name="jbba"', "allocator.iterations=7", 'allocator.step="diminishing"']

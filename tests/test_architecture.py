@@ -39,8 +39,8 @@ class ImportSite:
 
 
 def module_name(path: Path) -> str:
-    """``desim/allocators/__init__.py`` → ``desim.allocators``; ``desim/io/files.py`` →
-    ``desim.io.files``."""
+    """``desim/allocators/__init__.py`` → ``desim.allocators``; ``desim/io/scenario.py`` →
+    ``desim.io.scenario``."""
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -196,7 +196,12 @@ def _direct_desim_imports(module: str) -> set[str]:
 @pytest.mark.parametrize(
     "module, allowed",
     [
-        ("desim.scenario.model", {"desim.errors"}),  # a description imports no implementation
+        # a description imports no implementation
+        *((m, {"desim.errors", "desim.scenario.base", "desim.scenario.components",
+               "desim.scenario.devices"}) for m in ("desim.scenario.model",
+                                                    "desim.scenario.devices",
+                                                    "desim.scenario.components",
+                                                    "desim.scenario.base")),
         ("desim.engine.records", {"desim.errors"}),  # records hold data, they compute nothing
     ],
 )
@@ -240,3 +245,47 @@ def test_only_the_engine_imports_simpy():
         if site.target.split(".")[0] == "simpy"
     ]
     assert not bad, "simpy imported outside desim.engine (STYLE §8): " + ", ".join(bad)
+
+
+def test_no_module_over_400_lines():
+    long = {name: n for name, path in desim_modules().items()
+            if (n := path.read_text().count("\n")) > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
+@pytest.mark.parametrize("module", ["desim.plan", "desim.engine.realise",
+                                    "desim.engine.recording"])
+def test_plans_realisation_and_recording_are_simpy_free(module):
+    path = desim_modules()[module]
+    bad = [s.target for s in import_sites(path) if s.target.split(".")[0] == "simpy"]
+    assert not bad, f"{module} imports {bad}: realisation is pure (the loop plays it)"
+
+
+def test_the_plan_type_imports_no_desim_module():
+    # allocators and schemes both build plans: the plan type sits below them
+    assert _direct_desim_imports("desim.plan") == set()
+
+
+FIGURE_MODULES = ("desim.experiments.paper_figures", "desim.experiments.trace_figures")
+MODEL_CODE = ("desim.engine", "desim.allocators", "desim.schemes")
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+def test_figures_read_stored_tables_and_import_no_engine_allocator_or_scheme_code():
+    # a figure draws what a sweep or a run stored; what it shows is simulated by a sweep spec
+    graph = import_graph()
+    figure_modules = [m for m in graph
+                      if any(m == f or m.startswith(f + ".") for f in FIGURE_MODULES)]
+    assert "desim.experiments.paper_figures.base" in figure_modules  # a guard on the selection
+    bad = [f"{m} -> {t}" for m in sorted(figure_modules) for t in sorted(_reachable(graph, m))
+           if any(t == p or t.startswith(p + ".") for p in MODEL_CODE)]
+    assert not bad, "figure code imports model code (directly or through): " + "; ".join(bad)

@@ -24,7 +24,8 @@ import pytest
 from desim.cli.main import main
 from desim.engine.assembly import build_simulation
 from desim.errors import DesimWarning
-from desim.io.files import load_scenario, shipped_profiles
+from desim.io.scenario import load_scenario
+from desim.io.shipped import shipped_profiles
 
 # two blocks (roberta-base, b=1, s=16, analytic): block 1 needs 5.04e8 bytes, block 2 5.09e8,
 # so only d0 can train block 2 and only d0 can take part in fl-lora

@@ -4,17 +4,13 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from desim.world.channel import (
-    MobilityChannelParams,
+from desim.world.fading import doppler_hz, jakes_fading, rician_fading
+from desim.world.mobility import MobilityChannelParams, generate_gain_db, reflect
+from desim.world.pathloss import (
     breakpoint_distance_m,
-    doppler_hz,
-    generate_gain_db,
     gudmundson_shadowing_db,
-    jakes_fading,
     los_probability,
     path_loss_db,
-    reflect,
-    rician_fading,
 )
 
 FC = 3.5

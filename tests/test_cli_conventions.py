@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from desim.cli.main import main
-from desim.io.files import default_scenario_path
+from desim.io.shipped import default_scenario_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRAS = ("torch", "transformers", "peft", "ray", "matplotlib", "click")
@@ -327,7 +327,7 @@ def test_paths_in_a_sweep_spec_resolve_from_its_folder_and_the_base_from_its_own
         '[[allocators]]\nname = "greedy"\n'
     )
     monkeypatch.chdir(tmp_path / "scenarios")  # neither folder's files are found from here
-    from desim.experiments.sweep import expand, load_sweep_spec
+    from desim.experiments.sweep_spec import expand, load_sweep_spec
 
     for spec, expected in (("s.toml", spec_dir / "spec-trace.csv"),
                            ("b.toml", base_dir / "base-trace.csv")):

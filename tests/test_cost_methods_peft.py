@@ -7,23 +7,21 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from desim.costs.models import (
-    AnalyticCostModel,
-    ProfiledCostModel,
-    Workload,
-    analytic_costs,
-    analytic_flops,
-    trainable_values,
-)
+from desim.costs.analytic import AnalyticCostModel, analytic_costs, analytic_flops
+from desim.costs.base import Workload
+from desim.costs.flops import step_flops
+from desim.costs.methods import trainable_values
+from desim.costs.profiled import ProfiledCostModel
 from desim.costs.transformer import (
     TransformerConfig,
     config_from_mapping,
     layer_activation_bytes,
     model_params,
-    step_flops,
 )
 from desim.errors import ScenarioError
-from desim.io.files import load_model_config, load_profile, read_profile, shipped_profiles
+from desim.io.calibration import load_profile, read_profile
+from desim.io.model_configs import load_model_config
+from desim.io.shipped import shipped_profiles
 from tests.helpers import torch_step_flops
 
 # h = i = 32, 3 layers, 2 heads, f = 64, V = 60, 40 positions
@@ -206,7 +204,7 @@ def test_profiled_adapter_rejects_another_adapter_width():
 
 def test_adapter_scenario_runs_end_to_end():
     from desim.engine.assembly import build_simulation
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     scenario = load_scenario(None, ['model.method="adapter"', "run.rounds=1"])
     assert scenario.model.adapter_size == 64
@@ -224,7 +222,7 @@ def test_adapter_scenario_runs_end_to_end():
 
 def test_ia3_scenario_and_adapter_size_validation():
     from desim.engine.assembly import build_simulation
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     sim = build_simulation(load_scenario(None, ['model.method="ia3"', "run.rounds=1"]))
     assert (sim.run().device_rounds_frame().upload_bits == 32.0 * 5376).all()

@@ -6,22 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from desim.costs.models import (
-    AnalyticCostModel,
-    ProfiledCostModel,
-    TransformerConfig,
-    Workload,
-    fit_profile,
-    profile_features,
-)
+from desim.costs.analytic import AnalyticCostModel
+from desim.costs.base import Workload
+from desim.costs.fit import fit_profile, profile_features
+from desim.costs.profiled import ProfiledCostModel
+from desim.costs.transformer import TransformerConfig
 from desim.errors import InputError, ScenarioError, UnknownNameError
-from desim.io.files import (
-    PROFILE_COLUMNS,
-    load_profile,
-    read_profile,
-    shipped_profiles,
-    write_profile,
-)
+from desim.io.calibration import PROFILE_COLUMNS, load_profile, read_profile, write_profile
+from desim.io.shipped import shipped_profiles
 
 CFG = TransformerConfig("toy", 32, 4, 2, 64, 100, 130)
 # seconds and bytes as (c0 + c1 n) + (c2 + c3 n) T + (c4 + c5 n) b s^2
@@ -146,7 +138,7 @@ def test_shipped_profiles_are_monotone_and_fit(model, method):
 
 def test_default_scenario_uses_shipped_profile_and_admits_every_block():
     from desim.engine.assembly import build_simulation, devices_of
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     scenario = load_scenario()
     sim = build_simulation(scenario)
@@ -165,7 +157,7 @@ def test_default_scenario_uses_shipped_profile_and_admits_every_block():
 def test_borrowed_profile_scales_compute_only():
     """A class priced by another class's profile runs `speed` times faster, nothing else."""
     from desim.engine.assembly import build_simulation
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     base = load_scenario(None, ["run.rounds=1"])
     borrowed = load_scenario(None, [
@@ -184,7 +176,7 @@ def test_borrowed_profile_scales_compute_only():
 
 def test_borrowed_profile_rejects_a_non_positive_speed():
     from desim.errors import ScenarioError as Err
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     with pytest.raises(Err, match="cost.profiles"):
         load_scenario(None, ['cost.profiles={"x"={profile="cpu-reference", speed=0}}'])

@@ -6,21 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from desim.costs.models import (
-    SEQ2SEQ_FEATURES,
-    AnalyticCostModel,
-    ProfiledCostModel,
-    TableCostModel,
-    Workload,
-    analytic_costs,
-    analytic_flops,
-    fit_profile,
-    seq2seq_features,
-    upload_bits,
-)
+from desim.costs.analytic import AnalyticCostModel, analytic_costs, analytic_flops
+from desim.costs.base import Workload
+from desim.costs.fit import SEQ2SEQ_FEATURES, fit_profile, seq2seq_features
+from desim.costs.methods import upload_bits
+from desim.costs.profiled import ProfiledCostModel
+from desim.costs.table import TableCostModel
 from desim.costs.transformer import TransformerConfig, config_from_mapping
 from desim.errors import InputError, ScenarioError
-from desim.io.files import PROFILE_COLUMNS, load_model_config
+from desim.io.calibration import PROFILE_COLUMNS
+from desim.io.model_configs import load_model_config
 from tests.helpers import torch_step_flops
 
 # h=16, i = 2 heads × d_kv 4 = 8, gated FFN f=24, one encoder and one decoder layer, V=50
@@ -308,7 +303,7 @@ def test_engine_uses_each_class_block_flops_and_records_their_source():
 
 def test_flan_t5_scenario_runs_on_the_analytic_model():
     from desim.engine.assembly import build_simulation
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     scenario = load_scenario(None, ['model.name="flan-t5-small"', "model.num_blocks=16",
                                     "model.target_len=16", 'cost.model="analytic"',

@@ -12,7 +12,8 @@ import pytest
 
 from desim.engine.assembly import build_simulation
 from desim.errors import InfeasibleError
-from desim.io.files import load_scenario, write_results
+from desim.io.outputs import write_results
+from desim.io.scenario import load_scenario
 from desim.scenario.model import FaultEvent, FaultsSpec, RunSpec
 from desim.world.channel import SignalChannel
 from desim.world.compute import SignalTimeline

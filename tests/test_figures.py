@@ -1,11 +1,19 @@
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from desim.errors import InputError
-from desim.experiments.figures import draw_figures, reduction_figure, save_figure
-from desim.experiments.sweep import expand, load_sweep_spec, run_sweep
+from desim.experiments.paper_figures.base import FIGURES, draw_figures, save_figure, sweeps_of
+from desim.experiments.paper_figures.comparisons import reduction_figure
+from desim.experiments.paper_figures.runs import DUAL_ASCENT, EXACT, JBBA_SWEEP
+from desim.experiments.sweep import run_sweep
+from desim.experiments.sweep_spec import expand, load_sweep_spec
 
 pytest.importorskip("matplotlib")
+
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 
 SPEC = """
 name = "fig_a_devices"
@@ -74,14 +82,39 @@ def test_reduction_bars_are_paired_over_seeds(stored, tmp_path):
 def test_missing_sweep_and_unknown_figure_are_clear(tmp_path):
     with pytest.raises(InputError, match="no stored sweep"):
         draw_figures(["b-bandwidth"], tmp_path, tmp_path)
-    with pytest.raises(InputError, match="unknown figure"):
-        draw_figures(["zzz"], tmp_path, tmp_path)
+    with pytest.raises(InputError, match=r"unknown figure 'zzz'; known: .*a-devices.*dlora-kr"):
+        draw_figures(["a-devices", "zzz"], tmp_path, tmp_path)  # before drawing anything
+
+
+def run_shipped_spec(name: str, results: Path, **overrides) -> Path:
+    """Run ``experiments/<name>.toml`` (``overrides``: extra ``[set]`` keys) into ``results``."""
+    spec, d = load_sweep_spec(EXPERIMENTS / f"{name}.toml")
+    if overrides:
+        spec = spec.model_copy(update={"set": {**spec.set, **overrides}})
+    run_sweep(expand(spec, d), results / name)
+    return results / name
+
+
+def test_every_figure_names_a_shipped_spec_for_each_sweep_it_reads():
+    for name, entry in FIGURES.items():
+        for sweep in sweeps_of(entry):
+            spec, _ = load_sweep_spec(EXPERIMENTS / f"{sweep}.toml")
+            assert spec.name == sweep, name
 
 
 def test_jbba_convergence_dual_is_a_lower_bound(tmp_path):
+    with pytest.raises(InputError, match="no stored sweep"):  # drawn from stored runs only
+        draw_figures(["f-jbba-convergence"], tmp_path, tmp_path)
+    out = run_shipped_spec(JBBA_SWEEP, tmp_path)
     draw_figures(["f-jbba-convergence"], tmp_path, tmp_path)
     t = pd.read_csv(tmp_path / "f-jbba-convergence.csv")
     assert (t.dual_value <= t.best_primal_latency_s + 1e-9).all()
     assert (t.dual_value <= t.optimum_s + 1e-9).all()  # weak duality against the exact optimum
     assert (t.best_primal_latency_s >= t.optimum_s * (1 - 1e-9)).all()
     assert t.best_primal_latency_s.is_monotonic_decreasing
+    # the plotted trace is the one the dual-ascent run stored, the optimum the exact run's
+    summary = pd.read_parquet(out / "summary.parquet").set_index("allocator")
+    meta = json.loads((out / "runs" / summary.loc[DUAL_ASCENT, "run_key"] / "run.json").read_text())
+    stored = [d for d in meta["allocator_diagnostics"] if d["round"] == 0][0]["trace"]
+    assert t[["iteration", "dual_value", "best_primal_latency_s"]].values.tolist() == stored
+    assert t.optimum_s.iloc[0] == summary.loc[EXACT, "planned_latency_s_mean"]  # one round

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from desim.errors import InputError
-from desim.io.files import PROFILE_COLUMNS, read_profile, read_trace
+from desim.io.calibration import PROFILE_COLUMNS, read_profile
+from desim.io.traces import read_trace
 
 SETTINGS = settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -89,7 +90,7 @@ def test_one_bad_value_names_file_and_line(tmp_path, good, bad, where):
     value=cell,
 )
 def test_profile_loader_never_crashes(tmp_path, drop, column, value):
-    from desim.io.files import load_profile
+    from desim.io.calibration import load_profile
 
     base = load_profile("cpu-reference").head(4).copy()
     base[column] = base[column].astype(object)

@@ -7,8 +7,9 @@ import pytest
 
 from desim.engine.assembly import build_simulation
 from desim.errors import InputError
-from desim.io.files import load_scenario, read_kr_scores, resolve_kr_scores_path
-from desim.schemes.core import KillRevive
+from desim.io.calibration import read_kr_scores, resolve_kr_scores_path
+from desim.io.scenario import load_scenario
+from desim.schemes.kill_revive import KillRevive
 
 SHIPPED = "shipped:kr-scores_roberta-base.csv"
 DLORA = ['scheme.name="dlora"', 'scheme.kr_score="trace"', "run.rounds=12"]

@@ -11,7 +11,7 @@ import pytest
 
 from desim.cli.main import main
 from desim.errors import InputError, UnknownNameError
-from desim.io.files import PROFILE_COLUMNS, read_profile, write_profile
+from desim.io.calibration import PROFILE_COLUMNS, read_profile, write_profile
 from desim.profiling import ProfileRequest
 
 torch = pytest.importorskip("torch")
@@ -93,9 +93,9 @@ def test_tiny_profile_is_monotone_in_depth(tiny_lora):
 
 
 def test_meta_accounting_equals_cpu_accounting(tiny_path):
-    from desim.io.files import model_config_data
+    from desim.io.model_configs import model_config_data
+    from desim.profiling.measure import saved_bytes_by_depth
     from desim.profiling.models import build_model, make_inputs
-    from desim.profiling.runner import saved_bytes_by_depth
 
     data = model_config_data(str(tiny_path))
     for method in ("lora", "full", "adapter", "ia3", "lora-checkpoint"):
@@ -176,8 +176,9 @@ def test_cli_profile_errors(tiny_path, capsys):
 
 def test_importing_desim_does_not_import_torch():
     code = (
-        "import sys, desim, desim.cli.main, desim.engine.assembly, desim.costs.models, "
-        "desim.io.files, desim.profiling;"
+        "import sys, desim, desim.cli.main, desim.engine.assembly, desim.costs.analytic, "
+        "desim.io.atomic, desim.io.calibration, desim.io.model_configs, desim.io.outputs, "
+        "desim.io.scenario, desim.io.shipped, desim.io.traces, desim.profiling;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -32,7 +32,7 @@ def _kr(tmp_path, body, header=KR_HEADER):
 
 
 def test_read_kr_scores_orders_steps_and_modules(tmp_path):
-    from desim.io.files import read_kr_scores
+    from desim.io.calibration import read_kr_scores
 
     body = ("2,1,1,value,0.5\n2,0,1,query,1.5\n1,0,1,query,1.25\n1,1,1,value,0.75\n")
     scores = read_kr_scores(_kr(tmp_path, body))
@@ -56,7 +56,7 @@ def test_read_kr_scores_orders_steps_and_modules(tmp_path):
 )
 def test_read_kr_scores_errors_name_file_line_and_field(tmp_path, header, body, message):
     from desim.errors import InputError
-    from desim.io.files import read_kr_scores
+    from desim.io.calibration import read_kr_scores
 
     path = _kr(tmp_path, body, header)
     with pytest.raises(InputError, match=message) as info:
@@ -68,7 +68,8 @@ def test_shipped_kr_scores_have_one_value_per_module_of_roberta_base():
     import numpy as np
 
     from desim.errors import InputError
-    from desim.io.files import read_kr_scores, resolve_kr_scores_path, shipped_kr_scores
+    from desim.io.calibration import read_kr_scores, resolve_kr_scores_path
+    from desim.io.shipped import shipped_kr_scores
 
     assert "kr-scores_roberta-base.csv" in shipped_kr_scores()  # packaged (pyproject)
     scores = read_kr_scores(resolve_kr_scores_path("shipped:kr-scores_roberta-base.csv"))
@@ -79,7 +80,7 @@ def test_shipped_kr_scores_have_one_value_per_module_of_roberta_base():
 
 
 def test_profile_tables_from_before_flops_still_load(tmp_path):
-    from desim.io.files import PROFILE_COLUMNS, read_profile
+    from desim.io.calibration import PROFILE_COLUMNS, read_profile
 
     header = [c for c in PROFILE_COLUMNS if c not in ("flops", "target_len")]
     values = {c: "1" for c in header}

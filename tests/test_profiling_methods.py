@@ -14,21 +14,21 @@ import pytest
 
 from desim.cli.main import main
 from desim.errors import InputError
-from desim.io.files import read_kr_scores, read_profile, write_profile
+from desim.io.calibration import read_kr_scores, read_profile, write_profile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from desim.io.files import model_config_data  # noqa: E402
+from desim.io.model_configs import model_config_data  # noqa: E402
 from desim.profiling import ProfileRequest, run_profile  # noqa: E402
-from desim.profiling.mezo import mezo_step  # noqa: E402
-from desim.profiling.models import build_model, make_inputs  # noqa: E402
-from desim.profiling.runner import (  # noqa: E402
-    _optimizers,
+from desim.profiling.measure import (  # noqa: E402
+    block_optimizers,
     flops_by_depth,
     live_peak_by_depth,
 )
+from desim.profiling.mezo import mezo_step  # noqa: E402
+from desim.profiling.models import build_model, make_inputs  # noqa: E402
 
 ROBERTA = {
     "model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 4,
@@ -68,7 +68,8 @@ def tables(paths):
 def _meta(paths, method, name="tiny-roberta", target=0):
     data = model_config_data(str(paths[name]))
     model, blocks = build_model(data, method, device="meta")
-    return model, blocks, _optimizers(blocks, method), make_inputs(data, B, S, target, "meta", 0)
+    inputs = make_inputs(data, B, S, target, "meta", 0)
+    return model, blocks, block_optimizers(blocks, method), inputs
 
 
 # ---- FLOPs ---------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def test_flops_on_meta_equal_flops_on_cpu(paths, method):
     for device in ("cpu", "meta"):
         model, blocks = build_model(data, method, device=device)
         inputs = make_inputs(data, 2, 24, 0, device, 0)
-        counts.append(flops_by_depth(model, blocks, _optimizers(blocks, method), inputs))
+        counts.append(flops_by_depth(model, blocks, block_optimizers(blocks, method), inputs))
     assert list(counts[0]) == list(counts[1])
     assert (counts[0] > 0).all()
 
@@ -225,7 +226,7 @@ def test_t5_lora_targets_self_attention_query_and_value(paths):
 
 def test_t5_checkpointing_keeps_one_input_per_crossed_decoder_layer(paths):
     model, blocks, _, inputs = _meta(paths, "lora-checkpoint", "tiny-t5", target=8)
-    from desim.profiling.runner import saved_bytes_by_depth
+    from desim.profiling.measure import saved_bytes_by_depth
 
     saved = saved_bytes_by_depth(model, blocks, inputs)
     # decoder blocks 1..3: one more decoder layer input (b x t x d_model fp32) per block; no

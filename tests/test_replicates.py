@@ -11,7 +11,7 @@ import pytest
 
 from desim.engine.assembly import build_simulation, devices_of
 from desim.engine.rng import STREAM_NAMES, rng_stream, rng_streams
-from desim.io.files import load_scenario
+from desim.io.scenario import load_scenario
 
 # times at which two channel or compute realisations are compared, seconds
 PROBE_S = np.linspace(0.0, 600.0, 61)
@@ -43,8 +43,8 @@ def test_default_scenario_pins_no_population_seed_and_offsets_its_traces():
 
 
 def test_default_channel_offsets_are_whole_trace_steps():
-    from desim.io.files import read_trace, resolve_trace_path
-    from desim.world.traces import grid_step_s, map_devices
+    from desim.io.traces import read_trace, resolve_trace_path
+    from desim.world.replay import grid_step_s, map_devices
 
     trace = read_trace(resolve_trace_path(load_scenario().channel.path))
     step = grid_step_s(trace)

@@ -4,7 +4,8 @@ import pytest
 from desim.engine.assembly import build_simulation, devices_of
 from desim.engine.records import WALL_CLOCK_COLUMNS
 from desim.errors import InputError, ScenarioError
-from desim.io.files import load_scenario, write_results
+from desim.io.outputs import write_results
+from desim.io.scenario import load_scenario
 
 
 def test_default_scenario_has_documented_shape():

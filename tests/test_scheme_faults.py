@@ -14,7 +14,8 @@ import pytest
 
 from desim.engine.faults import FaultModel
 from desim.scenario.model import FaultsSpec, RunSpec
-from desim.schemes.core import DLoRAScheme, FedLoRAScheme
+from desim.schemes.dlora import DLoRAScheme
+from desim.schemes.fl_lora import FedLoRAScheme
 from tests.test_schemes import tiny
 
 

@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 
 from desim.allocators import make_allocator
+from desim.costs.analytic import analytic_flops as training_flops
+from desim.costs.base import Workload
 from desim.costs.energy import DEFAULT_POWER
-from desim.costs.models import TableCostModel, Workload
+from desim.costs.table import TableCostModel
 from desim.engine.assembly import build_simulation
 from desim.engine.simulation import Simulation
 from desim.errors import ScenarioError
-from desim.io.files import load_scenario
-from desim.scenario.model import DeviceSpec, HardwarePower, ServerSpec
-from desim.schemes.core import (
-    DLoRAScheme,
-    FedLoRAScheme,
-    KillRevive,
-    Scheme,
-    fedavg,
-    training_flops,
-)
+from desim.io.scenario import load_scenario
+from desim.scenario.devices import DeviceSpec
+from desim.scenario.model import HardwarePower, ServerSpec
+from desim.schemes.base import Scheme
+from desim.schemes.dlora import DLoRAScheme
+from desim.schemes.fl_lora import FedLoRAScheme, fedavg
+from desim.schemes.kill_revive import KillRevive
 from desim.world.channel import SignalChannel
 from desim.world.compute import SignalTimeline
 from desim.world.piecewise import PiecewiseSignals
@@ -225,11 +224,36 @@ def test_offload_scheme_runs_the_offload_allocator():
     sim = build_simulation(
         load_scenario(None, ['scheme.name="offload"', "run.rounds=1", 'allocator.name="greedy"'])
     )
-    assert sim.allocator.registry_name == "offload"
+    assert sim.planner.allocator.registry_name == "offload"  # the scenario's is unused
     dev = sim.run().device_rounds_frame()
     assert dev.upload_bits.tolist() == [8 * 128 * 32.0] * 12  # one mini-batch of token ids
     assert dev.flops.tolist() == [0.0] * 12
     assert dev.memory_bytes.tolist() == [0.0] * 12
+
+
+def test_schemes_are_registered_with_their_own_parameters():
+    from desim.schemes import SCHEMES
+
+    assert sorted(SCHEMES) == ["deft", "dlora", "fl-lora", "offload"]
+    assert "kr_threshold" in SCHEMES["dlora"].params.model_fields
+    assert "kr_threshold" not in SCHEMES["fl-lora"].params.model_fields
+    with pytest.raises(ScenarioError, match=r"scheme.name: unknown scheme 'fedavg'; known: "
+                                            r"deft, dlora, fl-lora, offload"):
+        load_scenario(None, ['scheme.name="fedavg"'])
+    with pytest.raises(ScenarioError, match=r"scheme.kr_treshold: unknown parameter of 'dlora'"):
+        load_scenario(None, ['scheme.name="dlora"', "scheme.kr_treshold=2.0"])
+    with pytest.raises(ScenarioError, match=r"scheme.kr_patience: Input should be greater"):
+        load_scenario(None, ['scheme.name="dlora"', "scheme.kr_patience=0"])
+
+
+def test_a_key_of_another_scheme_is_ignored_with_a_warning():
+    from desim.errors import DesimWarning
+
+    with pytest.warns(DesimWarning, match=r"scheme.kr_threshold is a parameter of 'dlora', "
+                                          r"not of 'fl-lora': ignored"):
+        sc = load_scenario(None, ['scheme.name="fl-lora"', "scheme.kr_threshold=2.0",
+                                  "run.rounds=1"])
+    build_simulation(sc).run()
 
 
 def test_scenario_scheme_section_validates():

@@ -7,15 +7,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from desim.experiments.figures import (
+from desim.errors import InputError
+from desim.experiments.paper_figures.base import draw_figures
+from desim.experiments.paper_figures.comparisons import (
+    DLORA_SWEEP,
     EPOCH_SAMPLES,
+    FL_LORA_SWEEP,
     SCHEME_WORKLOADS,
     dlora_reduction_table,
-    draw_figures,
 )
-from desim.experiments.sweep import expand, load_sweep_spec, run_sweep
+from desim.experiments.sweep import run_sweep
+from desim.experiments.sweep_spec import expand, load_sweep_spec
 
-JETSON = Path(__file__).parent.parent / "experiments" / "scenarios" / "jetson-flan-t5-small.toml"
+EXPERIMENTS = Path(__file__).parent.parent / "experiments"
+JETSON = EXPERIMENTS / "scenarios" / "jetson-flan-t5-small.toml"
 
 pytest.importorskip("matplotlib")
 
@@ -81,11 +86,37 @@ def test_schemes_figure_table_matches_the_stored_runs(tmp_path):
     assert table.loc["offload", "bits_sent"] == 12 * 8 * 128 * 32
 
 
-def test_dlora_kr_table_is_the_reduction_of_the_runs_it_names():
-    t = dlora_reduction_table(rounds=4)
+def _per_sample(out: Path, key: str) -> tuple[float, float]:
+    r = pd.read_parquet(out / "runs" / key / "rounds.parquet")
+    bits = r.upload_bits + r.download_bits
+    return r.flops.sum() / r.samples.sum(), bits.sum() / r.samples.sum()
+
+
+def test_dlora_kr_table_is_the_reduction_of_the_runs_it_names(tmp_path):
+    results = tmp_path / "results"
+    with pytest.raises(InputError, match="no stored sweep"):  # drawn from stored runs only
+        dlora_reduction_table(results)
+    for name in (DLORA_SWEEP, FL_LORA_SWEEP):  # the shipped specs, 4 rounds instead of 20
+        spec, d = load_sweep_spec(EXPERIMENTS / f"{name}.toml")
+        spec = spec.model_copy(update={"set": {**spec.set, "run.rounds": 4}})
+        run_sweep(expand(spec, d), results / name)
+    t = dlora_reduction_table(results)
     assert len(t) == 6
     measured = t[t["comparison"] == "DLoRA, KR on measured scores vs KR off"]
     # KR deactivates modules, so the device computes and sends less than with every module on
     assert (measured["desim_reduction_pct"] > 0).all()
     assert (measured["desim_reduction_pct"] < 100).all()
     assert measured["paper_reduction_pct"].tolist() == [82.0, 87.5]
+    summary = pd.read_parquet(results / DLORA_SWEEP / "summary.parquet")
+    on = summary[summary["scheme.kill_revive"] & (summary["scheme.kr_score"] == "trace")]
+    off = summary[~summary["scheme.kill_revive"]]
+    kr, plain = (_per_sample(results / DLORA_SWEEP, s.run_key.iloc[0]) for s in (on, off))
+    fl_key = pd.read_parquet(results / FL_LORA_SWEEP / "summary.parquet").run_key.iloc[0]
+    fl = _per_sample(results / FL_LORA_SWEEP, fl_key)
+    assert measured["desim_reduction_pct"].tolist() == pytest.approx(
+        [100 * (1 - kr[i] / plain[i]) for i in range(2)]
+    )
+    vs_fl = t[t["comparison"] == "DLoRA, KR on measured scores vs fl-lora"]
+    assert vs_fl["desim_reduction_pct"].tolist() == pytest.approx(
+        [100 * (1 - kr[i] / fl[i]) for i in range(2)]
+    )

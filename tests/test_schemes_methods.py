@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from desim.costs.models import AnalyticCostModel, Workload, analytic_costs
+from desim.costs.analytic import AnalyticCostModel, analytic_costs
+from desim.costs.base import Workload
 from desim.engine.assembly import build_simulation
-from desim.io.files import load_scenario
+from desim.io.scenario import load_scenario
 from tests.helpers import TINY
 
 # TINY: h=32, f=64, a=2 heads, L=2, vocab 100, 64 positions; b=1, s=8, LoRA r=8

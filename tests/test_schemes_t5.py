@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from desim.allocators import make_allocator
-from desim.costs.models import AnalyticCostModel
+from desim.costs.analytic import AnalyticCostModel
 from desim.engine.simulation import Simulation
-from desim.scenario.model import DeviceSpec, HardwarePower, ServerSpec
-from desim.schemes.core import DLoRAScheme, FedLoRAScheme, Scheme, SplitLayout
+from desim.scenario.devices import DeviceSpec
+from desim.scenario.model import HardwarePower, ServerSpec
+from desim.schemes.base import Scheme
+from desim.schemes.dlora import DLoRAScheme, SplitLayout
+from desim.schemes.fl_lora import FedLoRAScheme
 from desim.world.channel import SignalChannel
 from desim.world.compute import SignalTimeline
 from desim.world.piecewise import PiecewiseSignals

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from desim.errors import InputError, ScenarioError
-from desim.experiments.sweep import completed_keys, expand, load_sweep_spec, run_sweep
+from desim.experiments.sweep import run_sweep
+from desim.experiments.sweep_spec import expand, load_sweep_spec
+from desim.experiments.sweep_store import completed_keys
 
 SPEC = """
 name = "t"
@@ -184,8 +186,8 @@ def test_unknown_allocator_or_key_in_a_run_names_the_run(tmp_path):
 
 
 def test_run_key_changes_when_a_referenced_trace_file_changes(tmp_path):
-    from desim.experiments.sweep import run_key
-    from desim.io.files import load_scenario
+    from desim.experiments.sweep_spec import run_key
+    from desim.io.scenario import load_scenario
 
     trace = tmp_path / "t.csv"
     trace.write_text("device,time_s,throughput_mbps,ref_bandwidth_hz\nd0,0,5,5e6\n")

@@ -18,20 +18,17 @@ import pandas as pd
 import pytest
 
 from desim.errors import InputError
-from desim.experiments.sweep import (
-    RunOutcome,
-    _store,
-    completed_keys,
-    execute,
+from desim.experiments.sweep import execute, run_sweep
+from desim.experiments.sweep_spec import (
     expand,
     iter_runs,
     load_sweep_spec,
     referenced_files,
     run_count,
     run_key,
-    run_sweep,
 )
-from desim.io.files import load_scenario
+from desim.experiments.sweep_store import RunOutcome, completed_keys, store_outcome
+from desim.io.scenario import load_scenario
 
 from .test_sweep import comparable
 
@@ -275,11 +272,11 @@ def test_a_run_a_twin_stored_first_is_kept(tmp_path):
     stored = out / "runs" / runs[0].key / "run.json"
     before = stored.stat().st_mtime_ns
     outcome = execute(runs[0].key, runs[0].scenario.model_dump(mode="json"))
-    assert _store(outcome, runs[0], out, out / ".staging" / "1") is True
+    assert store_outcome(outcome, runs[0], out, out / ".staging" / "1") is True
     assert stored.stat().st_mtime_ns == before
     assert not (out / ".staging" / "1" / runs[0].key).exists()
     failed = RunOutcome(runs[0].key, error="InfeasibleError: a twin's failure")
-    assert _store(failed, runs[0], out, out / ".staging" / "1") is True
+    assert store_outcome(failed, runs[0], out, out / ".staging" / "1") is True
     assert not (out / "failures" / f"{runs[0].key}.json").exists()
 
 

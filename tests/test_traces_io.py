@@ -7,10 +7,12 @@ import pandas as pd
 import pytest
 
 from desim.cli.main import main
-from desim.errors import TraceError
-from desim.io.files import convert_trace, read_trace, write_trace
-from desim.world.importers import ImportOptions
-from desim.world.traces import TraceMeta, tidy_frame
+from desim.errors import TraceError, UnknownNameError
+from desim.io.traces import convert_trace, read_trace, write_trace
+from desim.world.importers import TRACE_FORMATS
+from desim.world.tidy import tidy_frame
+from desim.world.trace_import import ImportOptions
+from desim.world.traces import TraceMeta
 
 
 def write(path: Path, text: str) -> Path:
@@ -199,10 +201,29 @@ def test_5gophers_duplicate_second_is_an_error(tmp_path):
         convert_trace("5gophers", [p], tmp_path / "o.csv", ImportOptions())
 
 
-def test_unknown_format(tmp_path):
+def test_unknown_format_lists_the_registered_ones(tmp_path):
     p = write(tmp_path / "x", "0 1\n")
-    with pytest.raises(TraceError, match="unknown trace format 'csvx'; known: ns3, mahimahi"):
+    known = ", ".join(sorted(TRACE_FORMATS))
+    assert known == "5gophers, mahimahi, ns3, pensieve, tidy"
+    with pytest.raises(UnknownNameError, match=f"unknown trace format 'csvx'; known: {known}$"):
         convert_trace("csvx", [p], tmp_path / "o.csv", ImportOptions())
+
+
+def test_formats_come_from_the_registry(capsys):
+    assert list(TRACE_FORMATS) == ["ns3", "mahimahi", "pensieve", "5gophers", "tidy"]
+    assert TRACE_FORMATS["5gophers"].obj.reads == "csv"
+    assert TRACE_FORMATS["tidy"].obj.max_inputs == 1
+    code, text, _ = cli(capsys, "traces", "convert", "--help")
+    words = " ".join(text.replace("\u2502", " ").split())  # without the help box's borders
+    assert code == 0 and "Input format: ns3, mahimahi, pensieve, 5gophers, tidy." in words
+
+
+def test_tidy_takes_one_input_file(tmp_path):
+    a = write(tmp_path / "a.csv", "device,time_s,gain_db\nd,0,-80\nd,1,-90\n")
+    with pytest.raises(TraceError, match="--from tidy takes one input file"):
+        convert_trace("tidy", [a, a], tmp_path / "o.csv", ImportOptions())
+    tr = convert_trace("tidy", [a], tmp_path / "o.parquet", ImportOptions())
+    assert tr.columns["gain_db"].tolist() == [[-80.0, -90.0]]
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -14,20 +14,15 @@ import pytest
 from desim.cli.main import main
 from desim.engine.assembly import build_simulation
 from desim.errors import DesimWarning, TraceError
-from desim.experiments.sweep import expand, load_sweep_spec
-from desim.io.files import convert_trace, read_trace, resolve_trace_path, shipped_traces
-from desim.scenario.model import ChannelSpec, DeviceSpec
-from desim.world.channel import trace_channel
-from desim.world.importers import ImportOptions
-from desim.world.traces import (
-    TraceMeta,
-    map_devices,
-    replay_signals,
-    shared_period_s,
-    summarise,
-    tidy_frame,
-    trace_from_frame,
-)
+from desim.experiments.sweep_spec import expand, load_sweep_spec
+from desim.io.shipped import shipped_traces
+from desim.io.traces import convert_trace, read_trace, resolve_trace_path
+from desim.scenario.devices import DeviceSpec
+from desim.world.channel_trace import trace_channel
+from desim.world.replay import map_devices, replay_signals, shared_period_s
+from desim.world.tidy import tidy_frame, trace_from_frame
+from desim.world.trace_import import ImportOptions
+from desim.world.traces import TraceMeta, summarise
 
 ROOT = Path(__file__).parents[1]
 EXTERNAL = ROOT.parent / "shared" / "traces-external"
@@ -85,7 +80,7 @@ def test_a_shorter_device_loops_on_its_own_length_when_replayed(tmp_path):
 def test_the_channel_replays_the_shorter_device_at_its_own_rate(tmp_path):
     trace = quiet_convert(pensieve_pair(tmp_path), tmp_path / "o.csv")
     devices = (DeviceSpec(name="a"), DeviceSpec(name="b"))
-    ch = trace_channel(trace, devices, ChannelSpec(kind="trace", path="x"), -174.0, None)
+    ch = trace_channel(trace, devices, -174.0, None)
     bw = np.full(2, 5e6)  # the reference bandwidth: the rate is the trace's throughput
     # b from t = 2: 1 Mbit/s again on [2, 3), so 1 Mbit ends at 3 (held at 3 Mbit/s: 2.333)
     end = ch.transfer_end_s(np.array([1, 1]), np.array([2.0, 3.0]), np.array([1e6, 3e6]), bw)
@@ -117,8 +112,7 @@ def test_a_table_mapping_loops_each_row_on_its_trace_devices_length(tmp_path):
 def test_the_channel_honours_a_table_mapping_on_traces_of_different_lengths(tmp_path):
     trace = quiet_convert(pensieve_pair(tmp_path), tmp_path / "o.csv")
     devices = (DeviceSpec(name="a"), DeviceSpec(name="b"))
-    spec = ChannelSpec(kind="trace", path="x", mapping={"a": "short", "b": "long"})
-    ch = trace_channel(trace, devices, spec, -174.0, None)
+    ch = trace_channel(trace, devices, -174.0, None, mapping={"a": "short", "b": "long"})
     assert ch.snr_coef_hz(2.5)[0] == ch.snr_coef_hz(0.5)[0]  # "short" loops after 2 s
 
 

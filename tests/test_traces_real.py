@@ -11,16 +11,12 @@ import pytest
 
 from desim.cli.main import main
 from desim.engine.assembly import build_simulation
-from desim.io.files import (
-    convert_trace,
-    load_scenario,
-    read_trace,
-    resolve_trace_path,
-    shipped_traces,
-)
-from desim.scenario.model import ChannelSpec, DeviceSpec
-from desim.world.channel import trace_channel
-from desim.world.importers import ImportOptions
+from desim.io.scenario import load_scenario
+from desim.io.shipped import shipped_traces
+from desim.io.traces import convert_trace, read_trace, resolve_trace_path
+from desim.scenario.devices import DeviceSpec
+from desim.world.channel_trace import trace_channel
+from desim.world.trace_import import ImportOptions
 
 EXTERNAL = Path(__file__).parents[2] / "shared" / "traces-external"
 needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="no ../shared/traces-external")
@@ -31,8 +27,7 @@ DEVICES = tuple(DeviceSpec(name=f"d{i}") for i in range(4))
 def replay_checks(trace, bw_hz=1e6):
     """The converted trace replays: finite or stalled (never failing) uploads from many starts."""
     rng = np.random.default_rng(0)
-    spec = ChannelSpec(kind="trace", path="x", mapping="random-offset")
-    ch = trace_channel(trace, DEVICES, spec, -174.0, rng)
+    ch = trace_channel(trace, DEVICES, -174.0, rng, mapping="random-offset")
     starts = np.linspace(0.0, 2 * trace.end_s, 8)
     devs = np.arange(8) % 4
     end = ch.transfer_end_s(devs, starts, np.full(8, 1e6), np.full(8, bw_hz))

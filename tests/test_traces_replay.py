@@ -4,15 +4,14 @@ import numpy as np
 import pytest
 
 from desim.errors import TraceError
-from desim.scenario.model import ChannelSpec, ComputeSpec, DeviceSpec
-from desim.world.channel import (
-    snr_coef_from_snr_db,
-    snr_coef_from_throughput,
-    trace_channel,
-)
+from desim.scenario.devices import DeviceSpec
+from desim.world.channel import snr_coef_from_snr_db, snr_coef_from_throughput
+from desim.world.channel_trace import trace_channel
 from desim.world.compute import trace_timeline
 from desim.world.rates import shannon_rate_bps
-from desim.world.traces import TraceMeta, map_devices, replay_signals, tidy_frame, trace_from_frame
+from desim.world.replay import map_devices, replay_signals
+from desim.world.tidy import tidy_frame, trace_from_frame
+from desim.world.traces import TraceMeta
 
 DEVICES = (DeviceSpec(name="a"), DeviceSpec(name="b"))
 
@@ -45,13 +44,7 @@ def test_throughput_conversion_gives_back_the_rate_at_ref_bandwidth():
 
 
 def test_transfer_stalls_through_zero_rate_then_ends_exactly():
-    ch = trace_channel(
-        throughput_trace(),
-        DEVICES,
-        ChannelSpec(kind="trace", path="x"),
-        -174.0,
-        np.random.default_rng(0),
-    )
+    ch = trace_channel(throughput_trace(), DEVICES, -174.0, np.random.default_rng(0))
     # 3 Mbit from t = 0.5 at B = 1 MHz: stall to 1, 2 Mbit on [1,2), 1 Mbit at 4 Mbit/s -> 2.25
     end = ch.transfer_end_s(
         np.array([0, 1]), np.array([0.5, 0.0]), np.array([3e6, 2e6]), np.array([1e6, 1e6])
@@ -61,33 +54,26 @@ def test_transfer_stalls_through_zero_rate_then_ends_exactly():
 
 
 def test_loop_policy_wraps_and_hold_policy_keeps_last_value():
-    spec = ChannelSpec(kind="trace", path="x")
     rng = np.random.default_rng(0)
-    loop = trace_channel(throughput_trace("loop"), DEVICES, spec, -174.0, rng)
+    loop = trace_channel(throughput_trace("loop"), DEVICES, -174.0, rng)
     # 10 Mbit from 0.5: 6 Mbit by 3, stall [3,4), 2 on [4,5), 2 more at 4 Mbit/s -> 5.5
     assert loop.transfer_end_s(np.array([0]), np.array([0.5]), np.array([10e6]), np.array([1e6]))[
         0
     ] == pytest.approx(5.5, abs=1e-9)
-    hold = trace_channel(throughput_trace("hold"), DEVICES, spec, -174.0, rng)
+    hold = trace_channel(throughput_trace("hold"), DEVICES, -174.0, rng)
     # 6 Mbit by 3, then 4 Mbit/s forever: 4 more Mbit -> 4.0
     assert hold.transfer_end_s(np.array([0]), np.array([0.5]), np.array([10e6]), np.array([1e6]))[
         0
     ] == pytest.approx(4.0, abs=1e-9)
     # the scenario's end_policy overrides the file's
-    over = trace_channel(
-        throughput_trace("hold"),
-        DEVICES,
-        ChannelSpec(kind="trace", path="x", end_policy="loop"),
-        -174.0,
-        rng,
-    )
+    over = trace_channel(throughput_trace("hold"), DEVICES, -174.0, rng, end_policy="loop")
     assert over.signals.end_policy == "loop"
 
 
 def test_zero_rate_forever_is_inf_not_an_error():
     frame = tidy_frame(["x"], np.array([0.0, 1.0]), {"throughput_mbps": np.array([[2.0, 0.0]])})
     tr = trace_from_frame(frame, "z.csv", TraceMeta(end_policy="hold", ref_bandwidth_hz=1e6))
-    ch = trace_channel(tr, DEVICES[:1], ChannelSpec(kind="trace", path="x"), -174.0, None)
+    ch = trace_channel(tr, DEVICES[:1], -174.0, None)
     end = ch.transfer_end_s(
         np.array([0, 0]), np.array([0.0, 0.0]), np.array([1e6, 5e6]), np.array([1e6, 1e6])
     )
@@ -98,7 +84,7 @@ def test_gain_db_uses_device_power_and_noise():
     frame = tidy_frame(["x"], np.array([0.0]), {"gain_db": np.array([[-100.0]])})
     tr = trace_from_frame(frame, "g.csv", TraceMeta(duration_s=1.0))
     devs = (DeviceSpec(name="a", tx_power_dbm=20.0),)
-    ch = trace_channel(tr, devs, ChannelSpec(kind="trace", path="x"), -170.0, None)
+    ch = trace_channel(tr, devs, -170.0, None)
     # a = 10^((20 - 100 + 170)/10) = 1e9 Hz
     assert ch.snr_coef_hz(0.3)[0] == pytest.approx(1e9)
 
@@ -145,7 +131,7 @@ def test_compute_trace_pauses_work_while_unavailable():
         {"speed_factor": np.array([[0.5, 1.0, 1.0]]), "available": np.array([[1, 0, 1]])},
     )
     tr = trace_from_frame(frame, "c.csv", TraceMeta(end_policy="hold", duration_s=4.0))
-    tl = trace_timeline(tr, ("a",), ComputeSpec(kind="trace", path="x"), None)
+    tl = trace_timeline(tr, ("a",), None)
     # 2 s of work: 0.5 by t = 1, paused on [1, 3), 1.5 more at speed 1 -> 4.5
     assert tl.work_end_s(np.array([0]), np.array([0.0]), np.array([2.0]))[0] == pytest.approx(4.5)
     assert tl.available(2.0).tolist() == [False] and tl.available(3.0).tolist() == [True]
@@ -176,7 +162,7 @@ def test_generated_compute_matches_its_parameters():
 
 def test_scenario_generated_channel_and_compute_are_seeded():
     from desim.engine.assembly import build_simulation
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
     over = [
         'channel.kind="generated"',
@@ -198,9 +184,9 @@ def test_scenario_generated_channel_and_compute_are_seeded():
 
 def test_trace_kind_needs_a_path():
     from desim.errors import ScenarioError
-    from desim.io.files import load_scenario
+    from desim.io.scenario import load_scenario
 
-    with pytest.raises(ScenarioError, match="channel: kind = 'trace' needs channel.path"):
+    with pytest.raises(ScenarioError, match="channel.path: kind = 'trace' needs a tidy trace"):
         load_scenario(None, ["channel.path=''"])
     with pytest.raises(TraceError, match="no such shipped trace"):
         from desim.engine.assembly import build_simulation

@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from desim.errors import AllocationError, InfeasibleError
+from desim.plan import Phase, PlanRows, RoundPlan
 from desim.world.rates import shannon_rate_bps
 
 BANDWIDTH_TOLERANCE = 1e-9
@@ -46,6 +47,12 @@ class RoundContext:
             one mini-batch at speed factor 1 on its hardware class; ``None`` if not priced.
         block_numbers: the round's own 1-based numbers of these blocks; ``None``: ``1..N``. A
             re-plan of lost blocks asks about a subset, and its messages name the real blocks.
+        work_s: ``(K, N)`` seconds at timeline speed 1 to train down to block ``n`` (the
+            engine's; schemes plan with it); empty in a hand-made snapshot.
+        speed: ``(K,)`` timeline speed at ``time_s``.
+        block_flops: ``(K, N)`` counted FLOPs of training down to block ``n`` on device ``k``'s
+            hardware class.
+        workload: the run's :class:`~desim.costs.base.Workload` (schemes need its shapes).
     """
 
     round_index: int
@@ -62,6 +69,15 @@ class RoundContext:
     sample_bits: float = 0.0
     server_compute_s: np.ndarray | None = None
     block_numbers: tuple[int, ...] | None = None
+    work_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    speed: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    block_flops: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    workload: Any = None
+
+    @property
+    def server_step_s(self) -> float | None:
+        """Seconds for the server to run one full training step (``None``: not priced)."""
+        return None if self.server_compute_s is None else float(self.server_compute_s[-1])
 
     @property
     def num_devices(self) -> int:
@@ -277,33 +293,6 @@ def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
             )
 
 
-def assign_deepest_first(ctx: RoundContext, preference: np.ndarray) -> np.ndarray:
-    """Give blocks ``N..1`` in turn to the most-preferred unused eligible device.
-
-    Args:
-        ctx: the round snapshot.
-        preference: ``(K,)`` device indices, most preferred first.
-
-    Returns:
-        ``(N,)`` device index per block.
-
-    Raises:
-        InfeasibleError: naming the first block that no unused device can hold.
-    """
-    eligible = ctx.eligible()
-    used = np.zeros(ctx.num_devices, dtype=bool)
-    block_device = np.full(ctx.num_blocks, -1, dtype=np.intp)
-    for j in range(ctx.num_blocks - 1, -1, -1):
-        for k in preference:
-            if not used[k] and eligible[k, j]:
-                block_device[j] = k
-                used[k] = True
-                break
-        else:
-            raise infeasible(ctx, j + 1)
-    return block_device
-
-
 def infeasible(ctx: RoundContext, block: int, *, distinct: bool = True) -> InfeasibleError:
     """An :class:`InfeasibleError` explaining why ``block`` (1-based) cannot be placed.
 
@@ -333,3 +322,64 @@ def infeasible(ctx: RoundContext, block: int, *, distinct: bool = True) -> Infea
         f"{ctx.blocks_from(block)} "
         f"need {N - block + 1} distinct devices ({avail} of {K} devices available)"
     )
+
+
+def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
+    """The plan of an allocation: one stage of ``[compute, up]``, then the server.
+
+    ``deft``: a participant per block. ``grouped``: a participant per device, computing as long
+    as its deepest block and uploading the sum of its blocks' bits. ``offload``: each device
+    uploads a mini-batch, then the server trains for ``server_compute_s``. Rows are per block.
+    """
+    k, N = alloc.block_device, ctx.num_blocks
+    blocks = np.arange(N)
+    compute, bits = ctx.device_work(alloc)
+    rate = shannon_rate_bps(alloc.bandwidth_hz[k], ctx.snr_coef_hz[k])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        planned_up = np.where(bits > 0, bits / rate, 0.0)
+    work_s = ctx.work_s if ctx.work_s.size else ctx.compute_s
+    flops = ctx.block_flops if ctx.block_flops.size else np.full((ctx.num_devices, N), np.nan)
+    memory = ctx.memory_bytes
+    if alloc.mode == "deft":
+        devices, row_of = k, blocks
+        work, up = work_s[k, blocks], ctx.upload_bits
+        row_flops = flops[k, blocks]
+    else:
+        devices, row_of = np.unique(k, return_inverse=True)
+        deepest = np.zeros(devices.size, dtype=np.intp)
+        np.maximum.at(deepest, row_of, blocks)
+        work = work_s[devices, deepest]
+        up = np.bincount(row_of, weights=ctx.upload_bits, minlength=devices.size)
+        row_flops = flops[devices, deepest][row_of]
+        if alloc.mode == "offload":
+            work, up = np.zeros(devices.size), np.full(devices.size, ctx.sample_bits)
+            memory, row_flops = np.zeros(N), np.zeros(N)
+    est = alloc.estimated_latency_s
+    offload = alloc.mode == "offload"
+    return RoundPlan(
+        devices=devices,
+        bandwidth_hz=alloc.bandwidth_hz[devices],
+        stages=((Phase("compute", work), Phase("up", up)),),
+        barrier_s=(alloc.server_compute_s if offload else ctx.aggregation_s,),
+        rows=PlanRows(
+            participant=row_of, block=_block_numbers(ctx), upload_bits=bits, memory_bytes=memory,
+            flops=row_flops, samples=np.full(N, _batch_size(ctx)),
+            planned_compute_s=compute, planned_upload_s=planned_up,
+        ),
+        # = ctx.round_latency_s(alloc), from the pair latencies computed above
+        planned_latency_s=float(np.max(compute + planned_up))
+        + (alloc.server_compute_s if offload else ctx.aggregation_s),
+        estimate_s=float("nan") if est is None else float(est),
+        server_bound=offload,
+        diagnostics=dict(alloc.diagnostics),
+    )
+
+
+def _block_numbers(ctx: RoundContext) -> np.ndarray:
+    if ctx.block_numbers is None:
+        return np.arange(1, ctx.num_blocks + 1)
+    return np.array(ctx.block_numbers, dtype=np.intp)
+
+
+def _batch_size(ctx: RoundContext) -> float:
+    return float("nan") if ctx.workload is None else float(ctx.workload.batch_size)

@@ -16,12 +16,39 @@ from desim.allocators.base import (
     Allocation,
     Allocator,
     RoundContext,
-    assign_deepest_first,
     infeasible,
 )
 from desim.allocators.registry import register
 from desim.errors import InfeasibleError
 from desim.world.rates import shannon_rate_bps
+
+
+def assign_deepest_first(ctx: RoundContext, preference: np.ndarray) -> np.ndarray:
+    """Give blocks ``N..1`` in turn to the most-preferred unused eligible device.
+
+    Args:
+        ctx: the round snapshot.
+        preference: ``(K,)`` device indices, most preferred first.
+
+    Returns:
+        ``(N,)`` device index per block.
+
+    Raises:
+        InfeasibleError: naming the first block that no unused device can hold.
+    """
+    eligible = ctx.eligible()
+    used = np.zeros(ctx.num_devices, dtype=bool)
+    block_device = np.full(ctx.num_blocks, -1, dtype=np.intp)
+    for j in range(ctx.num_blocks - 1, -1, -1):
+        for k in preference:
+            if not used[k] and eligible[k, j]:
+                block_device[j] = k
+                used[k] = True
+                break
+        else:
+            raise infeasible(ctx, j + 1)
+    return block_device
+
 
 
 @register("random", "uniformly random feasible placement (deepest block first), equal bandwidth")

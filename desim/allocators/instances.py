@@ -40,6 +40,8 @@ def random_context(
         A :class:`RoundContext` with ``(K, N)`` compute seconds, ``(N,)`` memory and bits and
         ``(K,)`` budgets, SNR coefficients and availability.
     """
+    # one function on purpose: the order of the draws below defines every instance the oracle
+    # tests and benchmarks pin, so it reads (and must change) as one sequence
     K, N = num_devices, num_blocks
     depth = np.arange(1, N + 1)
     speed = np.exp(rng.uniform(np.log(0.5), np.log(8.0), K))

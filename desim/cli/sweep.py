@@ -22,7 +22,8 @@ from rich.table import Table
 from desim.errors import InputError, Interrupted
 
 if TYPE_CHECKING:
-    from desim.experiments.sweep import Run, SweepReport, SweepSpec
+    from desim.experiments.sweep import SweepReport
+    from desim.experiments.sweep_spec import Run, SweepSpec
 
 out = Console(markup=False)  # user text (paths, keys) is never parsed as rich markup
 err = Console(stderr=True, markup=False)
@@ -44,7 +45,7 @@ def sweep(
     show: Annotated[int, typer.Option(help="Rows --dry-run lists (it counts them all).")] = 50,
 ) -> None:
     """Run a parameter sweep (resumable; identical results on every backend)."""
-    from desim.experiments.sweep import expand, load_sweep_spec
+    from desim.experiments.sweep_spec import expand, load_sweep_spec
 
     if backend not in ("local", "ray"):
         raise InputError(f"--backend: expected local or ray, got {backend!r}")
@@ -70,7 +71,8 @@ def sweep(
 
 def _list_runs(spec: SweepSpec, spec_dir: Path, target: Path, show: int) -> None:
     """Print the run count and the first ``show`` runs, resolving only those."""
-    from desim.experiments.sweep import MAX_RUNS, completed_keys, iter_runs, run_count
+    from desim.experiments.sweep_spec import MAX_RUNS, iter_runs, run_count
+    from desim.experiments.sweep_store import completed_keys
 
     total = run_count(spec)
     done = completed_keys(target)
@@ -116,7 +118,7 @@ def _run_with_progress(runs: list[Run], target: Path, backend: str, workers: int
 
 def _interrupted(spec: Path, target: Path, keys: set[str]) -> Interrupted:
     """How many runs are stored and the command that resumes the sweep (main prints it)."""
-    from desim.experiments.sweep import completed_keys
+    from desim.experiments.sweep_store import completed_keys
 
     stored = len(completed_keys(target) & keys)
     return Interrupted(

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from desim.scenario.model import DeviceSpec, HardwarePower
+from desim.scenario.devices import DeviceSpec
+from desim.scenario.model import HardwarePower
 
 # Nominal figures; README "Schemes, methods and energy" gives the source of each number.
 DEFAULT_POWER: dict[str, HardwarePower] = {

@@ -15,49 +15,32 @@ import numpy as np
 import pandas as pd
 
 from desim import __version__
-from desim.allocators import make_allocator
+from desim.allocators import Allocator, make_allocator
+from desim.costs.base import CostModel, Workload
 from desim.costs.energy import merged_power
-from desim.costs.models import (
-    AnalyticCostModel,
-    CostModel,
-    ProfiledCostModel,
-    Workload,
-    depth_decreases,
-    method_rules,
-)
+from desim.costs.fit import depth_decreases
+from desim.costs.registry import CostInputs, ProfileReader, build_cost_model
+from desim.engine.checks import resolved_scenario
 from desim.engine.faults import FaultModel
 from desim.engine.records import SCHEMA_VERSION
 from desim.engine.rng import rng_stream, rng_streams
 from desim.engine.simulation import Simulation
-from desim.errors import InputError, ScenarioError, warn
-from desim.io.files import (
-    default_scenario_path,
-    load_model_config,
-    load_profile_files,
-    read_kr_scores,
-    read_trace,
-    resolve_kr_scores_path,
-    resolve_trace_path,
-)
-from desim.scenario.model import (
-    ChannelSpec,
-    ComputeSpec,
-    CostSpec,
-    DeviceSpec,
-    DevicesSpec,
-    Scenario,
-    resolve_devices,
-)
-from desim.schemes.core import KillRevive, Scheme, make_scheme
-from desim.world.channel import MAX_TX_POWER_DBM, Channel, generated_channel, trace_channel
-from desim.world.compute import (
-    ComputeTimeline,
-    ComputeTimelineParams,
-    SignalTimeline,
-    generate_compute,
-    trace_timeline,
-)
-from desim.world.traces import TraceMeta, tidy_frame, trace_from_frame
+from desim.errors import ScenarioError, warn
+from desim.io.calibration import load_profile_files
+from desim.io.model_configs import load_model_config
+from desim.io.shipped import default_scenario_path
+from desim.io.traces import read_trace, resolve_trace_path
+from desim.registry import validate_section
+from desim.scenario.components import ChannelSpec, ComputeSpec, CostSpec
+from desim.scenario.devices import DeviceSpec, DevicesSpec, resolve_devices
+from desim.scenario.model import Scenario
+from desim.schemes import SCHEMES, Scheme
+from desim.world.channel import MAX_TX_POWER_DBM, Channel
+from desim.world.channel_kinds import CHANNEL_KINDS, ChannelContext
+from desim.world.compute import ComputeTimeline
+from desim.world.compute_kinds import COMPUTE_KINDS, ComputeContext
+from desim.world.kinds import section_params
+from desim.world.traces import Trace
 
 
 def workload_of(scenario: Scenario) -> Workload:
@@ -107,36 +90,29 @@ def make_channel(
     noise_psd_dbm_per_hz: float,
     rng: np.random.Generator,
 ) -> Channel:
-    """The channel a scenario's ``[channel]`` section describes (reads the trace file if any)."""
-    if spec.kind == "trace":
-        trace = read_trace(resolve_trace_path(spec.path or ""))
-        return trace_channel(trace, devices, spec, noise_psd_dbm_per_hz, rng)
-    return generated_channel(devices, spec, noise_psd_dbm_per_hz, rng)
+    """The channel a scenario's ``[channel]`` section describes (reads the trace file if any).
+
+    The kind's builder (:data:`desim.world.channel_kinds.CHANNEL_KINDS`) gets its validated
+    parameters; keys of other kinds were warned about where the scenario was loaded.
+    """
+    params = section_params(CHANNEL_KINDS, "channel", spec.kind, spec.params)
+    ctx = ChannelContext(devices, noise_psd_dbm_per_hz, rng, _read_scenario_trace)
+    return CHANNEL_KINDS.get_obj(spec.kind)(params, ctx)
 
 
 def make_compute(
     devices: tuple[DeviceSpec, ...], spec: ComputeSpec, rng: np.random.Generator
 ) -> ComputeTimeline:
-    """The compute timeline a scenario's ``[compute]`` section describes."""
-    names = tuple(d.name for d in devices)
-    if spec.kind == "constant":
-        return SignalTimeline.constant(len(devices))
-    if spec.kind == "trace":
-        trace = read_trace(resolve_trace_path(spec.path or ""))
-    else:
-        params = ComputeTimelineParams(
-            **{f: getattr(spec, f) for f in ComputeTimelineParams.__dataclass_fields__}
-        )
-        series = generate_compute(params, len(devices), rng)
-        frame = tidy_frame(
-            names,
-            [s[0] for s in series],
-            {"speed_factor": [s[1] for s in series], "available": [s[2] for s in series]},
-        )
-        meta = TraceMeta(end_policy="loop", duration_s=spec.duration_s)
-        trace = trace_from_frame(frame, "generated compute timeline", meta)
-        spec = spec.model_copy(update={"mapping": "cyclic"})
-    return trace_timeline(trace, names, spec, rng)
+    """The compute timeline a scenario's ``[compute]`` section describes (as for the channel)."""
+    params = section_params(COMPUTE_KINDS, "compute", spec.kind, spec.params)
+    ctx = ComputeContext(tuple(d.name for d in devices), rng, _read_scenario_trace)
+    return COMPUTE_KINDS.get_obj(spec.kind)(params, ctx)
+
+
+def _read_scenario_trace(ref: str) -> Trace:
+    """The trace a scenario names: ``shipped:NAME`` or a path (already absolute)."""
+    trace: Trace = read_trace(resolve_trace_path(ref))
+    return trace
 
 
 def make_cost_model(
@@ -144,55 +120,50 @@ def make_cost_model(
 ) -> CostModel:
     """The cost model a scenario's ``[cost]`` section describes (reads the profiles).
 
-    With ``workload``, a profile file whose rows for it decrease with depth gets a warning
-    naming the file, the column and the blocks (:func:`desim.costs.models.depth_decreases`).
+    The model is the registered one (:data:`desim.costs.registry.COST_MODELS`) with its own
+    validated parameters. With ``workload``, a profile file whose rows for it decrease with
+    depth gets a warning naming the file, the column and the blocks
+    (:func:`desim.costs.fit.depth_decreases`).
     """
-    classes = sorted({d.hardware for d in devices} | set(spec.profiles))
-    refs = spec.profiles
-    speed = {h: refs[h].speed if h in refs else 1.0 for h in classes}
-    analytic = AnalyticCostModel(
-        flops_per_s=spec.analytic_flops_per_s,
-        hardware_speed=tuple(speed.items()),
-    )
-    if spec.model == "analytic":
-        return analytic
-    files = {h: load_profile_files(r.profile) for h, r in refs.items()}
-    profiles = {
-        h: parts[0][1] if len(parts) == 1 else pd.concat([t for _, t in parts], ignore_index=True)
-        for h, parts in files.items()
-    }
-    if workload is not None:
-        _warn_depth_decreases(files, workload)
-    return ProfiledCostModel(
-        profiles,
-        fallback=analytic if spec.fallback == "analytic" else None,
-        class_speed={h: r.speed for h, r in refs.items() if r.speed != 1.0},
-    )
+    classes = tuple(sorted({d.hardware for d in devices}))
+    inputs = CostInputs(classes, _profile_reader(workload))
+    return build_cost_model(spec.model, spec.params, inputs)
+
+
+def _profile_reader(workload: Workload | None) -> ProfileReader:
+    """:func:`load_profile_files`, warning about depth decreases of ``workload``'s rows."""
+    seen: set[Path] = set()
+
+    def read(ref: str) -> list[tuple[Path, pd.DataFrame]]:
+        parts = load_profile_files(ref)
+        if workload is not None:
+            _warn_depth_decreases(parts, workload, seen)
+        return parts
+
+    return read
 
 
 def _warn_depth_decreases(
-    files: dict[str, list[tuple[Path, pd.DataFrame]]], workload: Workload
+    parts: list[tuple[Path, pd.DataFrame]], workload: Workload, seen: set[Path]
 ) -> None:
-    """Warn once per profile file and column whose workload rows decrease with depth.
+    """Warn once per profile file (``seen``) and column whose workload rows decrease with depth.
 
     Shipped profiles are not warned about: their decreases are measured and documented in
     README "Calibration" (flan-t5-small full memory dips at the decoder/encoder boundary).
     """
     shipped = (default_scenario_path().parent / "profiles").resolve()
-    seen: set[Path] = set()
-    for parts in files.values():
-        for path, table in parts:
-            if path in seen or path.resolve().is_relative_to(shipped):
-                continue
-            seen.add(path)
-            rows = table[(table["model"] == workload.config.name)
-                         & (table["method"] == workload.method)]
-            for d in depth_decreases(rows):
-                warn(
-                    f"{path}: column {d.column} decreases with depth at block(s) "
-                    f"{', '.join(map(str, d.blocks))} ({d.example}); the fitted profile is "
-                    "non-decreasing in depth and hides it"
-                )
+    for path, table in parts:
+        if path in seen or path.resolve().is_relative_to(shipped):
+            continue
+        seen.add(path)
+        rows = table[(table["model"] == workload.config.name)
+                     & (table["method"] == workload.method)]
+        for d in depth_decreases(rows):
+            warn(
+                f"{path}: column {d.column} decreases with depth at block(s) "
+                f"{', '.join(map(str, d.blocks))} ({d.example}); the fitted profile is "
+                "non-decreasing in depth and hides it"
+            )
 
 
 def check_tx_power(spec: DevicesSpec, devices: tuple[DeviceSpec, ...]) -> None:
@@ -229,7 +200,8 @@ def warn_suspicious(scenario: Scenario, devices: tuple[DeviceSpec, ...], sim: Si
             f"unused (hardware classes in use: {', '.join(classes)})"
         )
     sp = scenario.scheme
-    if sp.name in ("fl-lora", "dlora") and sp.clients is not None:
+    clients = sp.params.get("clients")
+    if sp.name in ("fl-lora", "dlora") and isinstance(clients, int):
         K = len(devices)
         if sp.name == "fl-lora":  # a client trains the whole model (the deepest block)
             need = float(sim.block_memory_bytes[-1])
@@ -238,69 +210,19 @@ def warn_suspicious(scenario: Scenario, devices: tuple[DeviceSpec, ...], sim: Si
                    f"whole model's training step, {need:.4g} bytes)")
         else:
             able, who = K, "devices can take part in dlora (the scenario has that many)"
-        if sp.clients > able:
+        if clients > able:
             warn(
-                f"scheme.clients = {sp.clients} exceeds the devices that can take part: only "
+                f"scheme.clients = {clients} exceeds the devices that can take part: only "
                 f"{able} {who}; each round selects at most {able}"
             )
 
 
-def kr_scores_of(scenario: Scenario) -> tuple[tuple[float, ...], ...] | None:
-    """DLoRA's Kill-and-Revive score rows: inline, or read from the named score file.
-
-    Raises:
-        InputError: an unreadable file, or rows whose length is not the model's ``2L`` modules.
-    """
-    ref = scenario.scheme.kr_scores
-    if ref is None:
-        return None
-    where = "scheme.kr_scores"
-    rows: np.ndarray | tuple[tuple[float, ...], ...]
-    if isinstance(ref, str):
-        rows = read_kr_scores(resolve_kr_scores_path(ref))
-        where = f"scheme.kr_scores ({ref})"
-    else:
-        rows = ref
-    modules = 2 * workload_of(scenario).config.num_layers
-    bad = [len(r) for r in rows if len(r) != modules]
-    if bad:
-        raise InputError(
-            f"{where}: {scenario.model.name} has {modules} LoRA modules (q and v of every "
-            f"layer), but a score row has {bad[0]}"
-        )
-    return tuple(tuple(float(v) for v in r) for r in rows)
-
-
-def make_scheme_of(scenario: Scenario) -> Scheme | None:
-    """The scheme a scenario's ``[scheme]`` section describes (``None``: allocator-planned)."""
-    sp = scenario.scheme
-    common: dict[str, Any] = {
-        "local_steps": sp.local_steps,
-        "selection": sp.selection,
-        "clients": sp.clients,
-        "downlink_rate_bps": sp.downlink_rate_bps,
-    }
-    if sp.name == "fl-lora":
-        return make_scheme("fl-lora", common)
-    if sp.name == "dlora":
-        rules = method_rules(scenario.model.method)
-        if rules.trains != "lora" or not rules.backward:
-            raise ScenarioError(
-                f"model.method: dlora splits the LoRA modules off the frozen backbone and "
-                f"trains them by backpropagation; use lora, lora-checkpoint or qlora, got "
-                f"{scenario.model.method!r}"
-            )
-        kr = (
-            KillRevive(sp.kr_threshold, sp.kr_patience, sp.kr_revive_period, sp.kr_min_active)
-            if sp.kill_revive
-            else None
-        )
-        return make_scheme("dlora", {
-            **common, "server_speed_factor": sp.server_speed_factor,
-            "activation_bits": sp.activation_bits, "kill_revive": kr, "score": sp.kr_score,
-            "score_sigma": sp.kr_score_sigma, "scores": kr_scores_of(scenario),
-        })
-    return None
+def make_scheme_of(scenario: Scenario, workload: Workload, allocator: Allocator) -> Scheme:
+    """The scheme a scenario's ``[scheme]`` section describes, with its validated parameters."""
+    entry = SCHEMES[scenario.scheme.name]
+    params = validate_section(SCHEMES, entry.name, scenario.scheme.params, "scheme",
+                              quiet=True)  # the loader has warned about foreign keys
+    return entry.obj.build(params, scenario, workload, allocator)
 
 
 def build_simulation(scenario: Scenario) -> Simulation:
@@ -322,16 +244,12 @@ def build_simulation(scenario: Scenario) -> Simulation:
     cost = make_cost_model(scenario.cost, devices, workload)
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
-        "scenario": scenario.model_dump(mode="json"),
+        "scenario": resolved_scenario(scenario),
         "seed": scenario.run.seed,
         "versions": versions(),
     }
     allocator = make_allocator(scenario.allocator.name, scenario.allocator.params)
-    scheme = make_scheme_of(scenario)
-    if scenario.scheme.name == "offload":  # the offload scheme is the offload allocator
-        allocator = make_allocator(
-            "offload", {"server_speed_factor": scenario.scheme.server_speed_factor}
-        )
+    scheme = make_scheme_of(scenario, workload, allocator)
     metadata["scheme"] = scenario.scheme.name
     sim = Simulation(
         devices=devices,

@@ -16,7 +16,7 @@ from time import perf_counter
 
 from desim.engine.assembly import build_simulation
 from desim.engine.simulation import bare_event_loop
-from desim.io.files import load_scenario
+from desim.io.scenario import load_scenario
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def bench_sweep(runs: int = 200, rounds: int = 100, workdir: str | None = None) 
     import tempfile
     from pathlib import Path
 
-    from desim.experiments.sweep import AllocatorEntry, SweepSpec, expand, run_sweep
+    from desim.experiments.sweep import run_sweep
+    from desim.experiments.sweep_spec import AllocatorEntry, SweepSpec, expand
 
     seeds = max(1, runs // 8)
     spec = SweepSpec(

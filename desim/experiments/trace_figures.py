@@ -1,11 +1,13 @@
 """Figures of channel and compute traces (``desim traces plot``); matplotlib is imported lazily.
 
-Like ``figures.py`` this is an output edge: it draws from a validated trace and writes one image.
+Like :mod:`desim.experiments.paper_figures` this is an output edge: it draws from a validated trace
+and writes one image.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,36 +47,10 @@ def plot_trace(
     except ImportError:  # pragma: no cover - depends on the environment
         raise InputError('desim traces plot needs matplotlib: pip install ".[plot]"') from None
     out = Path(out)
-    dur = np.diff(np.append(trace.times_s, trace.end_s))
-    if trace.kind == "channel":
-        from desim.world.channel import trace_rate_bps
-
-        rate, _ = trace_rate_bps(trace, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz)
-        cdf_vals, cdf_label = rate / 1e6, "rate (Mbit/s)"
-        if trace.quantity == "gain_db":
-            time_vals, time_label = trace.columns["gain_db"], "channel gain (dB)"
-        else:
-            time_vals, time_label = cdf_vals, "rate (Mbit/s)"
-    else:
-        cdf_vals = trace.columns["speed_factor"] * trace.columns["available"]
-        time_vals, time_label = cdf_vals, "effective speed factor"
-        cdf_label = time_label
+    series = _series(trace, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz)
     fig, (ax_t, ax_c) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    t = np.append(trace.times_s, trace.end_s)
-    for k in range(min(max_devices, len(trace.devices))):
-        ax_t.stairs(time_vals[k], t, label=trace.devices[k], baseline=None)
-    ax_t.set_xlabel("time (s)")
-    ax_t.set_ylabel(time_label)
-    ax_t.legend(fontsize="small", loc="best")
-    ax_t.set_title(Path(trace.source).name)
-    v = cdf_vals.ravel()
-    w = np.broadcast_to(dur, cdf_vals.shape).ravel()
-    order = np.argsort(v)
-    cum = np.cumsum(w[order])
-    ax_c.step(v[order], cum / cum[-1], where="post")
-    ax_c.set_xlabel(cdf_label)
-    ax_c.set_ylabel("CDF (fraction of time, all devices)")
-    ax_c.grid(alpha=0.3)
+    _draw_over_time(ax_t, trace, series[0], series[1], max_devices)
+    _draw_cdf(ax_c, trace, series[2], series[3])
     try:
         fig.savefig(out, dpi=120)
     except (OSError, ValueError) as exc:
@@ -82,3 +58,45 @@ def plot_trace(
     finally:
         plt.close(fig)
     return out
+
+
+def _series(
+    trace: Trace, bandwidth_hz: float | None, tx_power_dbm: float, noise_psd_dbm_per_hz: float
+) -> tuple[np.ndarray, str, np.ndarray, str]:
+    """What the two panels draw: ``(over-time values, label, CDF values, label)``."""
+    if trace.kind == "channel":
+        from desim.world.channel_trace import trace_rate_bps
+
+        rate, _ = trace_rate_bps(trace, bandwidth_hz, tx_power_dbm, noise_psd_dbm_per_hz)
+        cdf_vals, cdf_label = rate / 1e6, "rate (Mbit/s)"
+        if trace.quantity == "gain_db":
+            return trace.columns["gain_db"], "channel gain (dB)", cdf_vals, cdf_label
+        return cdf_vals, "rate (Mbit/s)", cdf_vals, cdf_label
+    speed = trace.columns["speed_factor"] * trace.columns["available"]
+    return speed, "effective speed factor", speed, "effective speed factor"
+
+
+def _draw_over_time(
+    ax: Any, trace: Trace, values: np.ndarray, label: str, max_devices: int
+) -> None:
+    """The time panel: one step line per device, for the first ``max_devices`` devices."""
+    t = np.append(trace.times_s, trace.end_s)
+    for k in range(min(max_devices, len(trace.devices))):
+        ax.stairs(values[k], t, label=trace.devices[k], baseline=None)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel(label)
+    ax.legend(fontsize="small", loc="best")
+    ax.set_title(Path(trace.source).name)
+
+
+def _draw_cdf(ax: Any, trace: Trace, values: np.ndarray, label: str) -> None:
+    """The CDF panel: the fraction of time, over all devices, a value is not exceeded."""
+    dur = np.diff(np.append(trace.times_s, trace.end_s))
+    v = values.ravel()
+    w = np.broadcast_to(dur, values.shape).ravel()
+    order = np.argsort(v)
+    cum = np.cumsum(w[order])
+    ax.step(v[order], cum / cum[-1], where="post")
+    ax.set_xlabel(label)
+    ax.set_ylabel("CDF (fraction of time, all devices)")
+    ax.grid(alpha=0.3)

@@ -3,10 +3,10 @@
 This package is the only place desim imports torch, transformers and peft (the optional
 ``profile`` extra). Importing :mod:`desim.profiling` itself imports none of them: the modules
 that need torch (:mod:`desim.profiling.models`, :mod:`~desim.profiling.memory`,
-:mod:`~desim.profiling.runner`) are imported lazily by :func:`run_profile` and
-:func:`run_validation`, after :func:`require_profiling` has checked the extra is installed.
-The request and the extra's check live in :mod:`desim.profiling.request` (re-exported here), so
-the lazily imported modules never import this package's ``__init__``.
+:mod:`~desim.profiling.measure`, :mod:`~desim.profiling.runner`) are imported lazily by
+:func:`run_profile` and :func:`run_validation`, after :func:`require_profiling` has checked the
+extra is installed. The request and the extra's check live in :mod:`desim.profiling.request`
+(re-exported here), so the lazily imported modules never import this package's ``__init__``.
 
 What is measured (DESIGN §2 "Depth"): for every block depth ``n`` (block 1 next to the
 output) the forward time, the backward time with autograd stopping at block ``n``, the

@@ -37,39 +37,38 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from desim.errors import InputError
-from desim.io.files import PROFILE_COLUMNS, model_config_data
+from desim.io.calibration import PROFILE_COLUMNS
+from desim.io.model_configs import model_config_data
+from desim.profiling.measure import (
+    Blocks,
+    Inputs,
+    MetaCounter,
+    block_optimizers,
+    cuda_peak_by_depth,
+    device_sync,
+    live_peak_by_depth,
+    step_clock,
+    time_mezo_point,
+    time_point,
+)
 from desim.profiling.memory import (
-    SavedTensorMeter,
-    live_peak_bytes,
     optimizer_state_bytes,
     peak_rss_bytes,
     quant_state_bytes,
     tensor_bytes,
 )
-from desim.profiling.mezo import mezo_step
-from desim.profiling.models import (
-    LORA_METHODS,
-    build_model,
-    family,
-    make_inputs,
-    set_trainable,
-)
+from desim.profiling.models import LORA_METHODS, build_model, family, make_inputs
 from desim.profiling.request import ProfileRequest
 
 Progress = Callable[[int, int], None] | None
-Inputs = dict[str, torch.Tensor]
-Blocks = list[list[torch.nn.Parameter]]
 # methods whose peak is the live-tensor high-water mark of a whole step (on CPU)
 LIVE_METHODS = ("lora-checkpoint", "mezo", "qlora")
 
@@ -109,212 +108,6 @@ def provenance(device: str) -> dict[str, Any]:
     }
 
 
-def _clock(device: str) -> tuple[Callable[[], float], str]:
-    """The step clock and its name: thread CPU time with one CPU thread, else wall time."""
-    if device == "cpu" and torch.get_num_threads() == 1:
-        return time.thread_time, "thread-cpu"
-    return time.perf_counter, "wall"
-
-
-def _sync(device: str) -> Callable[[], None]:
-    if device == "cuda":
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def time_point(
-    clock: Callable[[], float],
-    model: torch.nn.Module,
-    blocks: Blocks,
-    optimizers: list[torch.optim.Optimizer],
-    inputs: Inputs,
-    repeats: int,
-    warmup: int,
-    sync: Callable[[], None],
-    tick: Callable[[], None],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time forward, per-depth backward and per-depth step at one grid point.
-
-    Returns:
-        ``fwd (R, N)`` (one forward shared by every depth), ``bwd (R, N)`` and
-        ``step (R, N)`` seconds, ``R = repeats``.
-    """
-    depths = len(blocks)
-    set_trainable(blocks, set(range(1, depths + 1)))
-    fwd = np.zeros((repeats, depths))
-    bwd = np.zeros((repeats, depths))
-    step = np.zeros((repeats, depths))
-    for r in range(-warmup, repeats):
-        sync()
-        t0 = clock()
-        loss = model(**inputs).loss
-        sync()
-        t1 = clock()
-        if r >= 0:
-            fwd[r] = t1 - t0
-        grads = []
-        for n in range(1, depths + 1):
-            t0 = clock()
-            grads.append(torch.autograd.grad(loss, blocks[n - 1], retain_graph=n < depths))
-            sync()
-            if r >= 0:
-                bwd[r, n - 1] = clock() - t0
-        # steps after all backwards: a step changes weights the retained graph still needs
-        for n in range(1, depths + 1):
-            params, opt = blocks[n - 1], optimizers[n - 1]
-            for p, g in zip(params, grads[n - 1], strict=True):
-                p.grad = g
-            t0 = clock()
-            opt.step()
-            sync()
-            if r >= 0:
-                step[r, n - 1] = clock() - t0
-            opt.zero_grad(set_to_none=True)
-        del loss
-        tick()
-    set_trainable(blocks, set())
-    return fwd, bwd, step
-
-
-def time_mezo_point(
-    clock: Callable[[], float],
-    model: torch.nn.Module,
-    blocks: Blocks,
-    inputs: Inputs,
-    repeats: int,
-    warmup: int,
-    sync: Callable[[], None],
-    tick: Callable[[], None],
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time a whole MeZO step of every depth at one grid point.
-
-    Returns:
-        ``fwd (R, N)`` (both forward passes), ``bwd (R, N)`` (zeros) and ``step (R, N)``
-        (perturbations and update) seconds.
-    """
-    depths = len(blocks)
-    fwd = np.zeros((repeats, depths))
-    step = np.zeros((repeats, depths))
-    set_trainable(blocks, set())
-    for r in range(-warmup, repeats):
-        for n in range(1, depths + 1):
-            t = mezo_step(model, blocks[n - 1], inputs, seed=seed + 7919 * (r + warmup) + n,
-                          clock=clock, sync=sync)
-            if r >= 0:
-                fwd[r, n - 1], step[r, n - 1] = t.forward_s, t.update_s
-        tick()
-    return fwd, np.zeros_like(fwd), step
-
-
-def training_step(
-    model: torch.nn.Module,
-    blocks: Blocks,
-    optimizers: list[torch.optim.Optimizer] | None,
-    inputs: Inputs,
-    n: int,
-    seed: int = 0,
-) -> None:
-    """One training step of block ``n`` alone: forward, backward, AdamW step; or MeZO.
-
-    With ``optimizers = None`` the step is a MeZO step (no backward).
-    """
-    if optimizers is None:
-        mezo_step(model, blocks[n - 1], inputs, seed=seed)
-        return
-    set_trainable(blocks, {n})
-    loss = model(**inputs).loss
-    for p, g in zip(blocks[n - 1], torch.autograd.grad(loss, blocks[n - 1]), strict=True):
-        p.grad = g
-    del loss
-    optimizers[n - 1].step()
-    optimizers[n - 1].zero_grad(set_to_none=True)
-    set_trainable(blocks, set())
-
-
-def flops_by_depth(
-    model: torch.nn.Module,
-    blocks: Blocks,
-    optimizers: list[torch.optim.Optimizer] | None,
-    inputs: Inputs,
-) -> np.ndarray:
-    """``(N,)`` counted FLOPs of one training step of block ``n`` (any device, or meta)."""
-    out = np.zeros(len(blocks))
-    for n in range(1, len(blocks) + 1):
-        with FlopCounterMode(display=False) as counter:
-            training_step(model, blocks, optimizers, inputs, n)
-        out[n - 1] = counter.get_total_flops()
-    return out
-
-
-def saved_bytes_by_depth(model: torch.nn.Module, blocks: Blocks, inputs: Inputs) -> np.ndarray:
-    """``(N,)`` bytes kept for backward with only block ``n`` trainable (any device, or meta)."""
-    out = np.zeros(len(blocks), dtype=np.int64)
-    params = list(model.parameters())
-    for n in range(1, len(blocks) + 1):
-        set_trainable(blocks, {n})
-        with SavedTensorMeter(exclude=params) as meter:
-            loss = model(**inputs).loss
-        out[n - 1] = meter.saved_bytes  # while the loss keeps the graph alive
-        del loss
-    set_trainable(blocks, set())
-    return out
-
-
-def live_peak_by_depth(
-    model: torch.nn.Module,
-    blocks: Blocks,
-    optimizers: list[torch.optim.Optimizer] | None,
-    inputs: Inputs,
-) -> np.ndarray:
-    """``(N,)`` live-tensor peak bytes of one training step of block ``n`` (CPU or meta).
-
-    Counted: every parameter and buffer, block ``n``'s optimizer state (made resident first,
-    as in steady-state training) and every tensor the step creates while it lives.
-    """
-    out = np.zeros(len(blocks), dtype=np.int64)
-    for n in range(1, len(blocks) + 1):
-        opt = None if optimizers is None else optimizers[n - 1]
-        if opt is not None and not opt.state:
-            for p in blocks[n - 1]:
-                p.grad = torch.zeros_like(p)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        out[n - 1] = live_peak_bytes(
-            partial(training_step, model, blocks, optimizers, inputs, n), model, opt
-        )
-    return out
-
-
-def cuda_peak_by_depth(
-    model: torch.nn.Module,
-    blocks: Blocks,
-    optimizers: list[torch.optim.Optimizer] | None,
-    inputs: Inputs,
-) -> np.ndarray:
-    """``(N,)`` ``max_memory_allocated`` of a real training step of block ``n`` on CUDA.
-
-    The optimizer states of the other blocks (resident after timing) are subtracted, so the
-    figure is what a device training only block ``n`` would hold.
-    """
-    states = np.array([optimizer_state_bytes(o) for o in optimizers or []] or [0] * len(blocks))
-    out = np.zeros(len(blocks), dtype=np.int64)
-    for n in range(1, len(blocks) + 1):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        training_step(model, blocks, optimizers, inputs, n)
-        torch.cuda.synchronize()
-        others = states.sum() - states[n - 1]
-        out[n - 1] = torch.cuda.max_memory_allocated() - others
-    return out
-
-
-def _optimizers(blocks: Blocks, method: str) -> list[torch.optim.Optimizer] | None:
-    if method == "mezo":
-        return None
-    return [torch.optim.AdamW(p, lr=1e-4) for p in blocks]
-
-
 def _target_len(data: dict[str, Any], request: ProfileRequest) -> int:
     if family(data) != "t5":
         if request.target_len:
@@ -337,31 +130,6 @@ def _check_lengths(data: dict[str, Any], seq_lens: tuple[int, ...]) -> None:
         raise InputError(f"--seq-len: {too_long[0]} exceeds {data['_name']}'s {max_len} positions")
 
 
-class _Counter:
-    """The meta-device twin of the profiled model: FLOPs and memory by shape alone."""
-
-    def __init__(self, data: dict[str, Any], request: ProfileRequest) -> None:
-        method = "lora" if request.method == "qlora" else request.method
-        self.model, self.blocks = build_model(
-            data, method, device="meta", seed=request.seed,
-            lora_rank=request.lora_rank, adapter_size=request.adapter_size,
-        )
-        self.optimizers = _optimizers(self.blocks, request.method)
-        self.family = family(data)
-        self.method = request.method
-
-    def flops(self, inputs: Inputs) -> np.ndarray:
-        return flops_by_depth(self.model, self.blocks, self.optimizers, inputs)
-
-    def saved(self, inputs: Inputs) -> np.ndarray:
-        if self.method == "mezo":  # no graph: nothing is saved
-            return np.zeros(len(self.blocks), dtype=np.int64)
-        return saved_bytes_by_depth(self.model, self.blocks, inputs)
-
-    def live(self, inputs: Inputs) -> np.ndarray:
-        return live_peak_by_depth(self.model, self.blocks, self.optimizers, inputs)
-
-
 def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.DataFrame:
     """Profile every grid point of ``request``; one row per (batch, seq_len, block).
 
@@ -373,26 +141,16 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
     _check_lengths(data, request.seq_lens)
     target_len = _target_len(data, request)
     device = request.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: torch sees no CUDA device (is this a CPU-only torch?)")
-    if device == "cpu" and request.threads is not None:
-        torch.set_num_threads(request.threads)
+    _use_device(device, request.threads)
     kwargs = dict(lora_rank=request.lora_rank, adapter_size=request.adapter_size)
     model, blocks = build_model(data, request.method, device=device, seed=request.seed, **kwargs)
-    counter = _Counter(data, request)
-    optimizers = _optimizers(blocks, request.method)
-    sync = _sync(device)
-    clock, clock_name = _clock(device)
+    counter = MetaCounter(data, request)
+    optimizers = block_optimizers(blocks, request.method)
+    sync = device_sync(device)
+    clock, clock_name = step_clock(device)
     prov = provenance(device)
     grid = request.grid
-    total, done = len(grid) * (request.warmup + request.repeats), 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if on_progress is not None:
-            on_progress(done, total)
-
+    tick = _ticker(len(grid) * (request.warmup + request.repeats), on_progress)
     frames = []
     quant = quant_state_bytes(model)
     param_bytes = tensor_bytes(model.parameters()) + quant
@@ -416,17 +174,10 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
         }
         meta_inputs = make_inputs(data, b, s, target_len, "meta", 0)
         saved = counter.saved(meta_inputs)
-        if device == "cuda":
-            peak, memory_method = cuda_peak_by_depth(model, blocks, optimizers, inputs), (
-                "cuda-max-allocated")
-        elif request.method == "qlora":  # 4-bit weights need values: a real step on CPU
-            peak = live_peak_by_depth(model, blocks, optimizers, inputs) + quant
-            memory_method = "live-tensors"
-        elif request.method in LIVE_METHODS:
-            peak, memory_method = counter.live(meta_inputs), "live-tensors"
-        else:
-            peak = saved + param_bytes + grads + states
-            memory_method = "saved-tensors"
+        peak, memory_method = _peak_memory(
+            request, model, blocks, optimizers, inputs, counter, meta_inputs,
+            saved + param_bytes + grads + states, quant,
+        )
         frames.append(pd.DataFrame({
             **static, "batch_size": b, "seq_len": s, **_time_columns(fwd, bwd, step),
             "flops": counter.flops(meta_inputs), "peak_memory_bytes": peak.astype(np.int64),
@@ -434,6 +185,52 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
             "memory_method": memory_method,
         }))
     return pd.concat(frames, ignore_index=True)[list(PROFILE_COLUMNS)]
+
+
+def _use_device(device: str, threads: int | None) -> None:
+    """Refuse CUDA when torch sees none; on CPU run ``threads`` torch threads (when given)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA device (is this a CPU-only torch?)")
+    if device == "cpu" and threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _ticker(total: int, on_progress: Progress) -> Callable[[], None]:
+    """A callback for each repetition that reports ``(done, total)`` to ``on_progress``."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
+
+    return tick
+
+
+def _peak_memory(
+    request: ProfileRequest,
+    model: torch.nn.Module,
+    blocks: Blocks,
+    optimizers: list[torch.optim.Optimizer] | None,
+    inputs: Inputs,
+    counter: MetaCounter,
+    meta_inputs: Inputs,
+    saved_total: np.ndarray,
+    quant: int,
+) -> tuple[np.ndarray, str]:
+    """Peak bytes of each depth's training step at one point, and how they were found.
+
+    ``saved_total`` is the saved-tensors estimate (saved bytes, parameters, gradients and
+    optimizer state), the figure of methods whose peak is not measured otherwise.
+    """
+    if request.device == "cuda":
+        return cuda_peak_by_depth(model, blocks, optimizers, inputs), "cuda-max-allocated"
+    if request.method == "qlora":  # 4-bit weights need values: a real step on CPU
+        return live_peak_by_depth(model, blocks, optimizers, inputs) + quant, "live-tensors"
+    if request.method in LIVE_METHODS:
+        return counter.live(meta_inputs), "live-tensors"
+    return saved_total, "saved-tensors"
 
 
 def _state_bytes(
@@ -465,7 +262,7 @@ def count_flops(table: pd.DataFrame, model_path: str | None = None) -> pd.DataFr
     sequence and target length) is counted once on the meta device.
 
     Args:
-        table: a profile table (:func:`desim.io.files.read_profile`).
+        table: a profile table (:func:`desim.io.calibration.read_profile`).
         model_path: model config to build, for a model that is not shipped.
     """
     out = table.copy()
@@ -473,7 +270,7 @@ def count_flops(table: pd.DataFrame, model_path: str | None = None) -> pd.DataFr
     for (model, method, rank), rows in out.groupby(keys[:3], sort=False):
         data = model_config_data(model_path or str(model))
         request = ProfileRequest(str(model), str(method), (1,), (1,), lora_rank=int(rank) or 8)
-        counter = _Counter(data, request)
+        counter = MetaCounter(data, request)
         for (b, s, t), point in rows.groupby(keys[3:], sort=False):
             flops = counter.flops(make_inputs(data, int(b), int(s), int(t), "meta", 0))
             out.loc[point.index, "flops"] = flops[point["block"].to_numpy() - 1]

@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from desim.errors import InputError
-from desim.io.files import KR_SCORE_COLUMNS, model_config_data
+from desim.io.calibration import KR_SCORE_COLUMNS
+from desim.io.model_configs import model_config_data
 from desim.profiling.models import build_model, family, layer_counts, make_inputs
 
 _MODULE = {
@@ -72,7 +73,7 @@ def kr_scores(
         threads: torch CPU threads (``None``: torch's default).
 
     Returns:
-        A tidy frame with columns :data:`desim.io.files.KR_SCORE_COLUMNS`, one row per
+        A tidy frame with columns :data:`desim.io.calibration.KR_SCORE_COLUMNS`, one row per
         (step, module); ``step`` from 1, ``module`` from 0.
 
     Raises:
@@ -89,7 +90,25 @@ def kr_scores(
     if threads is not None:
         torch.set_num_threads(threads)
     net, _ = build_model(data, "lora", lora_rank=lora_rank, seed=seed)
-    encoder_layers = layer_counts(data)[0]
+    modules = _lora_modules(net, fam, layer_counts(data)[0])
+    params = [p for _, _, ps in modules.values() for p in ps]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    order = sorted(modules)
+    rows: list[dict[str, Any]] = []
+    for step in range(1, steps + 1):
+        inputs = make_inputs(data, batch_size, seq_len, target, "cpu", seed + step)
+        scores = _step_scores(net, inputs, [modules[i][2] for i in order], optimizer)
+        for i, score in zip(order, scores, strict=True):
+            layer, proj, _ = modules[i]
+            rows.append({"step": step, "module": i, "layer": layer, "target": proj,
+                         "score": float(score)})
+    return pd.DataFrame(rows, columns=list(KR_SCORE_COLUMNS))
+
+
+def _lora_modules(
+    net: torch.nn.Module, fam: str, encoder_layers: int
+) -> dict[int, tuple[int, str, list[torch.nn.Parameter]]]:
+    """Module index -> ``(layer, target, its LoRA parameters)``, each made trainable."""
     modules: dict[int, tuple[int, str, list[torch.nn.Parameter]]] = {}
     for name, param in net.named_parameters():
         found = _module_index(name, fam, encoder_layers)
@@ -97,23 +116,22 @@ def kr_scores(
             index, layer, proj = found
             modules.setdefault(index, (layer, proj, []))[2].append(param)
             param.requires_grad_(True)
-    params = [p for _, _, ps in modules.values() for p in ps]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    order = sorted(modules)
-    rows: list[dict[str, Any]] = []
-    for step in range(1, steps + 1):
-        inputs = make_inputs(data, batch_size, seq_len, target, "cpu", seed + step)
-        loss = net(**inputs).loss
-        loss.backward()
-        norms = np.array([
-            sum(float(p.grad.norm()) for p in modules[i][2] if p.grad is not None) for i in order
-        ])
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        mean = norms.mean()
-        scores = norms / mean if mean > 0 else np.ones_like(norms)
-        for i, score in zip(order, scores, strict=True):
-            layer, proj, _ = modules[i]
-            rows.append({"step": step, "module": i, "layer": layer, "target": proj,
-                         "score": float(score)})
-    return pd.DataFrame(rows, columns=list(KR_SCORE_COLUMNS))
+    return modules
+
+
+def _step_scores(
+    net: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    modules: list[list[torch.nn.Parameter]],
+    optimizer: torch.optim.Optimizer,
+) -> np.ndarray:
+    """One training step: each module's gradient norm over the step's mean (1.0 = average)."""
+    loss = net(**inputs).loss
+    loss.backward()
+    norms = np.array([
+        sum(float(p.grad.norm()) for p in params if p.grad is not None) for params in modules
+    ])
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    mean = norms.mean()
+    return norms / mean if mean > 0 else np.ones_like(norms)

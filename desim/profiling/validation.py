@@ -2,7 +2,7 @@
 
 For every (hardware, model, method) table in a profile, held-out ``(batch, seq_len)`` points
 (not in the table's grid) are measured exactly as the profile was (same device, thread count,
-repeats) and compared with :class:`desim.costs.models.ProfileFit` predictions. Latency is the
+repeats) and compared with :class:`desim.costs.fit.ProfileFit` predictions. Latency is the
 training
 step ``compute_s``; memory is ``peak_memory_bytes``. MAPE is the mean over blocks and points of
 ``|predicted − measured| / measured``.
@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from desim.costs.models import fit_profile
+from desim.costs.fit import ProfileFit, fit_profile
 from desim.errors import InputError
-from desim.io.files import model_config_data, shipped_models
+from desim.io.model_configs import model_config_data
+from desim.io.shipped import shipped_models
 from desim.profiling.models import layer_counts
 from desim.profiling.report import GROUP, ValidationReport, depth_violations
 from desim.profiling.request import ProfileRequest
@@ -51,7 +52,7 @@ def validate_profile(
     """Measure held-out points for every table of ``profile`` and compare with the fit.
 
     Args:
-        profile: a profile table (:func:`desim.io.files.read_profile`).
+        profile: a profile table (:func:`desim.io.calibration.read_profile`).
         points: ``(batch, seq_len)`` pairs; default :func:`held_out_points` of each table.
         repeats: timed repetitions per point.
         model_path: model config to build, for a profile of a model that is not shipped.
@@ -75,33 +76,10 @@ def validate_profile(
         if not pts:
             raise InputError(f"{model} {method}: no default held-out point fits the grid")
         first = table.iloc[0]
-        request = ProfileRequest(
-            model=config,
-            method=method,
-            batches=tuple(b for b, _ in pts),
-            seq_lens=tuple(s for _, s in pts),
-            points=tuple(pts),
-            device=str(first["device"]),
-            repeats=repeats,
-            warmup=1,
-            threads=int(first["threads"]) or None,
-            hardware=str(hardware),
-            lora_rank=int(first["lora_rank"]) or 8,
-            target_len=int(first["target_len"]) or None,
-        )
+        request = _held_out_request(config, method, str(hardware), pts, first, repeats)
         measured = profile_table(request, on_progress=on_progress)
         violations.append(depth_violations(measured, "held-out"))
-        pred_t = fit.compute_s(measured["block"], measured["batch_size"], measured["seq_len"])
-        pred_m = fit.memory_bytes(measured["block"], measured["batch_size"], measured["seq_len"])
-        part = measured[[*GROUP, "block"]].copy()
-        part["measured_compute_s"] = measured["compute_s"]
-        part["predicted_compute_s"] = pred_t
-        part["compute_ape_pct"] = 100 * np.abs(pred_t / measured["compute_s"] - 1)
-        part["measured_memory_bytes"] = measured["peak_memory_bytes"]
-        part["predicted_memory_bytes"] = pred_m
-        part["memory_ape_pct"] = 100 * np.abs(pred_m / measured["peak_memory_bytes"] - 1)
-        part["compute_spread_s"] = measured["compute_spread_s"]
-        part["rss_peak_bytes"] = measured["rss_peak_bytes"]
+        part = _compare(measured, fit)
         rows.append(part)
         target = int(first["target_len"])
         for (b, s), g in part.groupby(["batch_size", "seq_len"], sort=True):
@@ -120,3 +98,40 @@ def validate_profile(
         fit=pd.DataFrame(fits, columns=["hardware", "model", "method", "rows",
                                         "latency_max_pct", "latency_mean_pct", "memory_max_pct"]),
     )
+
+
+def _held_out_request(
+    config: str, method: str, hardware: str, pts: list[tuple[int, int]], first: pd.Series,
+    repeats: int,
+) -> ProfileRequest:
+    """The request that measures ``pts`` as the table whose first row is ``first`` was."""
+    return ProfileRequest(
+        model=config,
+        method=method,
+        batches=tuple(b for b, _ in pts),
+        seq_lens=tuple(s for _, s in pts),
+        points=tuple(pts),
+        device=str(first["device"]),
+        repeats=repeats,
+        warmup=1,
+        threads=int(first["threads"]) or None,
+        hardware=hardware,
+        lora_rank=int(first["lora_rank"]) or 8,
+        target_len=int(first["target_len"]) or None,
+    )
+
+
+def _compare(measured: pd.DataFrame, fit: ProfileFit) -> pd.DataFrame:
+    """Measured and predicted latency and memory of every held-out row, with the errors."""
+    pred_t = fit.compute_s(measured["block"], measured["batch_size"], measured["seq_len"])
+    pred_m = fit.memory_bytes(measured["block"], measured["batch_size"], measured["seq_len"])
+    part = measured[[*GROUP, "block"]].copy()
+    part["measured_compute_s"] = measured["compute_s"]
+    part["predicted_compute_s"] = pred_t
+    part["compute_ape_pct"] = 100 * np.abs(pred_t / measured["compute_s"] - 1)
+    part["measured_memory_bytes"] = measured["peak_memory_bytes"]
+    part["predicted_memory_bytes"] = pred_m
+    part["memory_ape_pct"] = 100 * np.abs(pred_m / measured["peak_memory_bytes"] - 1)
+    part["compute_spread_s"] = measured["compute_spread_s"]
+    part["rss_peak_bytes"] = measured["rss_peak_bytes"]
+    return part

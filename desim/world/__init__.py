@@ -1,5 +1,12 @@
 """The world a run replays.
 
-Piecewise-constant signals, fading channels, compute timelines, throughput traces and their
-importers, and the Shannon rate.
+- signals: piecewise-constant signals and their exact integration (``piecewise``), the Shannon
+  rate (``rates``);
+- the uplink: channels (``channel``) from TR 38.901 path loss (``pathloss``), fast fading
+  (``fading``) and moving devices (``mobility``), or from replayed traces (``channel_trace``);
+- device compute timelines (``compute``);
+- traces: the validated trace (``traces``), tidy tables (``tidy``), replay for scenario devices
+  (``replay``) and the importers of foreign formats (``importers``, ``trace_import``);
+- the channel and compute kinds a scenario names (``channel_kinds``, ``compute_kinds``), checked
+  where scenarios are loaded (``kinds``).
 """

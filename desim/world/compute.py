@@ -23,9 +23,9 @@ from typing import Protocol
 import numpy as np
 
 from desim.errors import TraceError
-from desim.scenario.model import ComputeSpec
 from desim.world.piecewise import EndPolicy, PiecewiseSignals
-from desim.world.traces import Trace, map_devices, replay_signals
+from desim.world.replay import TraceMapping, map_devices, replay_signals
+from desim.world.traces import Trace
 
 
 class ComputeTimeline(Protocol):
@@ -153,27 +153,28 @@ def generate_compute(
 def trace_timeline(
     trace: Trace,
     names: tuple[str, ...],
-    spec: ComputeSpec,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None,
+    mapping: TraceMapping = "cyclic",
+    end_policy: EndPolicy | None = None,
 ) -> SignalTimeline:
     """Replay a compute trace for the named scenario devices.
 
     Args:
         trace: a validated compute trace.
         names: scenario device names ``(K,)``.
-        spec: the compute section (``mapping``, ``end_policy``).
         rng: the run's ``compute`` stream (used by the ``random-offset`` mapping only).
+        mapping: trace device of each scenario device (:func:`desim.world.replay.map_devices`).
+        end_policy: after the trace ends, ``loop`` or ``hold``; ``None``: the file's own.
 
     Returns:
         A timeline whose speed is ``speed_factor · available`` (work pauses while unavailable).
     """
     if trace.kind != "compute":
         raise TraceError(f"{trace.source}: a channel trace cannot be a compute timeline")
-    rows, offsets = map_devices(trace, names, spec.mapping, rng, "compute")
-    policy: EndPolicy | None = spec.end_policy
+    rows, offsets = map_devices(trace, names, mapping, rng, "compute")
     avail = trace.columns["available"]
     speed = trace.columns["speed_factor"] * avail
     return SignalTimeline(
-        replay_signals(trace, speed, rows, offsets, policy),
-        replay_signals(trace, avail, rows, offsets, policy),
+        replay_signals(trace, speed, rows, offsets, end_policy),
+        replay_signals(trace, avail, rows, offsets, end_policy),
     )

@@ -1,8 +1,11 @@
 """Importers: foreign channel-trace formats to the tidy format (``desim traces convert``).
 
-Each importer takes already-read content (text lines or a parsed table, with the file name for
-messages; :mod:`desim.io.files` does the reading) and returns a tidy table plus metadata. Times are
-shifted to start at 0. Assumptions, per format:
+Every format is registered in :data:`TRACE_FORMATS` by the :func:`trace_format` decorator on its
+importer, which names what the importer reads: ``text`` lines, a parsed ``csv`` table or a
+validated ``tidy`` trace, each with the file name for messages (:mod:`desim.io.traces` does the
+reading). An importer returns a tidy table plus metadata
+(:func:`desim.world.trace_import.converted`). Times are shifted to start at 0. Assumptions, per
+format:
 
 - ``ns3``: an ns-3 ``TraceFadingLossModel`` ASCII file (as written by the LENA
   ``fading-trace-generator`` script): one row per resource block, one column per sample
@@ -24,6 +27,7 @@ shifted to start at 0. Assumptions, per format:
   named ``CARRIER-Nconn-LOCATION-runR``; ``03-User-Mobility_walking-trace.csv`` one device
   ``walking``; the driving traces one device per ``<Carrier>_throughput_mbps`` column. A missing
   second holds the previous value. Output: ``throughput_mbps``.
+- ``tidy``: a tidy trace (``.csv`` or ``.parquet``), rewritten as it is with its own metadata.
 
 Throughputs become an effective SNR only at replay (DESIGN §2), using the reference bandwidth
 recorded with the trace (``--ref-bandwidth-hz``; defaults per format are in
@@ -35,151 +39,96 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
-import pandas as pd
 
-from desim.errors import TraceError, warn
-from desim.world.traces import TraceMeta, tidy_frame
+from desim.errors import TraceError
+from desim.registry import Registry
+from desim.world.trace_import import (
+    ImportOptions,
+    RawText,
+    base_name,
+    converted,
+    data_lines,
+    file_labels,
+    file_stem,
+    parse_number,
+)
+from desim.world.traces import TraceMeta
 
-FORMATS = ("ns3", "mahimahi", "pensieve", "5gophers", "tidy")
-LENGTH_TOLERANCE = 0.1
-"""Inputs whose lengths differ by more than this fraction of the longest one get a warning."""
-MAX_LISTED = 30  # devices named in that warning
+if TYPE_CHECKING:
+    import pandas as pd
+
 # assumed bandwidth of each format's measurements when the user states none (README)
 DEFAULT_REF_BANDWIDTH_HZ = {
     "mahimahi": 20e6,  # an LTE 20 MHz carrier
     "pensieve": 5e6,  # a 3G/HSDPA (WCDMA) carrier
     "5gophers": 100e6,  # one 5G NR carrier (aggregated mmWave carriers reach 400 MHz)
 }
+Importer = Callable[[Sequence[Any], ImportOptions], "tuple[pd.DataFrame, TraceMeta]"]
+"""``(inputs, options) -> (tidy table, metadata)``; the inputs are what the format reads."""
+F = TypeVar("F", bound=Importer)
 
 
 @dataclass(frozen=True)
-class ImportOptions:
-    """Options of ``desim traces convert``.
+class TraceFormat:
+    """A registered trace format: its importer and what it reads.
 
     Attributes:
-        ref_bandwidth_hz: bandwidth the throughput was measured over (``None``: the format's
-            default in :data:`DEFAULT_REF_BANDWIDTH_HZ`).
-        window_ms: Mahimahi counting window.
-        packet_bytes: Mahimahi bytes per delivery opportunity.
-        sample_ms: ns-3 sample interval.
-        path_loss_db: constant path loss subtracted from ns-3 fading gains.
-        source: provenance text stored in the metadata (default: the input names).
-        licence: licence text stored in the metadata.
-        command: the command that regenerates the output, stored in the metadata.
+        convert: the importer.
+        reads: what :func:`desim.io.traces.convert_trace` hands it per input file: ``text`` (a
+            :class:`~desim.world.trace_import.RawText`), ``csv`` (``(file name, parsed
+            table)``) or ``tidy`` (``(file name, table, TraceMeta)`` of a validated tidy trace).
+        max_inputs: the most input files it takes (``None``: any number).
     """
 
-    ref_bandwidth_hz: float | None = None
-    window_ms: float = 100.0
-    packet_bytes: int = 1500
-    sample_ms: float = 1.0
-    path_loss_db: float = 0.0
-    source: str = ""
-    licence: str = ""
-    command: str = ""
+    convert: Importer
+    reads: Literal["text", "csv", "tidy"]
+    max_inputs: int | None = None
 
 
-@dataclass(frozen=True)
-class RawText:
-    """A text input: its name (file path) and its lines."""
-
-    name: str
-    lines: Sequence[str]
+TRACE_FORMATS: Registry[TraceFormat] = Registry("trace format")
+"""Every format of ``desim traces convert --from``, in the order the help lists them."""
 
 
-def _base(name: str) -> str:
-    return re.split(r"[\\/]", name)[-1]
-
-
-def _stem(name: str) -> str:
-    base = _base(name)
-    return base.rsplit(".", 1)[0] if "." in base else base
-
-
-def _file_labels(files: Sequence[str], devices: Sequence[str]) -> list[str]:
-    """One device per file: name each by its file (and the device, if named otherwise)."""
-    return [
-        _base(f) if _base(f) == d else f"{_base(f)} ({d})" for f, d in zip(files, devices)
-    ]
-
-
-def _meta(
-    fmt: str,
-    opts: ImportOptions,
-    names: Sequence[str],
-    devices: Sequence[str],
-    lengths_s: Sequence[float],
-    labels: Sequence[str],
-) -> TraceMeta:
-    """Metadata of a converted trace: every device keeps its own length (``loop``).
+def trace_format(
+    name: str,
+    description: str,
+    reads: Literal["text", "csv", "tidy"],
+    max_inputs: int | None = None,
+) -> Callable[[F], F]:
+    """Decorator registering an importer in :data:`TRACE_FORMATS` under ``name``.
 
     Args:
-        fmt: the input format.
-        opts: conversion options.
-        names: the input file names.
-        devices: device names ``(M,)``.
-        lengths_s: each device's own length ``(M,)`` in seconds.
-        labels: the input file (and device) each one came from ``(M,)``, for the warning.
+        name: the format's name (``--from NAME``).
+        description: one line for listings and the docs.
+        reads: what the importer takes per input file (see :class:`TraceFormat`).
+        max_inputs: the most input files it takes (``None``: any number).
     """
-    src = opts.source or f"converted from {fmt}: " + ", ".join(_stem(n) for n in names)
-    lengths = [float(x) for x in lengths_s]
-    longest = max(lengths)
-    if longest - min(lengths) > LENGTH_TOLERANCE * longest:
-        shown = [f"{label} {length:g} s" for label, length in zip(labels, lengths)]
-        more = len(shown) - MAX_LISTED
-        warn(
-            f"traces convert --from {fmt}: the inputs differ in length by more than "
-            f"{LENGTH_TOLERANCE:.0%} ({min(lengths):g} s to {longest:g} s); each device loops on "
-            "its own length: " + ", ".join(shown[:MAX_LISTED]) + (f" and {more} more" if more > 0
-                                                                  else "")
-        )
-    same = all(length == longest for length in lengths)
-    return TraceMeta(
-        end_policy="loop",
-        duration_s=longest,
-        device_duration_s=None if same else dict(zip(devices, lengths)),
-        source=src,
-        licence=opts.licence,
-        command=opts.command,
-        kind="channel",
-    )
+
+    def deco(fn: F) -> F:
+        TRACE_FORMATS.register(name, description)(TraceFormat(fn, reads, max_inputs))
+        return fn
+
+    return deco
 
 
 def _ref_bw(fmt: str, opts: ImportOptions) -> float:
     return opts.ref_bandwidth_hz or DEFAULT_REF_BANDWIDTH_HZ[fmt]
 
 
-def _data_lines(raw: RawText) -> list[tuple[int, str]]:
-    out = []
-    for i, line in enumerate(raw.lines, start=1):
-        s = line.strip()
-        if s and not s.startswith("#"):
-            out.append((i, s))
-    if not out:
-        raise TraceError(f"{raw.name}: empty trace: no data lines")
-    return out
-
-
-def _number(raw: RawText, lineno: int, token: str, what: str) -> float:
-    try:
-        v = float(token)
-    except ValueError:
-        raise TraceError(f"{raw.name} line {lineno}: {what} {token!r} is not a number") from None
-    if not np.isfinite(v):
-        raise TraceError(f"{raw.name} line {lineno}: {what} is {token}, expected a finite number")
-    return v
-
-
+@trace_format("ns3", "ns-3 TraceFadingLossModel fading traces (gain_db), one device per file",
+              "text")
 def import_ns3(inputs: Sequence[RawText], opts: ImportOptions) -> tuple[pd.DataFrame, TraceMeta]:
     """ns-3 ``TraceFadingLossModel`` fading traces: one device per file (see module notes)."""
     names, times, gains = [], [], []
     for raw in inputs:
         rows = []
         width = None
-        for lineno, text in _data_lines(raw):
+        for lineno, text in data_lines(raw):
             tokens = [t for t in re.split(r"[\s,]+", text) if t]
-            vals = [_number(raw, lineno, t, "fading value") for t in tokens]
+            vals = [parse_number(raw, lineno, t, "fading value") for t in tokens]
             if width is not None and len(vals) != width:
                 raise TraceError(
                     f"{raw.name} line {lineno}: {len(vals)} samples, expected {width} "
@@ -189,15 +138,17 @@ def import_ns3(inputs: Sequence[RawText], opts: ImportOptions) -> tuple[pd.DataF
             rows.append(vals)
         db = np.array(rows)  # (resource blocks, samples)
         wide = 10.0 * np.log10(np.mean(10.0 ** (db / 10.0), axis=0)) - opts.path_loss_db
-        names.append(_stem(raw.name))
+        names.append(file_stem(raw.name))
         times.append(np.arange(wide.size) * opts.sample_ms / 1e3)
         gains.append(wide)
     lengths = [t.size * opts.sample_ms / 1e3 for t in times]
-    frame = tidy_frame(names, times, {"gain_db": gains})
     files = [r.name for r in inputs]
-    return frame, _meta("ns3", opts, files, names, lengths, _file_labels(files, names))
+    return converted("ns3", opts, files, names, times, {"gain_db": gains}, lengths,
+                     file_labels(files, names))
 
 
+@trace_format("mahimahi", "Mahimahi packet-delivery traces, counted as windowed throughput",
+              "text")
 def import_mahimahi(
     inputs: Sequence[RawText], opts: ImportOptions
 ) -> tuple[pd.DataFrame, TraceMeta]:
@@ -209,8 +160,8 @@ def import_mahimahi(
     for raw in inputs:
         stamps = []
         prev = -np.inf
-        for lineno, text in _data_lines(raw):
-            v = _number(raw, lineno, text.split()[0], "timestamp")
+        for lineno, text in data_lines(raw):
+            v = parse_number(raw, lineno, text.split()[0], "timestamp")
             if v < 0:
                 raise TraceError(f"{raw.name} line {lineno}: negative timestamp {text!r}")
             if v < prev:
@@ -225,17 +176,18 @@ def import_mahimahi(
         idx = np.minimum((ms // opts.window_ms).astype(int), windows - 1)
         counts = np.bincount(idx, minlength=windows)
         bits = counts * opts.packet_bytes * 8.0
-        names.append(_stem(raw.name))
+        names.append(file_stem(raw.name))
         times.append(np.arange(windows) * opts.window_ms / 1e3)
         rates.append(bits / (opts.window_ms / 1e3) / 1e6)
         lengths.append(windows * opts.window_ms / 1e3)
     bw = _ref_bw("mahimahi", opts)
     cols = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
-    frame = tidy_frame(names, times, cols)
     files = [r.name for r in inputs]
-    return frame, _meta("mahimahi", opts, files, names, lengths, _file_labels(files, names))
+    return converted("mahimahi", opts, files, names, times, cols, lengths,
+                     file_labels(files, names))
 
 
+@trace_format("pensieve", "`time_s throughput_mbps` text (Pensieve, Norway HSDPA, FCC)", "text")
 def import_pensieve(
     inputs: Sequence[RawText], opts: ImportOptions
 ) -> tuple[pd.DataFrame, TraceMeta]:
@@ -245,14 +197,14 @@ def import_pensieve(
     for raw in inputs:
         t_list: list[float] = []
         r_list: list[float] = []
-        for lineno, text in _data_lines(raw):
+        for lineno, text in data_lines(raw):
             tokens = text.split()
             if len(tokens) < 2:
                 raise TraceError(
                     f"{raw.name} line {lineno}: expected 'time_s throughput_mbps', got {text!r}"
                 )
-            t = _number(raw, lineno, tokens[0], "time")
-            r = _number(raw, lineno, tokens[1], "throughput")
+            t = parse_number(raw, lineno, tokens[0], "time")
+            r = parse_number(raw, lineno, tokens[1], "throughput")
             if t_list and t <= t_list[-1]:
                 raise TraceError(
                     f"{raw.name} line {lineno}: time {t:g} s is not after the previous "
@@ -265,14 +217,14 @@ def import_pensieve(
         t_arr = np.array(t_list) - t_list[0]
         step = float(np.median(np.diff(t_arr))) if t_arr.size > 1 else 1.0
         lengths.append(float(t_arr[-1]) + step)
-        names.append(_stem(raw.name))
+        names.append(file_stem(raw.name))
         times.append(t_arr)
         rates.append(np.array(r_list))
     bw = _ref_bw("pensieve", opts)
     cols = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
-    frame = tidy_frame(names, times, cols)
     files = [r.name for r in inputs]
-    return frame, _meta("pensieve", opts, files, names, lengths, _file_labels(files, names))
+    return converted("pensieve", opts, files, names, times, cols, lengths,
+                     file_labels(files, names))
 
 
 def _gophers_series(
@@ -294,6 +246,7 @@ def _gophers_series(
     return s - s[0], r
 
 
+@trace_format("5gophers", "5Gophers v1.0 throughput and mobility CSVs", "csv")
 def import_5gophers(
     tables: Sequence[tuple[str, pd.DataFrame]], opts: ImportOptions
 ) -> tuple[pd.DataFrame, TraceMeta]:
@@ -303,71 +256,75 @@ def import_5gophers(
         tables: ``(file name, parsed CSV)`` pairs; data row ``i`` is file line ``i + 2``.
         opts: conversion options.
     """
-    names: list[str] = []
-    times: list[np.ndarray] = []
-    rates: list[np.ndarray] = []
-    labels: list[str] = []
-    for fname, df in tables:
-        if df.empty:
-            raise TraceError(f"{fname}: empty trace: no data rows")
-        cols = list(df.columns)
-        lines = np.arange(len(df)) + 2
-        if "seq_num" not in cols:
-            raise TraceError(f"{fname}: not a 5Gophers CSV (no seq_num column); got {cols}")
-        seq = pd.to_numeric(df["seq_num"], errors="coerce").to_numpy(dtype=float)
-        bad = np.flatnonzero(~np.isfinite(seq))
-        if bad.size:
-            raise TraceError(f"{fname} line {int(lines[bad[0]])}: seq_num is not a number")
-        wide = [c for c in cols if c.endswith("_throughput_mbps")]
-        if "carrier" in cols and "throughput_mbps" in cols:
-            keys = ["carrier", "num_tcp_conn", "server_location", "run_num"]
-            missing = [k for k in keys if k not in cols]
-            if missing:
-                raise TraceError(f"{fname}: missing column(s) {', '.join(missing)}")
-            rate = pd.to_numeric(df["throughput_mbps"], errors="coerce").to_numpy(dtype=float)
-            for key, idx in df.groupby(keys, sort=False).indices.items():
-                carrier, conn, loc, run = key
-                label = f"{carrier}-{conn}conn-{loc}-run{run}"
-                t, r = _gophers_series(fname, seq[idx], rate[idx], lines[idx], label)
-                names.append(label)
-                labels.append(f"{_base(fname)} ({label})")
-                times.append(t)
-                rates.append(r)
-        elif "throughput_mbps" in cols:
-            rate = pd.to_numeric(df["throughput_mbps"], errors="coerce").to_numpy(dtype=float)
-            label = _stem(fname).removeprefix("03-User-Mobility_").removesuffix("-trace")
-            t, r = _gophers_series(fname, seq, rate, lines, label)
-            names.append(label)
-            labels.append(_base(fname))
-            times.append(t)
-            rates.append(r)
-        elif wide:
-            stem = _stem(fname).removeprefix("03-User-Mobility_")
-            for c in wide:
-                rate = pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
-                label = f"{stem}-{c.removesuffix('_throughput_mbps')}"
-                t, r = _gophers_series(fname, seq, rate, lines, label)
-                names.append(label)
-                labels.append(f"{_base(fname)} ({label})")
-                times.append(t)
-                rates.append(r)
-        else:
-            raise TraceError(
-                f"{fname}: not a 5Gophers throughput CSV (no throughput_mbps or "
-                f"<Carrier>_throughput_mbps columns); got {cols}"
-            )
+    series = [s for fname, df in tables for s in _gophers_table(fname, df)]
+    names = [label for label, _, _, _ in series]
     if len(set(names)) != len(names):
         raise TraceError("5gophers: two inputs give the same device name; convert them separately")
+    times = [t for _, _, t, _ in series]
     bw = _ref_bw("5gophers", opts)
-    cols_out = {"throughput_mbps": rates, "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
+    cols = {"throughput_mbps": [r for _, _, _, r in series],
+            "ref_bandwidth_hz": [np.full(t.size, bw) for t in times]}
     lengths = [float(t[-1]) + 1.0 for t in times]  # one row per second
-    frame = tidy_frame(names, times, cols_out)
-    return frame, _meta("5gophers", opts, [n for n, _ in tables], names, lengths, labels)
+    return converted("5gophers", opts, [n for n, _ in tables], names, times, cols, lengths,
+                     [where for _, where, _, _ in series])
 
 
-TextImporter = Callable[[Sequence[RawText], ImportOptions], tuple[pd.DataFrame, TraceMeta]]
-TEXT_IMPORTERS: dict[str, TextImporter] = {
-    "ns3": import_ns3,
-    "mahimahi": import_mahimahi,
-    "pensieve": import_pensieve,
-}
+def _gophers_table(
+    fname: str, df: pd.DataFrame
+) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """``(device, file label, times_s, throughput_mbps)`` of every device one CSV holds."""
+    import pandas as pd  # with the first conversion, not with the format registry
+
+    if df.empty:
+        raise TraceError(f"{fname}: empty trace: no data rows")
+    cols = list(df.columns)
+    lines = np.arange(len(df)) + 2
+    if "seq_num" not in cols:
+        raise TraceError(f"{fname}: not a 5Gophers CSV (no seq_num column); got {cols}")
+    seq = pd.to_numeric(df["seq_num"], errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(seq))
+    if bad.size:
+        raise TraceError(f"{fname} line {int(lines[bad[0]])}: seq_num is not a number")
+
+    def rate_of(column: str) -> np.ndarray:
+        return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+
+    out = []
+    wide = [c for c in cols if c.endswith("_throughput_mbps")]
+    if "carrier" in cols and "throughput_mbps" in cols:
+        keys = ["carrier", "num_tcp_conn", "server_location", "run_num"]
+        missing = [k for k in keys if k not in cols]
+        if missing:
+            raise TraceError(f"{fname}: missing column(s) {', '.join(missing)}")
+        rate = rate_of("throughput_mbps")
+        for key, idx in df.groupby(keys, sort=False).indices.items():
+            carrier, conn, loc, run = key
+            label = f"{carrier}-{conn}conn-{loc}-run{run}"
+            t, r = _gophers_series(fname, seq[idx], rate[idx], lines[idx], label)
+            out.append((label, f"{base_name(fname)} ({label})", t, r))
+    elif "throughput_mbps" in cols:
+        label = file_stem(fname).removeprefix("03-User-Mobility_").removesuffix("-trace")
+        t, r = _gophers_series(fname, seq, rate_of("throughput_mbps"), lines, label)
+        out.append((label, base_name(fname), t, r))
+    elif wide:
+        stem = file_stem(fname).removeprefix("03-User-Mobility_")
+        for c in wide:
+            label = f"{stem}-{c.removesuffix('_throughput_mbps')}"
+            t, r = _gophers_series(fname, seq, rate_of(c), lines, label)
+            out.append((label, f"{base_name(fname)} ({label})", t, r))
+    else:
+        raise TraceError(
+            f"{fname}: not a 5Gophers throughput CSV (no throughput_mbps or "
+            f"<Carrier>_throughput_mbps columns); got {cols}"
+        )
+    return out
+
+
+@trace_format("tidy", "a tidy trace (.csv or .parquet), rewritten with its own metadata",
+              "tidy", max_inputs=1)
+def import_tidy(
+    inputs: Sequence[tuple[str, pd.DataFrame, TraceMeta]], opts: ImportOptions
+) -> tuple[pd.DataFrame, TraceMeta]:
+    """A validated tidy trace as it is: its rows and its own metadata (``opts`` is unused)."""
+    _, frame, meta = inputs[0]
+    return frame, meta

@@ -207,33 +207,6 @@ class PiecewiseSignals:
             end[lost] = self.integrate_until(rows[lost], start[lost], amount[lost], lambda v, _w: v)
         return end
 
-    def _within_first_segment(
-        self,
-        rows: np.ndarray,
-        start: np.ndarray,
-        amount: np.ndarray,
-        rate_fn: RateFn | None,
-    ) -> np.ndarray | None:
-        """End times if every query finishes inside the segment it starts in, else ``None``.
-
-        Used for constant signals, where it always succeeds unless the rate is zero; on fading
-        traces uploads rarely end in their first step, so the scan is used directly there.
-        """
-        if self.end_policy == "loop":
-            cycle, local = np.divmod(start, self.end_s)
-            seg = np.searchsorted(self.times_s, local, side="right") - 1
-            hi = cycle * self.end_s + self._bounds[seg + 1]
-        else:
-            seg = np.searchsorted(self.times_s, start, side="right") - 1
-            hi = np.where(seg == self.times_s.size - 1, np.inf, self._bounds[seg + 1])
-        values = self.values[rows, seg][:, None]
-        rate = (values if rate_fn is None else rate_fn(values, np.arange(rows.size)))[:, 0]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            end = start + amount / rate
-        if not np.all((end <= hi) | (amount <= 0)):
-            return None
-        return np.where(amount <= 0, start, end)
-
     def _skip_periods(
         self,
         rows: np.ndarray,
@@ -292,21 +265,29 @@ class PiecewiseSignals:
             return start + np.where(np.isnan(dur), np.inf, dur)
         if rate_fn is None:  # identity rate: invert the precomputed cumulative integral
             return self._invert_cumulative(rows, start, remaining)
-        if self.times_s.size == 1:  # constant signal: one division
-            quick = self._within_first_segment(rows, start, remaining, rate_fn)
-            if quick is not None:
-                return quick
+        return self._scan_until(rows, start, remaining, rate_fn, max(1, int(window)))
+
+    def _scan_until(
+        self,
+        rows: np.ndarray,
+        start: np.ndarray,
+        remaining: np.ndarray,
+        rate_fn: RateFn,
+        width: int,
+    ) -> np.ndarray:
+        """End times by scanning windows of segments (``remaining`` is updated in place).
+
+        Each pass integrates ``width`` segments from every unfinished query's current time, and
+        the window doubles per pass; after three passes a looping signal skips whole periods.
+        """
         end = np.where(remaining <= 0, start, np.inf)
         total = remaining.copy()
         t = start.copy()
         active = np.flatnonzero(remaining > 0)
-        width = max(1, int(window))
-        skip_periods = self.end_policy == "loop"
         passes = 0
         while active.size:
             lo, hi, seg, forever = self._window(t[active], width)
-            values = self.values[rows[active][:, None], seg]
-            rate = values if rate_fn is None else rate_fn(values, active)
+            rate = rate_fn(self.values[rows[active][:, None], seg], active)
             if self.end_policy == "loop":  # all segments finite: no inf * 0 to guard against
                 inc = rate * (hi - lo)
             else:
@@ -317,28 +298,26 @@ class PiecewiseSignals:
             # a segment integral can come out an ulp short of a need it meets exactly
             reach = need - ROUNDING * total[active]  # errors grow with the amount processed
             done = cum[:, -1] >= reach
-            if done.all():  # the common case: finish every query without sub-indexing
-                rows_all = np.arange(active.size)
+            if done.all():  # the common case: every query finishes here, no sub-indexing
+                i = np.arange(active.size)
                 k = np.sum(cum < reach[:, None], axis=1)  # first segment reaching the need
-                before = np.where(k > 0, cum[rows_all, k - 1], 0.0)
-                finish = lo[rows_all, k] + (need - before) / rate[rows_all, k]
-                end[active] = np.minimum(finish, hi[rows_all, k])
-                break
-            if done.any():
-                d = np.flatnonzero(done)
-                k = np.sum(cum[d] < reach[d, None], axis=1)
+                before = np.where(k > 0, cum[i, k - 1], 0.0)
+                end[active] = np.minimum(lo[i, k] + (need - before) / rate[i, k], hi[i, k])
+                return end
+            d = np.flatnonzero(done)
+            if d.size:
+                k = np.sum(cum[d] < reach[d, None], axis=1)  # first segment reaching the need
                 before = np.where(k > 0, cum[d, k - 1], 0.0)
                 finish = lo[d, k] + (need[d] - before) / rate[d, k]
                 end[active[d]] = np.minimum(finish, hi[d, k])
-            progress = cum[:, -1]
             # a query stalls forever when its window reached the held last segment
             go_on = ~done & ~forever
             nxt = active[go_on]
-            remaining[nxt] -= progress[go_on]
+            remaining[nxt] -= cum[go_on, -1]
             t[nxt] = hi[go_on, -1]
             active = nxt
             passes += 1
-            if skip_periods and passes == 3 and active.size:
+            if self.end_policy == "loop" and passes == 3 and active.size:
                 # long accumulation on a looping signal: jump over whole periods arithmetically
                 # (so huge amounts at tiny rates cost O(1) passes) and stop zero-rate rows
                 active = self._skip_periods(rows, active, t, remaining, rate_fn)

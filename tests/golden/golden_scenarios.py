@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from desim.engine.assembly import build_simulation
-from desim.io.files import load_scenario
+from desim.io.scenario import load_scenario
 
 TABLES = ("rounds", "device_rounds", "fault_events")
 

@@ -1,0 +1,233 @@
+"""Realise a plan: exact phase times, losses and delivered bits (pure: no SimPy, no state).
+
+Channels and compute timelines are pure functions of time (STYLE §8), so every phase end of a
+plan is computed exactly when its stage starts: compute by integrating the speed timeline, a
+transfer by integrating the time-varying rate. The engine then plays the stage ends on the
+event clock (:mod:`desim.engine.simulation`).
+
+A participant is lost at its failure time ``fail_s`` (:mod:`desim.engine.faults`, or the
+straggler deadline). A lost participant stops there: its busy time is cut, the stage's barrier
+waits for it only until then (the server sees the link drop), a transfer cut short delivers
+nothing, and it takes no part in later stages. Its work counts only if it was lost after its
+first stage (for ``fl-lora``: its update was aggregated, it misses the broadcast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from desim.errors import SimulationError
+from desim.plan import RoundPlan
+from desim.world.channel import Channel
+from desim.world.compute import ComputeTimeline
+
+#: ``(devices, start, upload_start, end) -> (fail_s, kind)``: when each participant loses its
+#: work over its fault-free span, ``inf`` and ``""`` when it does not
+FailureTimes = Callable[
+    [np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]
+]
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """What a plan is realised against: the compute timelines and the channel."""
+
+    compute: ComputeTimeline
+    channel: Channel
+    device_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Realisation:
+    """A plan's realised phases, ``(P,)`` arrays per participant.
+
+    ``*_first``/``*_last`` are the start of the first and the (cut) end of the last phase of a
+    kind, ``nan`` when the participant never ran one; ``*_busy_s`` sum the (cut) phase times.
+
+    Attributes:
+        start_s: when the participants started.
+        stage_ends: when each participant left each stage's barrier.
+        compute_first, compute_last, up_first, up_last, down_first, down_last: phase spans.
+        compute_busy_s, up_busy_s, down_busy_s: busy seconds per phase kind.
+        up_bits, down_bits: bits delivered (a transfer cut short delivers nothing).
+        fail_s: when each participant was lost (``inf``: never).
+        kind: why (``""``: not lost); see :data:`desim.engine.faults.DROP_KINDS`.
+        lost_stage: the stage it was lost in (``-1``: not lost).
+    """
+
+    start_s: np.ndarray
+    stage_ends: tuple[np.ndarray, ...]
+    compute_first: np.ndarray
+    compute_last: np.ndarray
+    up_first: np.ndarray
+    up_last: np.ndarray
+    down_first: np.ndarray
+    down_last: np.ndarray
+    compute_busy_s: np.ndarray
+    up_busy_s: np.ndarray
+    down_busy_s: np.ndarray
+    up_bits: np.ndarray
+    down_bits: np.ndarray
+    fail_s: np.ndarray
+    kind: np.ndarray
+    lost_stage: np.ndarray
+
+    @property
+    def end_s(self) -> np.ndarray:
+        """``(P,)`` when each participant left its last stage."""
+        return self.stage_ends[-1]
+
+    @cached_property
+    def lost(self) -> np.ndarray:
+        """``(P,)`` participants lost in the round."""
+        return self.lost_stage >= 0
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        """``(P,)`` whose work counted: not lost, or lost after the first stage."""
+        return (self.lost_stage < 0) | (self.lost_stage > 0)
+
+
+def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
+            fail_s: np.ndarray | None = None, kind: np.ndarray | None = None, *,
+            check: bool = True) -> Realisation:
+    """Realise ``plan``'s stages from ``start_s``, each participant stopping at ``fail_s``.
+
+    Raises:
+        SimulationError: with ``check``, a participant that is not lost never finishes a
+            phase (its speed or rate stays zero for the rest of the trace).
+    """
+    P = plan.size
+    free = fail_s is None
+    fail = np.full(P, np.inf) if fail_s is None else fail_s
+    # busy, first, last per kind; None until a phase of the kind runs (fewer array operations)
+    span: dict[str, list[np.ndarray | None]] = {k: [None, None, None]
+                                                for k in ("compute", "up", "down")}
+    sent: dict[str, np.ndarray | None] = {"up": None, "down": None}
+    alive = np.ones(P, dtype=bool)
+    lost_stage = np.full(P, -1)
+    stage_ends = []
+    start = start_s
+    for j, (stage, tail) in enumerate(zip(plan.stages, plan.barrier_s)):
+        t = np.full(P, start)
+        for ph in stage:
+            # with no failure every participant runs every phase whole (the same numbers as
+            # the general case, with fewer array operations)
+            amount = ph.amount if free else np.where(alive, ph.amount, 0.0)
+            on = amount > 0
+            if not on.any():
+                continue
+            new = _phase_end(plan, world, ph.kind, t, amount)
+            if check:
+                _check_ends(plan, world, round_index, ph.kind, new, fail)
+            _book(span, sent, ph.kind, t, new, amount, on, None if free else fail)
+            t = new
+        if not free:
+            stopped = alive & (fail < t)
+            lost_stage = np.where(stopped, j, lost_stage)
+            # a participant lost before the stage began holds no one up
+            t = np.where(alive, np.maximum(np.minimum(t, fail), start), start)
+            alive = alive & ~stopped
+        else:
+            t = np.maximum(t, start)
+        stage_ends.append(t)
+        start = float(t.max()) + tail
+    nan, zero = np.full(P, np.nan), np.zeros(P)
+
+    def got(value: np.ndarray | None, default: np.ndarray) -> np.ndarray:
+        return default if value is None else value
+
+    (cb, cf, cl), (ub, uf, ul), (db, df, dl) = span["compute"], span["up"], span["down"]
+    return Realisation(
+        start_s=np.full(P, start_s), stage_ends=tuple(stage_ends),
+        compute_first=got(cf, nan), compute_last=got(cl, nan), up_first=got(uf, nan),
+        up_last=got(ul, nan), down_first=got(df, nan), down_last=got(dl, nan),
+        compute_busy_s=got(cb, zero), up_busy_s=got(ub, zero), down_busy_s=got(db, zero),
+        up_bits=got(sent["up"], zero), down_bits=got(sent["down"], zero),
+        fail_s=fail, kind=np.full(P, "", dtype=object) if kind is None else kind,
+        lost_stage=lost_stage,
+    )
+
+
+def _book(span: dict[str, list[np.ndarray | None]], sent: dict[str, np.ndarray | None],
+          kind: str, t: np.ndarray, new: np.ndarray, amount: np.ndarray, on: np.ndarray,
+          fail: np.ndarray | None) -> None:
+    """Add one phase's busy time, span and delivered bits, cut where participants are lost."""
+    if kind in span:  # the part of the phase before the participant is lost
+        busy, first, last = span[kind]
+        if fail is None and on.all():  # everyone runs the whole phase
+            span[kind] = [new - t if busy is None else busy + (new - t),
+                          t if first is None else first, new]
+        else:
+            P = t.size
+            busy = np.zeros(P) if busy is None else busy
+            first = np.full(P, np.nan) if first is None else first
+            last = np.full(P, np.nan) if last is None else last
+            cut_new, cut_t = new, t
+            if fail is not None:
+                on = on & (t < fail)
+                cut_new, cut_t = np.minimum(new, fail), np.minimum(t, fail)
+            span[kind] = [busy + np.where(on, cut_new - cut_t, 0.0),
+                          np.where(on & np.isnan(first), t, first), np.where(on, cut_new, last)]
+    if kind in sent:  # a transfer cut short delivers nothing
+        got = amount if fail is None else np.where(new <= fail, amount, 0.0)
+        prev = sent[kind]
+        sent[kind] = got if prev is None else prev + got
+
+
+def realise_with_losses(plan: RoundPlan, start_s: float, world: World, round_index: int,
+                        failures: FailureTimes, deadline_s: float = np.inf) -> Realisation:
+    """Realise ``plan`` with its losses: fault sources, then the straggler deadline.
+
+    Failure times are taken over each participant's fault-free span ``[start, end of its last
+    phase)``; with a finite ``deadline_s`` a participant whose first stage is unfinished then
+    is lost at the deadline (kind ``"deadline"``) unless a fault came first.
+    """
+    # a phase that never ends may still be cut by a fault (an upload timeout): check later
+    free = realise(plan, start_s, world, round_index, check=False)
+    P = plan.size
+    up_start = np.where(np.isnan(free.up_first), free.end_s, free.up_first)
+    fail, kind = failures(plan.devices, np.full(P, start_s), up_start, free.end_s)
+    late = (free.stage_ends[0] > deadline_s) & (deadline_s < fail)
+    fail = np.where(late, deadline_s, fail)
+    kind = np.where(late, "deadline", kind)
+    if not np.isfinite(fail).any():
+        if not np.isfinite(free.end_s).all():
+            realise(plan, start_s, world, round_index)  # raises, naming the phase
+        return free
+    return realise(plan, start_s, world, round_index, fail, kind)
+
+
+def _phase_end(plan: RoundPlan, world: World, kind: str, t: np.ndarray,
+               amount: np.ndarray) -> np.ndarray:
+    devs = plan.devices
+    if kind == "compute":
+        return world.compute.work_end_s(devs, t, amount)
+    if kind == "up" or (kind == "down" and plan.downlink_rate_bps is None):
+        # downlink: reciprocal channel (TDD), same SNR and bandwidth share
+        return world.channel.transfer_end_s(devs, t, amount, plan.bandwidth_hz)
+    if kind == "down":
+        assert plan.downlink_rate_bps is not None
+        return t + amount / plan.downlink_rate_bps
+    return t + amount
+
+
+def _check_ends(plan: RoundPlan, world: World, round_index: int, kind: str, new: np.ndarray,
+                fail: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(new) & (fail == np.inf))
+    if not bad.size:
+        return
+    i = int(bad[0])
+    blocks = plan.rows.block[plan.rows.participant == i]
+    phase = {"compute": "compute", "up": "upload", "down": "download"}.get(kind, kind)
+    what = (f"the {phase} of block {int(blocks[0])}" if blocks.size == 1 and blocks[0] > 0
+            else f"a {kind} phase")
+    raise SimulationError(
+        f"round {round_index}: device {world.device_names[plan.devices[i]]} never finishes "
+        f"{what}: its {'speed' if kind == 'compute' else 'rate'} stays zero for the rest of "
+        "the trace"
+    )

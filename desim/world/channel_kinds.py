@@ -1,0 +1,198 @@
+"""The channel kinds a scenario's ``[channel]`` section names, in :data:`CHANNEL_KINDS`.
+
+Each kind registers a builder with its own parameter model: every key of ``[channel]`` except
+``kind`` is one of them, validated where scenarios are loaded (:mod:`desim.world.kinds`). A
+builder gets the validated parameters and a :class:`ChannelContext` and returns the channel.
+Adding a kind is one model and one decorated builder here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
+
+from desim.registry import Params, Registry
+from desim.scenario.devices import DeviceSpec
+from desim.world.channel import Channel, mobility_channel, rayleigh_channel, static_channel
+from desim.world.channel_trace import trace_channel
+from desim.world.mobility import MobilityChannelParams
+from desim.world.replay import TraceMapping
+from desim.world.traces import Trace
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Distance = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+MAX_GENERATED_STEPS = 1e7
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel builder gets besides its parameters.
+
+    Attributes:
+        devices: the resolved scenario devices.
+        noise_psd_dbm_per_hz: receiver noise power spectral density N0.
+        rng: the run's ``channel`` stream.
+        read_trace: reads a scenario's trace reference (``shipped:NAME`` or a path).
+    """
+
+    devices: tuple[DeviceSpec, ...]
+    noise_psd_dbm_per_hz: float
+    rng: np.random.Generator
+    read_trace: Callable[[str], Trace]
+
+
+ChannelBuilder = Callable[[Any, ChannelContext], Channel]
+"""``builder(params, context) -> Channel``, ``params`` an instance of the kind's own model."""
+CHANNEL_KINDS: Registry[ChannelBuilder] = Registry("channel kind")
+
+
+class StaticParams(Params):
+    """Parameters of ``static``: path loss at each device's ``distance_m``, no fading."""
+
+    path_loss: Literal["umi-nlos", "umi-los", "uma-nlos", "uma-los", "free-space"] = Field(
+        default="umi-nlos", description="Path-loss model (TR 38.901, or free space)."
+    )
+    carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = Field(
+        default=3.5, description="Carrier frequency f_c."
+    )
+
+
+class RayleighParams(StaticParams):
+    """Parameters of ``rayleigh``: path loss times Rayleigh block fading."""
+
+    coherence_s: PositiveFloat = Field(
+        default=0.1, description="Coherence time of the Rayleigh block fading."
+    )
+    duration_s: PositiveFloat = Field(
+        default=3600.0, description="Length of a generated realisation, which then loops."
+    )
+
+
+class GeneratedParams(Params):
+    """Parameters of ``generated``: the TR 38.901 generator for moving devices."""
+
+    environment: Literal["umi", "uma"] = Field(
+        default="umi", description="TR 38.901 environment: urban micro or macro."
+    )
+    carrier_ghz: Annotated[float, Field(gt=0.1, le=100, allow_inf_nan=False)] = Field(
+        default=3.5, description="Carrier frequency f_c."
+    )
+    speed_kmh: NonNegFloat = Field(
+        default=3.0, description="Walking or driving speed of the devices."
+    )
+    duration_s: PositiveFloat = Field(
+        default=3600.0, description="Length of a generated realisation, which then loops."
+    )
+    step_s: PositiveFloat = Field(
+        default=0.1, validate_default=True, description="Sampling step of the generator."
+    )
+    fading: Literal["auto", "rayleigh", "rician", "none"] = Field(
+        default="auto", description="Fast fading (`auto`: Rician in LOS, Rayleigh in NLOS)."
+    )
+    rician_k_db: Annotated[float, Field(allow_inf_nan=False)] = Field(
+        default=9.0, description="Rician K factor (9 dB is the TR 38.901 LOS mean)."
+    )
+    shadowing: bool = Field(
+        default=True, description="Log-normal shadowing with distance-correlated updates."
+    )
+    min_distance_m: Distance = Field(
+        default=10.0, description="Nearest distance to the base station; walks reflect there."
+    )
+    max_distance_m: Distance = Field(
+        default=1000.0, description="Farthest distance to the base station; walks reflect there."
+    )
+
+    @field_validator("step_s")
+    @classmethod
+    def _bounded_steps(cls, step_s: float, info: ValidationInfo) -> float:
+        duration = info.data.get("duration_s")  # absent when it failed its own check
+        if duration is not None and duration / step_s > MAX_GENERATED_STEPS:
+            raise ValueError("duration_s / step_s exceeds 10 million samples")
+        return step_s
+
+
+class TraceChannelParams(Params):
+    """Parameters of ``trace``: the file to replay and how scenario devices replay it."""
+
+    path: str = Field(
+        default=None,  # refused by _needs_path: the key is required
+        validate_default=True,
+        description="Trace file: `shipped:NAME` or a path (relative to the scenario file).",
+    )
+    mapping: TraceMapping = Field(
+        default="cyclic",
+        description=(
+            "Trace device of each scenario device: `cyclic` (device i replays trace device "
+            "i mod M from t = 0), `random-offset` (the same, from a time drawn from the run's "
+            "`channel` stream: the built-in scenario's choice, so seeds are real replicates) "
+            "or a table."
+        ),
+    )
+    end_policy: Literal["loop", "hold"] | None = Field(
+        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
+    )
+    throughput_scale: PositiveFloat = Field(
+        default=1.0, description="Factor applied to a throughput trace's rates."
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _needs_path(cls, path: Any) -> Any:
+        if path is None or path == "":
+            raise ValueError("kind = 'trace' needs a tidy trace file (shipped:NAME or a path)")
+        return path
+
+
+@CHANNEL_KINDS.register(
+    "rayleigh", "path loss × Rayleigh block fading i.i.d. per coherence_s", RayleighParams
+)
+def rayleigh(params: RayleighParams, ctx: ChannelContext) -> Channel:
+    """Path loss times Rayleigh block fading, looping after ``duration_s``."""
+    return rayleigh_channel(
+        ctx.devices, params.path_loss, params.carrier_ghz, params.coherence_s,
+        params.duration_s, ctx.noise_psd_dbm_per_hz, ctx.rng,
+    )
+
+
+@CHANNEL_KINDS.register("static", "path loss only", StaticParams)
+def static(params: StaticParams, ctx: ChannelContext) -> Channel:
+    """Path loss only: a constant SNR per device."""
+    return static_channel(
+        ctx.devices, params.path_loss, params.carrier_ghz, ctx.noise_psd_dbm_per_hz
+    )
+
+
+@CHANNEL_KINDS.register(
+    "generated",
+    "TR 38.901 generator: LOS probability, shadowing and Jakes fading of moving devices",
+    GeneratedParams,
+)
+def generated(params: GeneratedParams, ctx: ChannelContext) -> Channel:
+    """The TR 38.901 generator started at each device's ``distance_m``."""
+    mobility = MobilityChannelParams(
+        environment=params.environment,
+        carrier_ghz=params.carrier_ghz,
+        speed_kmh=params.speed_kmh,
+        step_s=params.step_s,
+        duration_s=params.duration_s,
+        fading=params.fading,
+        rician_k_db=params.rician_k_db,
+        shadowing=params.shadowing,
+        min_distance_m=params.min_distance_m,
+        max_distance_m=params.max_distance_m,
+    )
+    return mobility_channel(ctx.devices, mobility, ctx.noise_psd_dbm_per_hz, ctx.rng)
+
+
+@CHANNEL_KINDS.register("trace", "replay a tidy channel trace file", TraceChannelParams)
+def trace(params: TraceChannelParams, ctx: ChannelContext) -> Channel:
+    """Replay the trace file ``path`` for the scenario devices."""
+    return trace_channel(
+        ctx.read_trace(params.path), ctx.devices, ctx.noise_psd_dbm_per_hz, ctx.rng,
+        params.mapping, params.end_policy, params.throughput_scale,
+    )
