@@ -49,6 +49,8 @@ class PlanRows:
         samples: training samples of the row.
         planned_compute_s: snapshot estimate of the row's compute time.
         planned_upload_s: snapshot estimate of the row's upload time.
+        one_per_participant: row ``i`` is participant ``i`` (DEFT, the schemes), so recording
+            gathers nothing.
     """
 
     participant: np.ndarray
@@ -59,6 +61,7 @@ class PlanRows:
     samples: np.ndarray
     planned_compute_s: np.ndarray
     planned_upload_s: np.ndarray
+    one_per_participant: bool = False
 
 
 @dataclass(frozen=True, eq=False)

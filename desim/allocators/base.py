@@ -333,14 +333,15 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
     """
     k, N = alloc.block_device, ctx.num_blocks
     blocks = np.arange(N)
-    compute, bits = ctx.device_work(alloc)
+    deft = alloc.mode == "deft"
+    compute, bits = (ctx.compute_s[k, blocks], ctx.upload_bits) if deft else ctx.device_work(alloc)
     rate = shannon_rate_bps(alloc.bandwidth_hz[k], ctx.snr_coef_hz[k])
     with np.errstate(divide="ignore", invalid="ignore"):
         planned_up = np.where(bits > 0, bits / rate, 0.0)
     work_s = ctx.work_s if ctx.work_s.size else ctx.compute_s
     flops = ctx.block_flops if ctx.block_flops.size else np.full((ctx.num_devices, N), np.nan)
     memory = ctx.memory_bytes
-    if alloc.mode == "deft":
+    if deft:
         devices, row_of = k, blocks
         work, up = work_s[k, blocks], ctx.upload_bits
         row_flops = flops[k, blocks]
@@ -364,7 +365,7 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
         rows=PlanRows(
             participant=row_of, block=_block_numbers(ctx), upload_bits=bits, memory_bytes=memory,
             flops=row_flops, samples=np.full(N, _batch_size(ctx)),
-            planned_compute_s=compute, planned_upload_s=planned_up,
+            planned_compute_s=compute, planned_upload_s=planned_up, one_per_participant=deft,
         ),
         # = ctx.round_latency_s(alloc), from the pair latencies computed above
         planned_latency_s=float(np.max(compute + planned_up))

@@ -136,7 +136,9 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
             t = np.maximum(t, start)
         stage_ends.append(t)
         start = float(t.max()) + tail
-    nan, zero = np.full(P, np.nan), np.zeros(P)
+    nan = zero = _EMPTY
+    if any(v is None for s in [*span.values(), list(sent.values())] for v in s):
+        nan, zero = np.full(P, np.nan), np.zeros(P)  # a phase kind nobody ran
 
     def got(value: np.ndarray | None, default: np.ndarray) -> np.ndarray:
         return default if value is None else value
@@ -148,9 +150,18 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
         up_last=got(ul, nan), down_first=got(df, nan), down_last=got(dl, nan),
         compute_busy_s=got(cb, zero), up_busy_s=got(ub, zero), down_busy_s=got(db, zero),
         up_bits=got(sent["up"], zero), down_bits=got(sent["down"], zero),
-        fail_s=fail, kind=np.full(P, "", dtype=object) if kind is None else kind,
+        fail_s=fail, kind=_no_kind(P) if kind is None else kind,
         lost_stage=lost_stage,
     )
+
+
+_EMPTY = np.zeros(0)
+
+
+def _no_kind(P: int) -> np.ndarray:
+    out = np.empty(P, dtype=object)
+    out[:] = ""
+    return out
 
 
 def _book(span: dict[str, list[np.ndarray | None]], sent: dict[str, np.ndarray | None],
@@ -189,12 +200,15 @@ def realise_with_losses(plan: RoundPlan, start_s: float, world: World, round_ind
     """
     # a phase that never ends may still be cut by a fault (an upload timeout): check later
     free = realise(plan, start_s, world, round_index, check=False)
-    P = plan.size
-    up_start = np.where(np.isnan(free.up_first), free.end_s, free.up_first)
-    fail, kind = failures(plan.devices, np.full(P, start_s), up_start, free.end_s)
-    late = (free.stage_ends[0] > deadline_s) & (deadline_s < fail)
-    fail = np.where(late, deadline_s, fail)
-    kind = np.where(late, "deadline", kind)
+    up_start = free.up_first
+    if np.isnan(up_start).any():  # no upload: the span ends at the participant's end
+        up_start = np.where(np.isnan(up_start), free.end_s, up_start)
+    fail, kind = failures(plan.devices, free.start_s, up_start, free.end_s)
+    if np.isfinite(deadline_s):
+        late = (free.stage_ends[0] > deadline_s) & (deadline_s < fail)
+        if late.any():
+            fail = np.where(late, deadline_s, fail)
+            kind = np.where(late, "deadline", kind)
     if not np.isfinite(fail).any():
         if not np.isfinite(free.end_s).all():
             realise(plan, start_s, world, round_index)  # raises, naming the phase

@@ -29,10 +29,13 @@ class Devices:
     tokens_per_sample: int
 
 
-def _or(spans: np.ndarray, default: np.ndarray) -> np.ndarray:
-    """``(2, P)`` first starts and last ends, ``default`` where a kind never ran."""
-    missing = np.isnan(spans)
-    return np.where(missing, default, spans) if missing.any() else spans
+def _or(first: np.ndarray, last: np.ndarray,
+        default: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A kind's first starts and last ends, ``default`` where the kind never ran."""
+    if np.isnan(first).any() or np.isnan(last).any():
+        return (np.where(np.isnan(first), default, first),
+                np.where(np.isnan(last), default, last))
+    return first, last
 
 
 def _columns(plan: RoundPlan, real: Realisation,
@@ -41,17 +44,16 @@ def _columns(plan: RoundPlan, real: Realisation,
     rows = plan.rows
     R = rows.block.size
     p = rows.participant
-    # one row per participant in order (DEFT, the schemes): no gather needed
-    same = R == plan.size and bool((p == np.arange(R)).all())
+    same = rows.one_per_participant  # no gather needed
 
     def at(values: np.ndarray) -> np.ndarray:
         return values if same else values[p]
 
     start = real.start_s
     # a phase kind never run spans no time: at the end of the kind before it
-    c_start, c_end = _or(np.stack((real.compute_first, real.compute_last)), start)
-    u_start, u_end = _or(np.stack((real.up_first, real.up_last)), c_end)
-    d_start, d_end = _or(np.stack((real.down_first, real.down_last)), u_end)
+    c_start, c_end = _or(real.compute_first, real.compute_last, start)
+    u_start, u_end = _or(real.up_first, real.up_last, c_end)
+    d_start, d_end = _or(real.down_first, real.down_last, u_end)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where((real.up_busy_s > 0) & (real.up_bits > 0),
                         real.up_bits / real.up_busy_s, np.nan)

@@ -113,6 +113,7 @@ def participant_rows(ctx: RoundContext, devices: np.ndarray, bandwidth_hz: np.nd
         upload_bits=up, memory_bytes=memory, flops=flops, samples=samples,
         planned_compute_s=planned_compute_s(ctx, devices, stub.totals("compute")),
         planned_upload_s=planned_transfer_s(ctx, devices, up, bandwidth_hz),
+        one_per_participant=True,
     )
 
 
