@@ -100,9 +100,14 @@ class RoundPlan:
 
     def totals(self, kind: PhaseKind) -> np.ndarray:
         """``(P,)`` sum of the amounts of every phase of ``kind``."""
-        out = np.zeros(self.devices.size)
-        for stage in self.stages:
-            for ph in stage:
-                if ph.kind == kind:
-                    out = out + ph.amount
-        return out
+        return phase_totals(self.stages, kind, self.size)
+
+
+def phase_totals(stages: tuple[tuple[Phase, ...], ...], kind: PhaseKind, size: int) -> np.ndarray:
+    """``(P,)`` sum of the amounts of every phase of ``kind`` over ``stages``."""
+    out = np.zeros(size)
+    for stage in stages:
+        for ph in stage:
+            if ph.kind == kind:
+                out = out + ph.amount
+    return out

@@ -122,7 +122,11 @@ class RoundContext:
         mini-batch upload plus the server's training time (the server holds the model, so
         there is no aggregation).
         """
-        last = float(np.max(self.pair_latency_s(allocation)))
+        return self.round_latency_from(self.pair_latency_s(allocation), allocation)
+
+    def round_latency_from(self, pair_latency_s: np.ndarray, allocation: Allocation) -> float:
+        """:meth:`round_latency_s` from the ``(N,)`` pair latencies already computed."""
+        last = float(np.max(pair_latency_s))
         if allocation.mode == "offload":
             return last + allocation.server_compute_s
         return last + self.aggregation_s
@@ -367,9 +371,7 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
             flops=row_flops, samples=np.full(N, _batch_size(ctx)),
             planned_compute_s=compute, planned_upload_s=planned_up, one_per_participant=deft,
         ),
-        # = ctx.round_latency_s(alloc), from the pair latencies computed above
-        planned_latency_s=float(np.max(compute + planned_up))
-        + (alloc.server_compute_s if offload else ctx.aggregation_s),
+        planned_latency_s=ctx.round_latency_from(compute + planned_up, alloc),
         estimate_s=float("nan") if est is None else float(est),
         server_bound=offload,
         diagnostics=dict(alloc.diagnostics),

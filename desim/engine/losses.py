@@ -23,8 +23,8 @@ from desim.errors import InfeasibleError
 from desim.plan import RoundPlan
 
 
-def task_process(env: simpy.Environment, duration_s: float) -> Generator[simpy.Event, Any, None]:
-    """A participant works until its stage ends (or its work is lost)."""
+def stage_process(env: simpy.Environment, duration_s: float) -> Generator[simpy.Event, Any, None]:
+    """A participant works through its phases of one stage (their end precomputed exactly)."""
     yield env.timeout(duration_s)
 
 
@@ -46,8 +46,6 @@ class Replanned:
 
 @dataclass(eq=False)
 class _Task:
-    part: int
-    index: int  # participant in its part
     device: int
     rows: list[int]  # global row ids
     blocks: list[int]  # 0-based blocks
@@ -124,18 +122,17 @@ class ReplanLost:
         return task.blocks
 
     def _dispatch(self, plan: RoundPlan, real: Realisation) -> None:
-        part = len(self.result.parts)
         self.result.parts.append((plan, real))
         rows = plan.rows
         for i in range(plan.size):
             ids = np.flatnonzero(rows.participant == i)
-            task = _Task(part, i, int(plan.devices[i]), (ids + self._rows).tolist(),
+            task = _Task(int(plan.devices[i]), (ids + self._rows).tolist(),
                          (rows.block[ids] - 1).tolist(), float(plan.bandwidth_hz[i]),
                          bool(real.lost[i]))
             if task.lost and real.kind[i] == "deadline":
                 self.at_deadline.append(task)
                 continue
-            proc = self.env.process(task_process(self.env, float(real.end_s[i]) - self.env.now))
+            proc = self.env.process(stage_process(self.env, float(real.end_s[i]) - self.env.now))
             self.running[proc] = task
         self._rows += rows.block.size
 

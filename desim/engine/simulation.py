@@ -32,7 +32,7 @@ from desim.allocators.base import Allocator, RoundContext
 from desim.costs.analytic import analytic_flops
 from desim.costs.base import CostModel, Workload
 from desim.engine.faults import FaultModel, RoundDraws, offline_time
-from desim.engine.losses import ReplanLost, ReplanSetup
+from desim.engine.losses import ReplanLost, ReplanSetup, stage_process
 from desim.engine.realise import Realisation, World, realise_with_losses
 from desim.engine.recording import Devices, RoundFacts, record_round, record_skip
 from desim.engine.records import RoundRecord
@@ -54,11 +54,6 @@ def device_round(env: simpy.Environment, compute_s: float, upload_s: float) -> P
     """A device computes its block, then uploads the gradient (the bare loop's process)."""
     yield env.timeout(compute_s)
     yield env.timeout(upload_s)
-
-
-def stage_process(env: simpy.Environment, duration_s: float) -> Process:
-    """A participant works through its phases of one stage (their end precomputed exactly)."""
-    yield env.timeout(duration_s)
 
 
 @dataclass
@@ -244,9 +239,9 @@ class Simulation:
     def _replan_setup(self) -> ReplanSetup:
         """What DEFT's re-planning of lost blocks needs of the run."""
         planner = self.planner
-        allocator = planner.allocator if isinstance(planner, DeftScheme) else self.allocator
-        return ReplanSetup(self.context, allocator, self.world, self.server.aggregation_s,
-                           self.policy.on_infeasible)
+        assert isinstance(planner, DeftScheme)  # the only scheme whose on_loss is "replan"
+        return ReplanSetup(self.context, planner.allocator, self.world,
+                           self.server.aggregation_s, self.policy.on_infeasible)
 
     def deadline_at(self, t0: float) -> float:
         """When unfinished work of a round started at ``t0`` is abandoned (``inf``: never)."""

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from desim.allocators.base import RoundContext
-from desim.plan import PlanRows, RoundPlan
+from desim.plan import PlanRows, RoundPlan, phase_totals
 from desim.registry import Params, Registry
 from desim.world.rates import shannon_rate_bps
 
@@ -106,20 +106,15 @@ def participant_rows(ctx: RoundContext, devices: np.ndarray, bandwidth_hz: np.nd
                      block: int, stages: Any, memory: np.ndarray, flops: np.ndarray,
                      samples: np.ndarray) -> PlanRows:
     """One record row per participant, with the snapshot's estimate of its phase times."""
-    stub = RoundPlan(devices, bandwidth_hz, stages, (), _NO_ROWS, 0.0)
-    up = stub.totals("up")
+    up = phase_totals(stages, "up", devices.size)
     return PlanRows(
         participant=np.arange(devices.size), block=np.full(devices.size, block),
         upload_bits=up, memory_bytes=memory, flops=flops, samples=samples,
-        planned_compute_s=planned_compute_s(ctx, devices, stub.totals("compute")),
+        planned_compute_s=planned_compute_s(ctx, devices,
+                                            phase_totals(stages, "compute", devices.size)),
         planned_upload_s=planned_transfer_s(ctx, devices, up, bandwidth_hz),
         one_per_participant=True,
     )
-
-
-_empty = np.zeros(0)
-_NO_ROWS = PlanRows(_empty.astype(np.intp), _empty, _empty, _empty, _empty, _empty, _empty,
-                    _empty)
 
 
 def planned_transfer_s(ctx: RoundContext, devs: np.ndarray, bits: np.ndarray,

@@ -18,7 +18,7 @@ from desim.allocators.base import RoundContext
 from desim.costs.base import Workload
 from desim.costs.flops import LoraModule, layer_forward_flops, lora_modules
 from desim.errors import InfeasibleError, InputError, ScenarioError
-from desim.plan import Phase, RoundPlan
+from desim.plan import Phase, RoundPlan, phase_totals
 from desim.schemes.base import (
     SCHEMES,
     Scheme,
@@ -308,7 +308,7 @@ class DLoRAScheme(Scheme):
         rows = participant_rows(ctx, devs, bw, 0, stages, memory,
                                 self.local_steps * on @ lay.module_flops,
                                 np.full(P, float(self.local_steps * ctx.workload.batch_size)))
-        down_bits = RoundPlan(devs, bw, stages, (), rows, 0.0).totals("down")
+        down_bits = phase_totals(stages, "down", P)
         planned = (
             rows.planned_compute_s + rows.planned_upload_s
             + (planned_transfer_s(ctx, devs, down_bits, bw) if self.downlink_rate_bps is None

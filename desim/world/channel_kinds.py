@@ -174,18 +174,7 @@ def static(params: StaticParams, ctx: ChannelContext) -> Channel:
 )
 def generated(params: GeneratedParams, ctx: ChannelContext) -> Channel:
     """The TR 38.901 generator started at each device's ``distance_m``."""
-    mobility = MobilityChannelParams(
-        environment=params.environment,
-        carrier_ghz=params.carrier_ghz,
-        speed_kmh=params.speed_kmh,
-        step_s=params.step_s,
-        duration_s=params.duration_s,
-        fading=params.fading,
-        rician_k_db=params.rician_k_db,
-        shadowing=params.shadowing,
-        min_distance_m=params.min_distance_m,
-        max_distance_m=params.max_distance_m,
-    )
+    mobility = MobilityChannelParams(**params.model_dump())
     return mobility_channel(ctx.devices, mobility, ctx.noise_psd_dbm_per_hz, ctx.rng)
 
 
