@@ -126,7 +126,7 @@ class RoundContext:
 
     def round_latency_from(self, pair_latency_s: np.ndarray, allocation: Allocation) -> float:
         """:meth:`round_latency_s` from the ``(N,)`` pair latencies already computed."""
-        last = float(np.max(pair_latency_s))
+        last = float(pair_latency_s.max())
         if allocation.mode == "offload":
             return last + allocation.server_compute_s
         return last + self.aggregation_s
@@ -249,8 +249,9 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
     server_s = alloc.server_compute_s
     if alloc.mode == "offload" and not (np.isfinite(server_s) and server_s >= 0):
         raise AllocationError(f"round {r}: server compute time {alloc.server_compute_s} s")
-    if not np.all(np.isfinite(bw)) or np.any(bw < 0):
-        k = int(np.flatnonzero(~np.isfinite(bw) | (bw < 0))[0])
+    bad_bw = ~np.isfinite(bw) | (bw < 0)
+    if bad_bw.any():
+        k = int(np.flatnonzero(bad_bw)[0])
         raise AllocationError(f"round {r}: device {ctx.device_names[k]} has bandwidth {bw[k]} Hz")
     total = float(bw.sum())
     if total > ctx.total_bandwidth_hz * (1 + BANDWIDTH_TOLERANCE):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -103,13 +103,14 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
     """
     P = plan.size
     free = fail_s is None
-    fail = np.full(P, np.inf) if fail_s is None else fail_s
+    const = constants(P)
+    fail = const.inf if fail_s is None else fail_s
     # busy, first, last per kind; None until a phase of the kind runs (fewer array operations)
     span: dict[str, list[np.ndarray | None]] = {k: [None, None, None]
                                                 for k in ("compute", "up", "down")}
     sent: dict[str, np.ndarray | None] = {"up": None, "down": None}
-    alive = np.ones(P, dtype=bool)
-    lost_stage = np.full(P, -1)
+    alive = const.true
+    lost_stage = const.not_lost
     stage_ends = []
     start = start_s
     for j, (stage, tail) in enumerate(zip(plan.stages, plan.barrier_s)):
@@ -136,9 +137,7 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
             t = np.maximum(t, start)
         stage_ends.append(t)
         start = float(t.max()) + tail
-    nan = zero = _EMPTY
-    if any(v is None for s in [*span.values(), list(sent.values())] for v in s):
-        nan, zero = np.full(P, np.nan), np.zeros(P)  # a phase kind nobody ran
+    nan, zero = const.nan, const.zero  # for a phase kind nobody ran
 
     def got(value: np.ndarray | None, default: np.ndarray) -> np.ndarray:
         return default if value is None else value
@@ -150,18 +149,32 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
         up_last=got(ul, nan), down_first=got(df, nan), down_last=got(dl, nan),
         compute_busy_s=got(cb, zero), up_busy_s=got(ub, zero), down_busy_s=got(db, zero),
         up_bits=got(sent["up"], zero), down_bits=got(sent["down"], zero),
-        fail_s=fail, kind=_no_kind(P) if kind is None else kind,
+        fail_s=fail, kind=const.no_kind if kind is None else kind,
         lost_stage=lost_stage,
     )
 
 
-_EMPTY = np.zeros(0)
+@dataclass(frozen=True, eq=False)
+class Constants:
+    """Read-only ``(P,)`` arrays every realisation of ``P`` participants shares."""
+
+    inf: np.ndarray
+    nan: np.ndarray
+    zero: np.ndarray
+    true: np.ndarray
+    not_lost: np.ndarray
+    no_kind: np.ndarray
+    done: np.ndarray
 
 
-def _no_kind(P: int) -> np.ndarray:
-    out = np.empty(P, dtype=object)
-    out[:] = ""
-    return out
+@lru_cache(maxsize=256)
+def constants(P: int) -> Constants:
+    """The shared constant arrays of size ``P`` (read-only: writing to one raises)."""
+    arrays = [np.full(P, np.inf), np.full(P, np.nan), np.zeros(P), np.ones(P, dtype=bool),
+              np.full(P, -1), np.full(P, "", dtype=object), np.full(P, "done", dtype=object)]
+    for a in arrays:
+        a.flags.writeable = False
+    return Constants(*arrays)
 
 
 def _book(span: dict[str, list[np.ndarray | None]], sent: dict[str, np.ndarray | None],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from desim.engine.realise import Realisation
+from desim.engine.realise import Realisation, constants
 from desim.engine.records import DeviceRounds, FaultEventRecord, RoundRecord
 from desim.plan import RoundPlan
 from desim.results import RunResult
@@ -31,10 +31,14 @@ class Devices:
 
 def _or(first: np.ndarray, last: np.ndarray,
         default: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A kind's first starts and last ends, ``default`` where the kind never ran."""
-    if np.isnan(first).any() or np.isnan(last).any():
-        return (np.where(np.isnan(first), default, first),
-                np.where(np.isnan(last), default, last))
+    """A kind's first starts and last ends, ``default`` where the kind never ran.
+
+    A participant's first start and last end are set together (both ``nan`` until it runs a
+    phase of the kind, :func:`~desim.engine.realise.realise`), so ``first`` says for both.
+    """
+    never = np.isnan(first)
+    if never.any():
+        return np.where(never, default, first), np.where(never, default, last)
     return first, last
 
 
@@ -54,9 +58,8 @@ def _columns(plan: RoundPlan, real: Realisation,
     c_start, c_end = _or(real.compute_first, real.compute_last, start)
     u_start, u_end = _or(real.up_first, real.up_last, c_end)
     d_start, d_end = _or(real.down_first, real.down_last, u_end)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where((real.up_busy_s > 0) & (real.up_bits > 0),
-                        real.up_bits / real.up_busy_s, np.nan)
+    rate = np.divide(real.up_bits, real.up_busy_s, out=np.full(real.up_bits.size, np.nan),
+                     where=(real.up_busy_s > 0) & (real.up_bits > 0))
     lost = at(real.lost)
     if lost.any():
         # a row's bits when its participant's uploads all arrived, else what did arrive
@@ -66,9 +69,9 @@ def _columns(plan: RoundPlan, real: Realisation,
         flops, samples = np.where(counts, rows.flops, 0.0), np.where(counts, rows.samples, 0.0)
         outcome = np.where(lost, at(real.kind), "done").astype(object)
     else:
-        bits, counts, flops, samples = rows.upload_bits, np.ones(R, dtype=bool), rows.flops, \
-            rows.samples
-        outcome = np.full(R, "done", dtype=object)
+        const = constants(R)
+        bits, counts, flops, samples = rows.upload_bits, const.true, rows.flops, rows.samples
+        outcome = const.done
     devices = at(plan.devices)
     columns = {
         "device": dev.names[devices], "block": rows.block, "bandwidth_hz": at(plan.bandwidth_hz),
@@ -133,7 +136,7 @@ def record_round(
         round=round_index, start_s=start_s, end_s=end_s, latency_s=end_s - start_s,
         planned_latency_s=plan.planned_latency_s, allocator_estimate_s=plan.estimate_s,
         solve_wall_s=facts.solve_wall_s,
-        active_devices=int(np.unique(det["device_index"]).size),
+        active_devices=len(set(det["device_index"].tolist())),
         available_devices=facts.available, bottleneck_device=bott_device,
         bottleneck_block=bott_block,
         min_memory_headroom_bytes=float((cols["memory_budget_bytes"]
@@ -165,6 +168,8 @@ def _merged(each: list[tuple[Columns, Columns]],
 
 def _fault_events(result: RunResult, round_index: int, cols: Columns, det: Columns) -> None:
     """One fault event per lost row: when, why, and the work lost."""
+    if not det["lost"].any():
+        return
     for i in np.flatnonzero(det["lost"]):
         fail, start = float(det["fail"][i]), float(det["start"][i])
         result.fault_events.append(FaultEventRecord(
@@ -178,10 +183,14 @@ def _bottleneck(plan: RoundPlan, cols: Columns, det: Columns) -> tuple[str, int]
     """The device (and block) that finished last, of those not lost; the server if it trains."""
     if plan.server_bound:
         return "server", int(cols["block"].max())
-    done = np.flatnonzero(~det["lost"])
-    if not done.size:
-        return "", 0
-    bott = int(done[np.argmax(det["end"][done])])
+    lost = det["lost"]
+    if not lost.any():
+        bott = int(det["end"].argmax())
+    else:
+        done = np.flatnonzero(~lost)
+        if not done.size:
+            return "", 0
+        bott = int(done[np.argmax(det["end"][done])])
     return str(cols["device"][bott]), int(cols["block"][bott])
 
 

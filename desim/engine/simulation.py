@@ -8,7 +8,8 @@ Every round of every scheme is the same four steps (DESIGN §2, "One round"):
    timing the solve;
 3. **realise**: :mod:`desim.engine.realise` computes every phase end exactly (pure functions
    of time), with the fault draws and the straggler deadline; the stages are then played on
-   the event clock, one process per participant and an ``all_of`` barrier per stage;
+   the event clock, one timeout to each stage's barrier (re-planning runs a process per
+   task, since its losses start new work at event times);
 4. **record**: one builder turns the plan and its realisation into rows
    (:mod:`desim.engine.recording`).
 
@@ -32,8 +33,8 @@ from desim.allocators.base import Allocator, RoundContext
 from desim.costs.analytic import analytic_flops
 from desim.costs.base import CostModel, Workload
 from desim.engine.faults import FaultModel, RoundDraws, offline_time
-from desim.engine.losses import ReplanLost, ReplanSetup, stage_process
-from desim.engine.realise import Realisation, World, realise_with_losses
+from desim.engine.losses import ReplanLost, ReplanSetup
+from desim.engine.realise import Realisation, World, constants, realise_with_losses
 from desim.engine.recording import Devices, RoundFacts, record_round, record_skip
 from desim.engine.records import RoundRecord
 from desim.engine.rng import rng_streams
@@ -221,12 +222,17 @@ class Simulation:
                 on_round(rec)
 
     def _play(self, env: simpy.Environment, plan: RoundPlan, real: Realisation) -> Process:
-        """Play a realised plan's stages: a process per participant, a barrier, the server."""
+        """Play a realised plan's stages: one timeout to each barrier, then the server's time.
+
+        Every phase end is already exact (:func:`~desim.engine.realise.realise`) and no other
+        event can touch a round without losses, so a process per participant would only
+        re-sort known times: the barrier is the last participant's end. ``max(e) - now`` is
+        the largest of the ``e - now`` such processes would wait (float subtraction is
+        monotone), so the clock reads the same to the last bit.
+        """
         for stage_end, tail in zip(real.stage_ends, plan.barrier_s):
-            now = env.now
-            yield env.all_of(
-                [env.process(stage_process(env, e - now)) for e in stage_end.tolist()]
-            )
+            if stage_end.size:
+                yield env.timeout(float(stage_end.max()) - env.now)
             yield env.timeout(tail)
 
     def _diagnose(self, result: RunResult, r: int, plan: RoundPlan, real: Realisation) -> None:
@@ -256,7 +262,10 @@ class Simulation:
             return self.faults.failure(self.compute, devs, start, upload_start, end, draws)
         off = offline_time(self.compute, devs, start)
         off = np.where(off < end, off, np.inf)
-        return off, np.where(np.isfinite(off), "offline", "")
+        offline = np.isfinite(off)
+        if not offline.any():
+            return constants(off.size).inf, constants(off.size).no_kind
+        return off, np.where(offline, "offline", "")
 
     def _skip(self, ctx: RoundContext, reason: str, solve_wall_s: float,
               result: RunResult) -> RoundRecord:

@@ -191,7 +191,7 @@ class PiecewiseSignals:
             # search with the rounding slack so a need met by a segment's end is not carried
             # past the zero-rate stretch that follows it
             idx = np.searchsorted(flat, rem * (1.0 - ROUNDING) + offset[rows], side="left")
-            j = np.clip(idx - rows * n_seg, 0, n_seg - 1)
+            j = np.minimum(np.maximum(idx - rows * n_seg, 0), n_seg - 1)
             end = self.times_s[j] + (rem - cum[rows, j]) / self.values[rows, j]
             end = cyc2 * self.end_s + np.minimum(end, self._bounds[j + 1])
             if not loop:  # past the end the last value holds

@@ -14,6 +14,7 @@ def shannon_rate_bps(bandwidth_hz: np.ndarray, snr_coef_hz: np.ndarray) -> np.nd
     """Rate ``B log2(1 + a/B)`` in bit/s; zero where the bandwidth is zero."""
     b = np.asarray(bandwidth_hz, dtype=float)
     a = np.asarray(snr_coef_hz, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = b * np.log2(1.0 + a / b)
-    return np.where(b > 0, r, 0.0)
+    on = b > 0
+    # a / b only where b > 0 (no warnings to silence); the other entries are zeroed below
+    r = b * np.log2(1.0 + np.divide(a, b, out=np.zeros(np.broadcast(a, b).shape), where=on))
+    return np.where(on, r, 0.0)
