@@ -22,8 +22,9 @@ import numpy as np
 
 from desim.errors import SimulationError
 from desim.plan import RoundPlan
-from desim.world.channel import Channel
-from desim.world.compute import ComputeTimeline
+from desim.world.channel import Channel, SignalChannel
+from desim.world.compute import ComputeTimeline, SignalTimeline
+from desim.world.piecewise import PiecewiseSignals
 
 #: ``(devices, start, upload_start, end) -> (fail_s, kind)``: when each participant loses its
 #: work over its fault-free span, ``inf`` and ``""`` when it does not
@@ -39,6 +40,18 @@ class World:
     compute: ComputeTimeline
     channel: Channel
     device_names: tuple[str, ...]
+
+    def held_at(self, t_s: float) -> World:
+        """The world frozen at ``t_s``: every speed, availability and SNR holds from then on.
+
+        The block-fading setting (``run.block_fading``): phases then end in closed form, at
+        the very durations a plan computes from the snapshot at ``t_s``.
+        """
+        speed = self.compute.speed(t_s)
+        avail = self.compute.available(t_s).astype(float)
+        compute = SignalTimeline(PiecewiseSignals.constant(speed), PiecewiseSignals.constant(avail))
+        channel = SignalChannel(PiecewiseSignals.constant(self.channel.snr_coef_hz(t_s)))
+        return World(compute, channel, self.device_names)
 
 
 @dataclass(frozen=True, eq=False)

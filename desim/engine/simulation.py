@@ -140,11 +140,27 @@ class Simulation:
             avail = avail & ~self.faults.offline_at(t_s, len(self.devices))
         return avail
 
-    def context(self, round_index: int, t0: float) -> RoundContext:
-        """The snapshot every planner (allocator or scheme) sees at time ``t0``."""
-        speed = self.compute.speed(t0)
+    def state_time(self, round_index: int, t0: float) -> float:
+        """When the world is read for a round started at ``t0``.
+
+        ``t0`` itself, or under block fading (``run.block_fading_s``) the round's own state
+        time ``r · block_fading_s``.
+        """
+        step = self.policy.block_fading_s
+        return t0 if step is None else round_index * step
+
+    def context(self, round_index: int, t0: float, state_s: float | None = None) -> RoundContext:
+        """The snapshot every planner (allocator or scheme) sees at time ``t0``.
+
+        ``state_s``: when the channel, speeds and availability are read (default ``t0``; the
+        round's state time under block fading). Scripted outages are read at ``t0``.
+        """
+        ts = t0 if state_s is None else state_s
+        speed = self.compute.speed(ts)
         with np.errstate(divide="ignore"):
             compute_s = self._work_s / speed[:, None]
+        available = self._available(t0) if ts == t0 else (
+            self.compute.available(ts) & self._available(t0))
         return RoundContext(
             round_index=round_index,
             time_s=t0,
@@ -153,8 +169,8 @@ class Simulation:
             memory_bytes=self._memory,
             memory_budget_bytes=self._budget,
             upload_bits=self._bits,
-            snr_coef_hz=self.channel.snr_coef_hz(t0),
-            available=self._available(t0) & (speed > 0),
+            snr_coef_hz=self.channel.snr_coef_hz(ts),
+            available=available & (speed > 0),
             total_bandwidth_hz=self.server.total_bandwidth_hz,
             aggregation_s=self.server.aggregation_s,
             sample_bits=self._sample_bits,
@@ -193,7 +209,8 @@ class Simulation:
         for r in range(self.rounds):
             t0 = env.now
             draws = self.faults.draw(K) if self.faults is not None else None
-            ctx = self.context(r, t0)
+            state_s = self.state_time(r, t0)
+            ctx = self.context(r, t0, state_s)
             tic = perf_counter()
             try:
                 plan = scheme.plan(ctx, state, rng)
@@ -204,11 +221,13 @@ class Simulation:
                     on_round(rec)
                 continue
             solve_wall_s = perf_counter() - tic
-            failures = partial(self._failures, draws=draws)
-            real = realise_with_losses(plan, t0, self.world, r, failures, self.deadline_at(t0))
+            held = self.policy.block_fading_s is not None
+            world = self.world.held_at(state_s) if held else self.world
+            failures = partial(self._failures, draws=draws, compute=world.compute)
+            real = realise_with_losses(plan, t0, world, r, failures, self.deadline_at(t0))
             facts = RoundFacts(r, t0, solve_wall_s, int(ctx.available.sum()))
             if scheme.on_loss == "replan" and real.lost.any():
-                losses = ReplanLost(self._replan_setup(), env, ctx, rng, failures,
+                losses = ReplanLost(self._replan_setup(world, state_s), env, ctx, rng, failures,
                                     self.deadline_at(t0))
                 done = yield from losses.run(plan, real)
                 rec = record_round(result, done.parts, self._devices, facts, env.now,
@@ -242,11 +261,16 @@ class Simulation:
                 {"round": r, **diagnostics}
             )
 
-    def _replan_setup(self) -> ReplanSetup:
-        """What DEFT's re-planning of lost blocks needs of the run."""
+    def _replan_setup(self, world: World, state_s: float) -> ReplanSetup:
+        """What DEFT's re-planning of lost blocks needs of the run (the round's world)."""
         planner = self.planner
         assert isinstance(planner, DeftScheme)  # the only scheme whose on_loss is "replan"
-        return ReplanSetup(self.context, planner.allocator, self.world,
+
+        def held(r: int, t: float) -> RoundContext:  # block fading: the round's state holds
+            return self.context(r, t, state_s)
+
+        snapshot = self.context if self.policy.block_fading_s is None else held
+        return ReplanSetup(snapshot, planner.allocator, world,
                            self.server.aggregation_s, self.policy.on_infeasible)
 
     def deadline_at(self, t0: float) -> float:
@@ -256,11 +280,12 @@ class Simulation:
         return np.inf
 
     def _failures(self, devs: np.ndarray, start: np.ndarray, upload_start: np.ndarray,
-                  end: np.ndarray, draws: RoundDraws | None) -> tuple[np.ndarray, np.ndarray]:
+                  end: np.ndarray, draws: RoundDraws | None,
+                  compute: ComputeTimeline) -> tuple[np.ndarray, np.ndarray]:
         """When (if at all) each task loses its work: faults plus availability drops."""
         if self.faults is not None and self.faults.active and draws is not None:
-            return self.faults.failure(self.compute, devs, start, upload_start, end, draws)
-        off = offline_time(self.compute, devs, start)
+            return self.faults.failure(compute, devs, start, upload_start, end, draws)
+        off = offline_time(compute, devs, start)
         off = np.where(off < end, off, np.inf)
         offline = np.isfinite(off)
         if not offline.any():
@@ -290,9 +315,11 @@ class Simulation:
 def bare_event_loop(compute_s: np.ndarray, upload_s: np.ndarray, aggregation_s: float) -> float:
     """Run the engine's event structure with no modelling work; return the end time.
 
-    The same processes and events as :meth:`Simulation.run` (per round: one two-phase process per
+    The event structure of a DEFT round played naively (per round: one two-phase process per
     device, an ``all_of`` barrier, an aggregation timeout), with durations given as ``(R, N)``
-    arrays. ``desim bench engine`` compares the engine's wall time against this loop.
+    arrays. ``desim bench engine`` compares the engine's wall time against this loop. The
+    engine itself needs fewer events: with every phase end computed exactly, a round without
+    losses is one timeout to each barrier (:meth:`Simulation._play`).
     """
     env = simpy.Environment()
 

@@ -98,6 +98,9 @@ class RunSpec(_Frozen):
       still unfinished ``deadline_s`` after the round start and reassigns them to idle devices.
     - ``on_infeasible``: ``error`` stops with a message naming the round, blocks and reason;
       ``skip`` records the round as skipped and retries ``retry_after_s`` later.
+    - ``block_fading_s``: the paper's setting, block fading. Round ``r`` plans and runs in one
+      state of the world, the state at time ``r · block_fading_s``, held for the whole round,
+      so the planned latency is the realised one and every allocator meets the same states.
     """
 
     rounds: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
@@ -131,6 +134,17 @@ class RunSpec(_Frozen):
     )
     retry_after_s: PositiveFloat = Field(
         default=1.0, description="Wait after a skipped round before the next attempt."
+    )
+    block_fading_s: PositiveFloat | None = Field(
+        default=None,
+        description=(
+            "The paper's block-fading setting: round r sees every device's channel, speed "
+            "and availability as they are at time r × `block_fading_s`, held for the whole "
+            "round, so planned latency equals realised and every allocator meets the same "
+            "round states (paired comparisons). With `rayleigh` and `coherence_s` ≤ this "
+            "step the round states are i.i.d. Faults still apply. Unset: the world changes "
+            "within a round (trace replay)."
+        ),
     )
 
     @model_validator(mode="after")
