@@ -119,6 +119,19 @@ def test_read_profile_errors_name_file_line_and_column(tmp_path):
         load_profile("gpu-x")
 
 
+def test_read_profile_caches_by_content_and_hands_out_copies(tmp_path):
+    """A sweep worker parses a profile once; an edited file is parsed again."""
+    table = synthetic_table()
+    path = write_profile(table, tmp_path / "p.csv")
+    first = read_profile(path)
+    first.loc[0, "fwd_s"] = -1.0  # a caller's change must not reach the cache
+    assert read_profile(path).loc[0, "fwd_s"] == pytest.approx(table.loc[0, "fwd_s"])
+    edited = table.copy()
+    edited.loc[0, "fwd_s"] = float(table.loc[0, "fwd_s"]) * 2
+    write_profile(edited, path)
+    assert read_profile(path).loc[0, "fwd_s"] == pytest.approx(edited.loc[0, "fwd_s"])
+
+
 @pytest.mark.parametrize("model", ["roberta-base", "roberta-large"])
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_shipped_profiles_are_monotone_and_fit(model, method):

@@ -7,6 +7,7 @@ the column; writing is atomic (:func:`desim.io.atomic.atomic_write`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,12 @@ def write_profile(frame: pd.DataFrame, path: str | Path) -> Path:
     return _write_table_csv(frame, path, PROFILE_COLUMNS, "profile rows")
 
 
+#: checked profile tables by (resolved path, content hash): a sweep worker parses each once
+_PROFILES: dict[tuple[str, bytes], pd.DataFrame] = {}
+
+
 def read_profile(path: str | Path) -> pd.DataFrame:
-    """Read and check one profile CSV.
+    """Read and check one profile CSV (a fresh copy of a table cached by content hash).
 
     Tables written before a column existed still load: ``target_len`` is then 0 and
     ``flops`` NaN (``desim profile --count-flops`` fills it).
@@ -106,6 +111,18 @@ def read_profile(path: str | Path) -> pd.DataFrame:
         InputError: naming the file, and the line and column of the first bad value.
     """
     p = Path(path)
+    try:
+        digest = hashlib.blake2b(p.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return _read_profile(p)  # the reader names what is wrong with the path
+    key = (str(p.resolve()), digest)
+    table = _PROFILES.get(key)
+    if table is None:
+        table = _PROFILES[key] = _read_profile(p)
+    return table.copy()
+
+
+def _read_profile(p: Path) -> pd.DataFrame:
     raw = _read_csv_text(p, "profile")
     for col, default in _PROFILE_LATER.items():
         if col not in raw.columns:
