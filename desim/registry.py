@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -122,13 +122,14 @@ class Registry(Mapping[str, Entry[T]]):
 
 def validate_section(
     registry: Registry[Any], name: str, params: Mapping[str, Any] | None, where: str,
-    *, quiet: bool = False
+    *, quiet: bool = False, expected: Collection[str] = ()
 ) -> BaseModel:
     """Like :meth:`Registry.validate`, but a key of another entry is ignored with a warning.
 
     A scenario section names one component and gives its parameters; when a user switches the
     component (``--set scheme.name=...``), keys meant for the previous one should not stop the
-    run, and should not pass silently either.
+    run, and should not pass silently either. No warning is given for a key of an entry in
+    ``expected``: a sweep that varies the component sets its entries' keys on purpose.
     """
     own = set(registry[name].params.model_fields)
     others = {k for e in registry.values() for k in e.params.model_fields} - own
@@ -136,6 +137,8 @@ def validate_section(
     foreign = sorted(set(given) & others)
     for key in [] if quiet else foreign:
         owners = sorted(e.name for e in registry.values() if key in e.params.model_fields)
+        if set(owners) & set(expected):
+            continue
         warn(f"{where}.{key} is a parameter of {', '.join(map(repr, owners))}, not of "
              f"{name!r}: ignored")
     return registry.validate(name, {k: v for k, v in given.items() if k not in foreign}, where)

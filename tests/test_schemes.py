@@ -256,6 +256,27 @@ def test_a_key_of_another_scheme_is_ignored_with_a_warning():
     build_simulation(sc).run()
 
 
+def test_a_sweep_that_varies_the_scheme_sets_its_keys_without_a_warning(tmp_path):
+    """A spec gridding scheme.name over deft and dlora sets DLoRA's keys on purpose; a key of
+    a scheme the sweep never names still warns."""
+    import warnings
+
+    from desim.errors import DesimWarning
+    from desim.experiments.sweep_spec import iter_runs, load_sweep_spec
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "s"\nbase = "default"\nseeds = [0]\n[set]\n'
+                    '"scheme.kr_threshold" = 2.0\n'
+                    '[grid]\n"scheme.name" = ["deft", "dlora"]\n'
+                    '[[allocators]]\nname = "greedy"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DesimWarning)
+        assert len(list(iter_runs(*load_sweep_spec(spec)))) == 2
+    spec.write_text(spec.read_text().replace('["deft", "dlora"]', '["deft", "fl-lora"]'))
+    with pytest.warns(DesimWarning, match=r"scheme.kr_threshold is a parameter of 'dlora'"):
+        list(iter_runs(*load_sweep_spec(spec)))
+
+
 def test_scenario_scheme_section_validates():
     with pytest.raises(ScenarioError, match="scheme.clients"):
         load_scenario(None, ['scheme.name="fl-lora"', 'scheme.selection="random"'])

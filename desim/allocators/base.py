@@ -122,6 +122,8 @@ class RoundContext:
         mini-batch upload plus the server's training time (the server holds the model, so
         there is no aggregation).
         """
+        if allocation.plan is not None:  # an allocation that plans itself
+            return allocation.plan.planned_latency_s
         return self.round_latency_from(self.pair_latency_s(allocation), allocation)
 
     def round_latency_from(self, pair_latency_s: np.ndarray, allocation: Allocation) -> float:
@@ -180,6 +182,8 @@ class Allocation:
         diagnostics: allocator-specific read-only details (iteration traces, fallbacks).
         mode: ``deft``, ``grouped`` or ``offload`` (above).
         server_compute_s: the edge server's training time in ``offload`` mode.
+        plan: the allocation's own plan when it is not one ``[compute, up]`` stage (pooled
+            ``single-device``, several stages); :func:`plan_of` then returns it as it is.
     """
 
     block_device: np.ndarray
@@ -188,6 +192,7 @@ class Allocation:
     diagnostics: Mapping[str, Any] = field(default_factory=dict)
     mode: Literal["deft", "grouped", "offload"] = "deft"
     server_compute_s: float = 0.0
+    plan: RoundPlan | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_device", np.asarray(self.block_device, dtype=np.intp))
@@ -335,7 +340,10 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
     ``deft``: a participant per block. ``grouped``: a participant per device, computing as long
     as its deepest block and uploading the sum of its blocks' bits. ``offload``: each device
     uploads a mini-batch, then the server trains for ``server_compute_s``. Rows are per block.
+    An allocation carrying its own ``plan`` gets that plan.
     """
+    if alloc.plan is not None:
+        return alloc.plan
     k, N = alloc.block_device, ctx.num_blocks
     blocks = np.arange(N)
     deft = alloc.mode == "deft"

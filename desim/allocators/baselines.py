@@ -8,6 +8,8 @@ eligible device; these four DEFT baselines split bandwidth with a named split (d
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from pydantic import Field
 
@@ -20,6 +22,7 @@ from desim.allocators.base import (
 )
 from desim.allocators.registry import register
 from desim.errors import InfeasibleError
+from desim.plan import Phase, PlanRows, RoundPlan
 from desim.world.rates import shannon_rate_bps
 
 
@@ -119,7 +122,8 @@ class MinSumAllocator(SplitAllocator):
 
 @register(
     "single-device",
-    "the best single device trains all blocks in one backward pass with the whole band",
+    "the best single device trains all blocks in one backward pass with the whole band; "
+    "data = own (its one mini-batch) or pooled (N mini-batches, N-1 of them uploaded)",
 )
 class SingleDeviceAllocator(Allocator):
     """One device trains every block in one backward pass (a ``grouped`` allocation).
@@ -128,28 +132,156 @@ class SingleDeviceAllocator(Allocator):
     as long as its deepest block (``ĉ_{k,N}``; the weight gradients of the shallower blocks are
     ignored, which is tiny for LoRA), needs the deepest block's memory, and uploads all blocks'
     bits with the whole band ``B``. The device with the least such latency is chosen.
+
+    ``data = "own"`` trains on the device's own mini-batch only: a round consumes one
+    mini-batch where DEFT consumes ``N``, one on each block's device. ``data = "pooled"``
+    keeps DEFT's data locality and sample count: the ``N - 1`` available devices with the best
+    channels upload their mini-batches, which the server relays to the trainer, and the
+    trainer accumulates the gradient over the ``N`` mini-batches (:func:`pooled_allocation`).
+
+    Attributes:
+        data: ``own`` (one mini-batch a round) or ``pooled`` (``N`` mini-batches a round).
     """
+
+    data: Literal["own", "pooled"] = "own"
 
     def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
         """Pick the fastest device able to hold the deepest block."""
         ok = ctx.eligible()[:, -1]
         if not ok.any():
             raise infeasible(ctx, ctx.num_blocks, distinct=False)
+        if self.data == "pooled":
+            return pooled_allocation(ctx, ok)
         rate = shannon_rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz), ctx.snr_coef_hz)
         bits = float(ctx.upload_bits.sum())
         with np.errstate(divide="ignore"):
             t = np.where(ok, ctx.compute_s[:, -1] + (bits / rate if bits > 0 else 0.0), np.inf)
         k = int(np.argmin(t))
         if not np.isfinite(t[k]):
-            raise InfeasibleError(
-                f"round {ctx.round_index}: single-device: the {int(ok.sum())} device(s) that can "
-                f"hold block {ctx.block_name(ctx.num_blocks)} (the deepest) all have zero channel "
-                f"gain, so none can upload the {bits:.4g} gradient bits"
-            )
+            raise _muted(ctx, ok, bits)
         bw = np.zeros(ctx.num_devices)
         bw[k] = ctx.total_bandwidth_hz
         alloc = Allocation(np.full(ctx.num_blocks, k), bw, mode="grouped")
         return Allocation(alloc.block_device, bw, ctx.round_latency_s(alloc), mode="grouped")
+
+
+def _muted(ctx: RoundContext, holders: np.ndarray, bits: float) -> InfeasibleError:
+    return InfeasibleError(
+        f"round {ctx.round_index}: single-device: the {int(holders.sum())} device(s) that can "
+        f"hold block {ctx.block_name(ctx.num_blocks)} (the deepest) all have zero channel "
+        f"gain, so none can upload the {bits:.4g} gradient bits"
+    )
+
+
+def _transfer_s(bits: float, rate_bps: float) -> float:
+    """Seconds to move ``bits`` at ``rate_bps`` (0 for no bits, ``inf`` at rate 0)."""
+    if bits <= 0:
+        return 0.0
+    return bits / rate_bps if rate_bps > 0 else float("inf")
+
+
+def pooled_timing_s(ctx: RoundContext, k: int, senders: np.ndarray) -> tuple[float, ...]:
+    """Planned phases of a pooled single-device round: trainer ``k``, uploaders ``senders``.
+
+    With ``M = senders.size`` (``N - 1``), ``ĉ = ĉ_{k,N}``, ``s`` the mini-batch bits and
+    ``D = Σ_n D_n``: stage 1 lasts ``max(ĉ, max_j s / r_j(B/M))`` (the trainer starts on its
+    own mini-batch while the others upload on equal shares); stage 2 is the relay
+    ``M s / r_k(B)`` (the server forwards the batches over the reciprocal downlink), ``M ĉ``
+    of gradient accumulation and the upload ``D / r_k(B)``; then the aggregation.
+
+    Returns:
+        ``(data_s, relay_s, compute_s, upload_s, latency_s)``: the slowest mini-batch upload,
+        the relay, the trainer's total compute (``N ĉ``), its gradient upload and the round.
+    """
+    B, M, s = ctx.total_bandwidth_hz, senders.size, ctx.sample_bits
+    c = float(ctx.compute_s[k, -1])
+    rate = float(shannon_rate_bps(np.array([B]), ctx.snr_coef_hz[[k]])[0])
+    data = 0.0
+    if M:
+        share = shannon_rate_bps(np.full(M, B / M), ctx.snr_coef_hz[senders])
+        data = max(_transfer_s(s, float(r)) for r in share)
+    relay = _transfer_s(M * s, rate)
+    upload = _transfer_s(float(ctx.upload_bits.sum()), rate)
+    latency = max(c, data) + relay + M * c + upload + ctx.aggregation_s
+    return data, relay, (M + 1) * c, upload, latency
+
+
+def pooled_allocation(ctx: RoundContext, holders: np.ndarray) -> Allocation:
+    """``single-device`` with pooled data: ``N`` mini-batches a round, as DEFT consumes.
+
+    For each device ``k`` that can hold the deepest block, the uploaders are the ``N - 1``
+    other available devices with the best channels (with nonzero gain when mini-batches have
+    bits); the ``k`` with the least :func:`pooled_timing_s` latency trains. The plan has two
+    stages (uploads while the trainer computes its own batch; relay, ``N - 1`` more batches
+    and the gradient upload), so the allocation carries it (:attr:`Allocation.plan`). Memory
+    is one mini-batch's (gradient accumulation). Rows are per block, on the trainer, each with
+    the ``N`` mini-batches' samples; the uploaders are named in the diagnostics.
+
+    Raises:
+        InfeasibleError: fewer than ``N - 1`` other devices can upload, or no holder can.
+    """
+    N, M = ctx.num_blocks, ctx.num_blocks - 1
+    avail = np.flatnonzero(ctx.available)
+    heard = avail[ctx.snr_coef_hz[avail] > 0] if ctx.sample_bits > 0 else avail
+    order = heard[np.argsort(-ctx.snr_coef_hz[heard], kind="stable")]
+    best: tuple[float, int, np.ndarray] | None = None
+    for k in np.flatnonzero(holders).tolist():
+        senders = order[order != k][:M]
+        if senders.size < M:
+            continue
+        latency = pooled_timing_s(ctx, k, senders)[-1]
+        if np.isfinite(latency) and (best is None or latency < best[0]):
+            best = (latency, k, senders)
+    if best is None:
+        if heard.size < N:
+            gain = " with nonzero channel gain" if ctx.sample_bits > 0 else ""
+            raise InfeasibleError(
+                f"round {ctx.round_index}: block {ctx.block_name(N)} cannot be placed: "
+                f"single-device (pooled data) needs {N} devices (the trainer and {M} "
+                f"uploading a mini-batch each), but only {heard.size} of {ctx.num_devices} "
+                f"devices are available{gain}"
+            )
+        raise _muted(ctx, holders, float(ctx.upload_bits.sum()))
+    latency, k, senders = best
+    plan = _pooled_plan(ctx, k, senders, latency)
+    return Allocation(np.full(N, k), plan.bandwidth_hz[0] * (np.arange(ctx.num_devices) == k),
+                      latency, plan.diagnostics, mode="grouped", plan=plan)
+
+
+def _pooled_plan(ctx: RoundContext, k: int, senders: np.ndarray, latency: float) -> RoundPlan:
+    """The two-stage plan of :func:`pooled_allocation` (participant 0 is the trainer)."""
+    N, M, s = ctx.num_blocks, senders.size, ctx.sample_bits
+    _, _, compute, upload, _ = pooled_timing_s(ctx, k, senders)
+    work = float((ctx.work_s if ctx.work_s.size else ctx.compute_s)[k, -1])
+    flops = float(ctx.block_flops[k, -1]) if ctx.block_flops.size else float("nan")
+    batch = float("nan") if ctx.workload is None else float(ctx.workload.batch_size)
+
+    def trainer(amount: float) -> np.ndarray:  # the trainer does it, the uploaders do not
+        return np.concatenate(([amount], np.zeros(M)))
+
+    blocks = (np.arange(1, N + 1) if ctx.block_numbers is None
+              else np.array(ctx.block_numbers, dtype=np.intp))
+    return RoundPlan(
+        devices=np.concatenate(([k], senders)).astype(np.intp),
+        bandwidth_hz=np.concatenate(([ctx.total_bandwidth_hz],
+                                     np.full(M, ctx.total_bandwidth_hz / max(M, 1)))),
+        stages=(
+            (Phase("compute", trainer(work)), Phase("up", np.concatenate(([0.0], np.full(M, s))))),
+            (Phase("down", trainer(M * s)), Phase("compute", trainer(M * work)),
+             Phase("up", trainer(float(ctx.upload_bits.sum())))),
+        ),
+        barrier_s=(0.0, ctx.aggregation_s),
+        rows=PlanRows(
+            participant=np.zeros(N, dtype=np.intp), block=blocks,
+            upload_bits=ctx.upload_bits, memory_bytes=ctx.memory_bytes,
+            flops=np.full(N, N * flops), samples=np.full(N, N * batch),
+            planned_compute_s=np.full(N, compute), planned_upload_s=np.full(N, upload),
+        ),
+        planned_latency_s=latency,
+        estimate_s=latency,
+        diagnostics={"data": "pooled", "trainer": ctx.device_names[k],
+                     "data_from": [ctx.device_names[j] for j in senders.tolist()]},
+    )
 
 
 @register(

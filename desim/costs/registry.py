@@ -15,7 +15,7 @@ simulation is assembled (:func:`build_cost_model`). A builder reads files only t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +77,8 @@ def cost_params(name: str, params: Mapping[str, Any] | None) -> CostParams:
     return validated
 
 
-def check_cost(name: str, params: Mapping[str, Any] | None, source: str) -> None:
+def check_cost(name: str, params: Mapping[str, Any] | None, source: str,
+               expected: Collection[str] = ()) -> None:
     """Check a scenario's ``[cost]`` section: a registered model and its own parameters.
 
     A key of another cost model (``profiles`` under ``model = "analytic"``) is ignored with a
@@ -87,13 +88,14 @@ def check_cost(name: str, params: Mapping[str, Any] | None, source: str) -> None
         name: the ``cost.model`` name.
         params: every other key of the section.
         source: where the scenario came from, for the message (a file path, a sweep run).
+        expected: cost models a sweep varies over (their keys are ignored without a warning).
 
     Raises:
         ScenarioError: ``<source>: cost.model: <why>`` for an unknown model (listing the known
             ones), ``<source>: cost.<key>: <why>`` for a bad parameter.
     """
     try:
-        validate_section(COST_MODELS, name, params, "cost")
+        validate_section(COST_MODELS, name, params, "cost", expected=expected)
     except UnknownNameError as exc:
         raise ScenarioError(f"{source}: cost.model: {exc}") from None
     except DesimError as exc:

@@ -9,6 +9,7 @@ and sweeps expanded, before anything runs. Each check raises
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from desim.costs.registry import check_cost
@@ -17,24 +18,31 @@ from desim.registry import validate_section
 from desim.scenario.model import Scenario
 
 
-def check_components(scenario: Scenario, source: str) -> None:
-    """Validate every registered component a scenario names, with its parameters."""
+def check_components(scenario: Scenario, source: str,
+                     expected: Mapping[str, Collection[str]] | None = None) -> None:
+    """Validate every registered component a scenario names, with its parameters.
+
+    ``expected``: per section (``scheme``, ``cost``, ``channel``, ``compute``), the component
+    names a sweep varies over; keys of those components are ignored without a warning.
+    """
     # lazily: reading a profile or a trace needs no allocator (nor scipy)
     from desim.allocators import check_allocator
     from desim.world.kinds import check_kinds
 
+    named = expected or {}
     check_allocator(scenario.allocator.name, scenario.allocator.params, source)
-    check_cost(scenario.cost.model, scenario.cost.params, source)
-    check_scheme(scenario, source)
-    check_kinds(scenario, source)
+    check_cost(scenario.cost.model, scenario.cost.params, source, named.get("cost", ()))
+    check_scheme(scenario, source, named.get("scheme", ()))
+    check_kinds(scenario, source, named)
 
 
-def check_scheme(scenario: Scenario, source: str) -> None:
+def check_scheme(scenario: Scenario, source: str, expected: Collection[str] = ()) -> None:
     """The ``[scheme]`` section: a registered name and that scheme's own parameters."""
     from desim.schemes import SCHEMES
 
     try:
-        validate_section(SCHEMES, scenario.scheme.name, scenario.scheme.params, "scheme")
+        validate_section(SCHEMES, scenario.scheme.name, scenario.scheme.params, "scheme",
+                         expected=expected)
     except UnknownNameError as exc:
         raise ScenarioError(f"{source}: scheme.name: {exc}") from None
     except DesimError as exc:

@@ -223,6 +223,24 @@ def run_count(spec: SweepSpec) -> int:
     return grid * zipped * len(spec.allocators) * len(spec.seeds)
 
 
+#: the key naming each section's component, for :func:`varied_components`
+SELECTORS = {"scheme.name": "scheme", "cost.model": "cost", "channel.kind": "channel",
+             "compute.kind": "compute"}
+
+
+def varied_components(spec: SweepSpec) -> dict[str, set[str]]:
+    """Per section, the component names a sweep's grid or zip varies over.
+
+    A spec that grids ``scheme.name`` over ``deft`` and ``dlora`` and sets ``scheme.kr_score``
+    for DLoRA means it: that key is not worth a warning in the ``deft`` runs.
+    """
+    out: dict[str, set[str]] = {}
+    for key, values in [*spec.grid.items(), *spec.zip.items()]:
+        if key in SELECTORS:
+            out.setdefault(SELECTORS[key], set()).update(str(v) for v in values)
+    return out
+
+
 def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
     """Resolve the runs of a sweep one at a time, in :func:`expand`'s order (no count limit).
 
@@ -233,6 +251,7 @@ def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
     # paths in the base resolve from the base's folder, paths in the spec from the spec's
     base = resolve_paths(read_toml(base_path), base_path.parent)
     fixed = [(k, resolve_override(k, v, spec_dir)) for k, v in spec.set.items()]
+    expected = varied_components(spec)
     index = 0
     for point in _axis_points(spec):
         moved = [(k, resolve_override(k, v, spec_dir)) for k, v in point.items()]
@@ -245,7 +264,7 @@ def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
                 where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "base"
                 label = f"sweep {spec.name!r} run ({where}, allocator {alloc.display}, seed {seed})"
                 scenario = validate_scenario(data, label)
-                check_components(scenario, label)
+                check_components(scenario, label, expected)
                 yield Run(index, run_key(scenario), point, alloc.display, seed, scenario)
                 index += 1
 

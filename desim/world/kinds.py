@@ -10,7 +10,7 @@ listing the kind's parameters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -38,7 +38,8 @@ def section_params(
 
 
 def check_section(
-    registry: Registry[Any], section: str, kind: str, params: Mapping[str, Any], source: str
+    registry: Registry[Any], section: str, kind: str, params: Mapping[str, Any], source: str,
+    expected: Collection[str] = (),
 ) -> None:
     """Check one section: a registered kind, its own parameters, and the other kinds' keys.
 
@@ -48,6 +49,7 @@ def check_section(
         kind: the kind the section names.
         params: every other key of the section.
         source: where the scenario came from (a file path, a sweep run).
+        expected: kinds a sweep varies over (their keys are ignored without a warning).
 
     Raises:
         ScenarioError: ``<source>: <section>.kind: unknown ...`` listing the known kinds, or
@@ -56,18 +58,24 @@ def check_section(
     try:
         own = set(registry[kind].params.model_fields)
         _check_foreign_values(registry, section, {k: v for k, v in params.items() if k not in own})
-        validate_section(registry, kind, params, section)
+        validate_section(registry, kind, params, section, expected=expected)
     except UnknownNameError as exc:
         raise ScenarioError(f"{source}: {section}.kind: {exc}") from None
     except DesimError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
 
 
-def check_kinds(scenario: Scenario, source: str) -> None:
-    """Check a scenario's ``[channel]`` and ``[compute]`` sections (see :func:`check_section`)."""
-    channel, compute = scenario.channel, scenario.compute
-    check_section(CHANNEL_KINDS, "channel", channel.kind, channel.params, source)
-    check_section(COMPUTE_KINDS, "compute", compute.kind, compute.params, source)
+def check_kinds(scenario: Scenario, source: str,
+                expected: Mapping[str, Collection[str]] | None = None) -> None:
+    """Check a scenario's ``[channel]`` and ``[compute]`` sections (see :func:`check_section`).
+
+    ``expected``: per section, the kinds a sweep varies over.
+    """
+    channel, compute, named = scenario.channel, scenario.compute, expected or {}
+    check_section(CHANNEL_KINDS, "channel", channel.kind, channel.params, source,
+                  named.get("channel", ()))
+    check_section(COMPUTE_KINDS, "compute", compute.kind, compute.params, source,
+                  named.get("compute", ()))
 
 
 def _check_foreign_values(
