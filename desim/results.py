@@ -52,12 +52,16 @@ class RunResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     device_power: pd.DataFrame | None = None
 
-    def rounds_frame(self) -> pd.DataFrame:
-        """The rounds table (with energy and efficiency columns when a power model is set)."""
+    def rounds_frame(self, device_rounds: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The rounds table (with energy and efficiency columns when a power model is set).
+
+        ``device_rounds``: :meth:`device_rounds_frame`, when the caller already built it.
+        """
         rounds = _frame(self.rounds, RoundRecord)
         if self.device_power is None:
             return rounds
-        return round_metrics(rounds, self.device_rounds_frame(), self.device_power)
+        devices = self.device_rounds_frame() if device_rounds is None else device_rounds
+        return round_metrics(rounds, devices, self.device_power)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The result tables as written to disk.
@@ -65,10 +69,11 @@ class RunResult:
         ``rounds`` and ``device_rounds`` are pure functions of the scenario and seed (byte-
         identical on every rerun and backend); the wall-clock columns go to ``timing``.
         """
-        rounds = self.rounds_frame()
+        devices = self.device_rounds_frame()
+        rounds = self.rounds_frame(devices)
         return {
             "rounds": rounds.drop(columns=list(WALL_CLOCK_COLUMNS)),
-            "device_rounds": self.device_rounds_frame(),
+            "device_rounds": devices,
             "fault_events": self.fault_events_frame(),
             "timing": rounds[["round", *WALL_CLOCK_COLUMNS]],
         }

@@ -53,6 +53,22 @@ def test_parquet_roundtrip_with_sidecar(tmp_path):
     assert tr.columns["gain_db"].tolist() == [[-90.0, -95.0]]
 
 
+def test_read_trace_caches_by_content_and_its_arrays_are_read_only(tmp_path):
+    """A sweep worker parses each trace once; an edit to the file or its sidecar re-reads."""
+    frame = tidy_frame(["a"], np.array([0.0, 0.5]), {"gain_db": np.array([[-90.0, -95.0]])})
+    path = tmp_path / "g.parquet"
+    write_trace(frame, TraceMeta(end_policy="hold", duration_s=2.0), path)
+    first = read_trace(path)
+    assert read_trace(path) is first
+    with pytest.raises(ValueError, match="read-only"):
+        first.columns["gain_db"][0, 0] = 0.0
+    frame["gain_db"] = [-80.0, -85.0]
+    write_trace(frame, TraceMeta(end_policy="hold", duration_s=2.0), path)
+    assert read_trace(path).columns["gain_db"].tolist() == [[-80.0, -85.0]]
+    write_trace(frame, TraceMeta(end_policy="hold", duration_s=3.0), path)  # sidecar only
+    assert read_trace(path).end_s == 3.0
+
+
 BAD = [
     ("device,time_s,gain_db\na,0,1\na,2,1\na,2,3\n", "t.csv line 4: time_s 2 is not after"),
     ("device,time_s,gain_db\na,0,1\na,1,nan\n", "t.csv line 3: gain_db is NaN"),

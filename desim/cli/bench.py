@@ -68,6 +68,29 @@ def bench_sweep_cmd(
     out.print(table)
 
 
+@bench_app.command("overhead")
+def bench_overhead_cmd(
+    runs: Annotated[int, typer.Option(help="One-round runs to sweep on one worker.")] = 60,
+) -> None:
+    """Sweep overhead per run and efficiency on one-round runs (goals ≤ 20 ms, ≥ 50%)."""
+    from desim.experiments.bench import bench_sweep_overhead
+
+    b = bench_sweep_overhead(runs=runs)
+    table = Table(title="desim bench overhead", show_header=True)
+    for col in ("runs", "sweep (s)", "one round (ms)", "overhead/run (ms)", "efficiency"):
+        table.add_column(col, justify="right")
+    table.add_row(str(b.runs), f"{b.sweep_wall_s:.2f}", f"{b.round_s * 1e3:.2f}",
+                  f"{b.overhead_per_run_s * 1e3:.1f}", f"{b.efficiency:.1%}")
+    out.print(table)
+    total = sum(b.phases_s.values())
+    phases = Table(title="per run, by phase (timed in-process on the same runs)")
+    for col in ("phase", "ms/run", "share"):
+        phases.add_column(col, justify="right")
+    for name, sec in b.phases_s.items():
+        phases.add_row(name, f"{sec * 1e3:.1f}", f"{sec / total:.0%}")
+    out.print(phases)
+
+
 @bench_app.command("allocators")
 def bench_allocators_cmd(
     quick: Annotated[

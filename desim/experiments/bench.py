@@ -3,6 +3,10 @@
 ``engine``: simulated rounds per second of the full engine, and its wall-time ratio to a bare
 SimPy loop that schedules the same events (:func:`desim.engine.simulation.bare_event_loop`).
 
+``sweep``: the speedup of 2 local workers over 1 (:func:`bench_sweep`); ``overhead``: what a
+sweep of one-round runs spends beside simulating, per run and by phase
+(:func:`bench_sweep_overhead`).
+
 ``allocators``: solve time against ``K`` and ``N`` (:func:`bench_allocator_times`), JBBA's gap
 to the exact P2 optimum on random instances (:func:`bench_jbba_gap`), and every allocator's
 round latency on the default scenario relative to ``jbba-exact``
@@ -117,6 +121,76 @@ def bench_sweep(runs: int = 200, rounds: int = 100, workdir: str | None = None) 
             run_sweep(todo, Path(tmp) / f"w{workers}", workers=workers)
             walls.append(perf_counter() - tic)
     return SweepBench(len(todo), rounds, walls[0], walls[1])
+
+
+@dataclass(frozen=True)
+class OverheadBench:
+    """Result of :func:`bench_sweep_overhead`: what a sweep spends beside simulating rounds.
+
+    Attributes:
+        runs: one-round runs swept on one local worker.
+        sweep_wall_s: wall time of that sweep (expansion excluded, storing included).
+        round_s: one round's own cost, from one long run of the same scenario.
+        phases_s: mean seconds per run of each phase, timed in-process on the same runs:
+            ``build`` (setup: traces, profiles, fitted costs, the simulation), ``simulate``,
+            ``tables`` (frames and energy columns) and ``store`` (Parquet, CSV, run.json).
+    """
+
+    runs: int
+    sweep_wall_s: float
+    round_s: float
+    phases_s: dict[str, float]
+
+    @property
+    def overhead_per_run_s(self) -> float:
+        """(sweep wall − runs × one round's cost) ÷ runs (goal ≤ 20 ms)."""
+        return (self.sweep_wall_s - self.runs * self.round_s) / self.runs
+
+    @property
+    def efficiency(self) -> float:
+        """Rounds per second of the sweep over those of one long run (goal ≥ 50%)."""
+        return self.runs * self.round_s / self.sweep_wall_s
+
+
+def bench_sweep_overhead(runs: int = 60, long_rounds: int = 200) -> OverheadBench:
+    """Sweep ``runs`` one-round runs of the default scenario on one worker; split the cost.
+
+    The runs are 4 device counts × ``runs / 4`` seeds of ``greedy``. One round's own cost is
+    the per-round wall time of one ``long_rounds``-round run.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from desim.experiments.sweep import run_sweep
+    from desim.experiments.sweep_spec import AllocatorEntry, SweepSpec, expand
+    from desim.io.outputs import write_result_tables
+
+    spec = SweepSpec(name="overhead", seeds=list(range(max(1, runs // 4))),
+                     set={"run.rounds": 1}, grid={"devices.population.count": [12, 16, 20, 24]},
+                     allocators=[AllocatorEntry(name="greedy")])
+    todo = expand(spec)
+    long_sim = build_simulation(load_scenario(None, [f"run.rounds={long_rounds}"]))
+    tic = perf_counter()
+    long_sim.run()
+    round_s = (perf_counter() - tic) / long_rounds
+    phases = dict.fromkeys(("build", "simulate", "tables", "store"), 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tic = perf_counter()
+        run_sweep(todo, Path(tmp) / "sweep", workers=1)
+        wall = perf_counter() - tic
+        for run in todo:
+            t0 = perf_counter()
+            sim = build_simulation(run.scenario)
+            t1 = perf_counter()
+            result = sim.run()
+            t2 = perf_counter()
+            tables = result.tables()
+            t3 = perf_counter()
+            write_result_tables(tables, result.metadata, Path(tmp) / "phases" / run.key)
+            t4 = perf_counter()
+            for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                phases[name] += dt / len(todo)
+    return OverheadBench(len(todo), wall, round_s, phases)
 
 
 ALLOCATOR_TIME_TARGETS = (

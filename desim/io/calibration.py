@@ -110,7 +110,11 @@ def read_profile(path: str | Path) -> pd.DataFrame:
     Raises:
         InputError: naming the file, and the line and column of the first bad value.
     """
-    p = Path(path)
+    return _shared_profile(Path(path)).copy()
+
+
+def _shared_profile(p: Path) -> pd.DataFrame:
+    """The cached table of :func:`read_profile` itself: callers must not modify it."""
     try:
         digest = hashlib.blake2b(p.read_bytes(), digest_size=16).digest()
     except OSError:
@@ -119,7 +123,7 @@ def read_profile(path: str | Path) -> pd.DataFrame:
     table = _PROFILES.get(key)
     if table is None:
         table = _PROFILES[key] = _read_profile(p)
-    return table.copy()
+    return table
 
 
 def _read_profile(p: Path) -> pd.DataFrame:
@@ -212,7 +216,7 @@ def load_profile_files(ref: str | Path) -> list[tuple[Path, pd.DataFrame]]:
         return [(f, read_profile(f)) for f in files]
     if p.suffix == ".csv" or p.exists():
         return [(p, read_profile(p))]
-    shipped = [(f, read_profile(f)) for f in shipped_profiles()]
+    shipped = [(f, _shared_profile(f)) for f in shipped_profiles()]  # filtered below: copies
     parts = [
         (f, t[t["hardware"] == str(ref)].reset_index(drop=True))
         for f, t in shipped

@@ -7,6 +7,7 @@ the file and the line (CSV) or row (Parquet); :mod:`desim.world.traces` checks t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -71,11 +72,16 @@ def _header_meta(lines: list[str]) -> tuple[dict[str, Any], int]:
     return meta, count
 
 
+#: parsed traces by (resolved path, content hash of the file and its sidecar), read-only
+_TRACES: dict[tuple[str, bytes], Any] = {}
+
+
 def read_trace(path: str | Path) -> Any:
     """Read and validate a tidy channel or compute trace (CSV or Parquet) with its metadata.
 
     Metadata comes from ``# key: value`` header comments (CSV) and the JSON sidecar
-    (:func:`trace_sidecar`), the sidecar winning.
+    (:func:`trace_sidecar`), the sidecar winning. A process parses each file once: the trace
+    is cached by content hash, with read-only arrays (every run of a sweep worker shares it).
 
     Returns:
         A :class:`desim.world.traces.Trace`.
@@ -83,6 +89,26 @@ def read_trace(path: str | Path) -> Any:
     Raises:
         TraceError: naming the file and line (CSV) or row (Parquet) of the first problem.
     """
+    p = Path(path)
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        digest.update(p.read_bytes())
+        side = trace_sidecar(p)
+        if side.exists():
+            digest.update(b"\0sidecar\0" + side.read_bytes())
+    except OSError:
+        return _read_trace(p)  # the reader names what is wrong with the path
+    key = (str(p.resolve()), digest.digest())
+    trace = _TRACES.get(key)
+    if trace is None:
+        trace = _TRACES[key] = _read_trace(p)
+        for values in (trace.times_s, *trace.columns.values(), trace.samples,
+                       trace.median_step_s, trace.device_end_s):
+            values.flags.writeable = False
+    return trace
+
+
+def _read_trace(path: Path) -> Any:
     import io as _io
 
     import numpy as np
