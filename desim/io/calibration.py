@@ -216,19 +216,26 @@ def load_profile_files(ref: str | Path) -> list[tuple[Path, pd.DataFrame]]:
         return [(f, read_profile(f)) for f in files]
     if p.suffix == ".csv" or p.exists():
         return [(p, read_profile(p))]
-    shipped = [(f, _shared_profile(f)) for f in shipped_profiles()]  # filtered below: copies
-    parts = [
-        (f, t[t["hardware"] == str(ref)].reset_index(drop=True))
-        for f, t in shipped
-        if (t["hardware"] == str(ref)).any()
-    ]
+    shipped = [(f, _shared_profile(f)) for f in shipped_profiles()]
+    key = (str(ref), tuple(id(t) for _, t in shipped))  # the cached tables stand for contents
+    parts = _CLASS_ROWS.get(key)
+    if parts is None:
+        parts = _CLASS_ROWS[key] = [
+            (f, t[t["hardware"] == str(ref)].reset_index(drop=True))
+            for f, t in shipped
+            if (t["hardware"] == str(ref)).any()
+        ]
     if not parts:
         known = sorted({h for _, t in shipped for h in t["hardware"]})
         raise UnknownNameError(
             f"unknown profile {str(ref)!r}: not a file, and not a shipped hardware class "
             f"(known: {', '.join(known) or 'none'})"
         )
-    return parts
+    return [(f, t.copy()) for f, t in parts]
+
+
+#: a shipped class's rows of each shipped table, keyed by the class and the cached tables
+_CLASS_ROWS: dict[tuple[str, tuple[int, ...]], list[tuple[Path, pd.DataFrame]]] = {}
 
 
 # Kill-and-Revive sensitivity scores (README "Calibration"): tidy rows of (step, module).
