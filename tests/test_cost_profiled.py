@@ -132,6 +132,19 @@ def test_read_profile_caches_by_content_and_hands_out_copies(tmp_path):
     assert read_profile(path).loc[0, "fwd_s"] == pytest.approx(edited.loc[0, "fwd_s"])
 
 
+def test_fits_are_shared_by_content_and_read_only():
+    from desim.costs.profiled import shared_fit
+
+    table = synthetic_table()
+    first = shared_fit(table)
+    assert shared_fit(table.copy()) is first  # same rows, another frame: one fit
+    with pytest.raises(ValueError, match="read-only"):
+        first.time_coef[0] = 0.0
+    slower = table.copy()
+    slower["compute_s"] = slower["compute_s"] * 2
+    assert shared_fit(slower) is not first
+
+
 @pytest.mark.parametrize("model", ["roberta-base", "roberta-large"])
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_shipped_profiles_are_monotone_and_fit(model, method):

@@ -9,6 +9,7 @@ speed (:class:`BorrowedProfile`), and the fallback.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -25,6 +26,25 @@ from desim.costs.registry import COST_MODELS, CostInputs, CostParams
 from desim.errors import ScenarioError, UnknownNameError
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+#: fits by the content of the rows fitted: a sweep worker fits each table once
+_FITS: dict[tuple[bytes, int], ProfileFit] = {}
+
+
+def shared_fit(rows: pd.DataFrame, decoder_layers: int = 0) -> ProfileFit:
+    """:func:`fit_profile` of ``rows``, cached by a hash of their columns and values."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update("\0".join(map(str, rows.columns)).encode())
+    h.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+    key = (h.digest(), decoder_layers)
+    fit = _FITS.get(key)
+    if fit is None:
+        fit = _FITS[key] = fit_profile(rows, decoder_layers)
+        for value in vars(fit).values():  # shared by every run: nobody may change it
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+    return fit
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +87,7 @@ class ProfiledCostModel:
             rows = table[(table["model"] == model) & (table["method"] == method)]
             if rows.empty:
                 return None
-            self._fits[key] = fit_profile(rows, decoder_layers)
+            self._fits[key] = shared_fit(rows, decoder_layers)
         return self._fits[key]
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
