@@ -48,6 +48,23 @@ def test_round_states_are_shared_and_iid() -> None:
     assert not np.allclose(sim.channel.snr_coef_hz(0.0), sim.channel.snr_coef_hz(step))
 
 
+def test_availability_is_read_at_the_round_state_time():
+    """With an on/off compute trace, who may train is the timeline at r·step, not at t0."""
+    sc = load_scenario(PAPER, ["run.rounds=1", 'compute.kind="trace"',
+                               'compute.path="shipped:compute-onoff-20dev.csv"'])
+    sim = build_simulation(sc)
+    step = sc.run.block_fading_s
+    assert step is not None
+    differ = 0
+    for r in range(40):
+        t0 = 37.0 * r + 11.0  # far from r·step
+        ctx = sim.context(r, t0, sim.state_time(r, t0))
+        expect = sim.compute.available(r * step) & (sim.compute.speed(r * step) > 0)
+        np.testing.assert_array_equal(ctx.available, expect)
+        differ += int((sim.compute.available(t0) != expect).any())
+    assert differ  # the test would notice availability read at t0
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_paper_orderings_hold_round_by_round(seed: int) -> None:
     """jbba-exact ≤ jbba ≤ crunch+equal, crunch = bottleneck-exact, crunch ≤ the baselines."""

@@ -134,8 +134,9 @@ class Simulation:
         self.world = World(self.compute, self.channel, self._names)
         self._devices = Devices(self._names_arr, self._budget, tokens)
 
-    def _available(self, t_s: float) -> np.ndarray:
-        avail = self.compute.available(t_s)
+    def _available(self, state_s: float, t_s: float) -> np.ndarray:
+        """Available at ``t_s``: the timeline read at ``state_s``, scripted outages at ``t_s``."""
+        avail = self.compute.available(state_s)
         if self.faults is not None and self.faults.spec.events:
             avail = avail & ~self.faults.offline_at(t_s, len(self.devices))
         return avail
@@ -159,8 +160,7 @@ class Simulation:
         speed = self.compute.speed(ts)
         with np.errstate(divide="ignore"):
             compute_s = self._work_s / speed[:, None]
-        available = self._available(t0) if ts == t0 else (
-            self.compute.available(ts) & self._available(t0))
+        available = self._available(ts, t0)
         return RoundContext(
             round_index=round_index,
             time_s=t0,
