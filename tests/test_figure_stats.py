@@ -250,3 +250,27 @@ def test_main_sweeps_have_five_seeds_ten_rounds_and_the_papers_allocators(sweep)
     assert spec["set"]["run.rounds"] == 10  # the captions say 10 rounds
     labels = {a.get("label", a["name"]) for a in spec["allocators"]}
     assert labels == set(PAPER_ALLOCATORS)
+
+
+def test_paper_claims_pool_paired_runs_over_both_sweeps():
+    """p-claims: one paired reduction per (grid point, seed) of each sweep, pooled."""
+    from desim.experiments.paper_figures.paper import paired_claims
+
+    def sweep(axis: str, lat: dict[str, list[float]]) -> pd.DataFrame:
+        rows = [{axis: x, "seed": s, "status": "ok", "allocator": a, "latency_s_mean": v}
+                for a, vals in lat.items() for (x, s), v in zip([(1, 0), (1, 1), (2, 0)], vals)]
+        return pd.DataFrame(rows)
+
+    k = sweep("devices.population.count", {"jbba": [1.0, 2.0, 3.0], "greedy": [2.0, 4.0, 4.0],
+                                           "crunch+equal": [1.0, 2.0, 3.0],
+                                           "bottleneck-exact": [1.0, 2.0, 3.0]})
+    b = sweep("server.total_bandwidth_hz", {"jbba": [1.0, 1.0, 1.0], "greedy": [4.0, 2.0, 1.0]})
+    t = paired_claims({"fig_p_devices": k, "fig_p_bandwidth": b}).set_index("claim")
+    diffs = [50.0, 50.0, 25.0, 75.0, 50.0, 0.0]
+    got = t.loc["jbba vs greedy"]
+    assert got["pairs"] == 6 and got["reduction_pct"] == pytest.approx(np.mean(diffs))
+    assert got["reduction_pct_ci95"] == pytest.approx(ci95_half_width(diffs))
+    assert bool(got["holds"])
+    exact = t.loc["crunch+equal vs bottleneck-exact"]
+    assert exact["pairs"] == 3 and exact["reduction_pct"] == 0 and bool(exact["holds"])
+    assert t.loc["jbba vs offload", "pairs"] == 0 and not t.loc["jbba vs offload", "holds"]

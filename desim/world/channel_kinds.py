@@ -20,7 +20,7 @@ from desim.scenario.devices import DeviceSpec
 from desim.world.channel import Channel, mobility_channel, rayleigh_channel, static_channel
 from desim.world.channel_trace import trace_channel
 from desim.world.mobility import MobilityChannelParams
-from desim.world.replay import TraceMapping
+from desim.world.replay import TraceReplayParams
 from desim.world.traces import Trace
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -116,36 +116,12 @@ class GeneratedParams(Params):
         return step_s
 
 
-class TraceChannelParams(Params):
+class TraceChannelParams(TraceReplayParams):
     """Parameters of ``trace``: the file to replay and how scenario devices replay it."""
 
-    path: str = Field(
-        default=None,  # refused by _needs_path: the key is required
-        validate_default=True,
-        description="Trace file: `shipped:NAME` or a path (relative to the scenario file).",
-    )
-    mapping: TraceMapping = Field(
-        default="cyclic",
-        description=(
-            "Trace device of each scenario device: `cyclic` (device i replays trace device "
-            "i mod M from t = 0), `random-offset` (the same, from a time drawn from the run's "
-            "`channel` stream: the built-in scenario's choice, so seeds are real replicates) "
-            "or a table."
-        ),
-    )
-    end_policy: Literal["loop", "hold"] | None = Field(
-        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
-    )
     throughput_scale: PositiveFloat = Field(
         default=1.0, description="Factor applied to a throughput trace's rates."
     )
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _needs_path(cls, path: Any) -> Any:
-        if path is None or path == "":
-            raise ValueError("kind = 'trace' needs a tidy trace file (shipped:NAME or a path)")
-        return path
 
 
 @CHANNEL_KINDS.register(

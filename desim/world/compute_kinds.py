@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from desim.registry import NoParams, Params, Registry
 from desim.world.compute import (
@@ -23,7 +23,7 @@ from desim.world.compute import (
     generate_compute,
     trace_timeline,
 )
-from desim.world.replay import TraceMapping
+from desim.world.replay import TraceReplayParams
 from desim.world.tidy import tidy_frame, trace_from_frame
 from desim.world.traces import Trace, TraceMeta
 
@@ -79,33 +79,10 @@ class GeneratedComputeParams(Params):
     )
 
 
-class TraceComputeParams(Params):
+class TraceComputeParams(TraceReplayParams):
     """Parameters of ``trace``: the compute trace to replay and how devices replay it."""
 
-    path: str = Field(
-        default=None,  # refused by _needs_path: the key is required
-        validate_default=True,
-        description="Compute trace: `shipped:NAME` or a path (relative to the scenario file).",
-    )
-    mapping: TraceMapping = Field(
-        default="cyclic",
-        description=(
-            "Trace device of each scenario device, as for the channel (`random-offset` draws "
-            "from the run's `compute` stream)."
-        ),
-    )
-    end_policy: Literal["loop", "hold"] | None = Field(
-        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
-    )
-
-    @field_validator("path", mode="before")
-    @classmethod
-    def _needs_path(cls, path: Any) -> Any:
-        if path is None or path == "":
-            raise ValueError(
-                "kind = 'trace' needs a tidy compute trace file (shipped:NAME or a path)"
-            )
-        return path
+    what: ClassVar[str] = "compute trace"
 
 
 @COMPUTE_KINDS.register("constant", "speed factor 1, always available", NoParams)

@@ -9,12 +9,13 @@ length, inside a shared period (:func:`shared_period_s`), so none is stretched t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field, field_validator
 
 from desim.errors import TraceError, warn
+from desim.registry import Params
 from desim.world.piecewise import EndPolicy, PiecewiseSignals
 from desim.world.traces import Trace
 
@@ -231,3 +232,40 @@ def _replay_own_loops(
         seg = np.searchsorted(times, np.mod(mid + o, length), side="right") - 1
         out[i] = values[r][seg]
     return PiecewiseSignals(grid, out, period, "loop")
+
+
+class TraceReplayParams(Params):
+    """The keys of every ``trace`` kind: the file, how devices replay it, what follows its end.
+
+    ``[channel]`` and ``[compute]`` replay traces alike; each kind's model adds its own keys and
+    names its trace in :attr:`what` (for the message when ``path`` is missing).
+    """
+
+    what: ClassVar[str] = "trace"
+
+    path: str = Field(
+        default=None,  # refused by _needs_path: the key is required
+        validate_default=True,
+        description="Trace file: `shipped:NAME` or a path (relative to the scenario file).",
+    )
+    mapping: TraceMapping = Field(
+        default="cyclic",
+        description=(
+            "Trace device of each scenario device: `cyclic` (device i replays trace device "
+            "i mod M from t = 0), `random-offset` (the same, from a time drawn from the run's "
+            "`channel` or `compute` stream: the built-in channel's choice, so seeds are real "
+            "replicates) or a table."
+        ),
+    )
+    end_policy: Literal["loop", "hold"] | None = Field(
+        default=None, description="After the trace ends: `loop` or `hold`; unset: the file's own."
+    )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _needs_path(cls, path: Any) -> Any:
+        if path is None or path == "":
+            raise ValueError(
+                f"kind = 'trace' needs a tidy {cls.what} file (shipped:NAME or a path)"
+            )
+        return path

@@ -285,6 +285,18 @@ def pair_keys(summary: pd.DataFrame) -> list[str]:
     return [c for c in summary.columns if "." in c] + ["seed"]
 
 
+def paired_runs(summary: pd.DataFrame, value: str = LATENCY) -> pd.DataFrame:
+    """``value`` of the successful runs: a row per pair (grid point, seed), a column per allocator.
+
+    The runs of a row met the same realisation (common random numbers).
+    """
+    ok = summary[summary["status"] == "ok"].copy()
+    keys = pair_keys(ok)
+    for k in keys:  # list-valued axes (memory tiers) become hashable
+        ok[k] = ok[k].map(lambda v: tuple(v) if isinstance(v, list | np.ndarray) else v)
+    return ok.pivot_table(index=keys, columns="allocator", values=value)
+
+
 def paired_reductions(
     summary: pd.DataFrame, reference: str, value: str = LATENCY,
     baselines: tuple[str, ...] | None = None,
@@ -308,11 +320,7 @@ def paired_reductions(
     Raises:
         InputError: ``reference`` has no successful run.
     """
-    ok = summary[summary["status"] == "ok"].copy()
-    keys = pair_keys(ok)
-    for k in keys:  # list-valued axes (memory tiers) become hashable
-        ok[k] = ok[k].map(lambda v: tuple(v) if isinstance(v, list | np.ndarray) else v)
-    pivot = ok.pivot_table(index=keys, columns="allocator", values=value)
+    pivot = paired_runs(summary, value)
     if reference not in pivot:
         raise InputError(f"reduction figure: allocator {reference!r} is not in the results")
     chosen = [b for b in in_order(pivot.columns) if b != reference

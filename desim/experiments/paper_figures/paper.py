@@ -20,6 +20,7 @@ from desim.experiments.paper_figures.base import (
     FigureData,
     figure,
     mean_ci95,
+    paired_runs,
     seed_stats,
     stored_summary,
 )
@@ -27,7 +28,6 @@ from desim.experiments.paper_figures.lines import LINES_NOTE, errorbar_lines, lo
 
 SETTING = "paper setting (block fading: planned = realised)"
 SWEEPS = ("fig_p_devices", "fig_p_bandwidth")
-AXES = {"fig_p_devices": "devices.population.count", "fig_p_bandwidth": "server.total_bandwidth_hz"}
 
 #: (allocator, against): the paper's claims, each a paired relative reduction that should be
 #: positive (``= 0`` for CRUNCH against the exact P1 optimum at the same split)
@@ -48,9 +48,8 @@ def paired_claims(summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
     (or, for the exact references, that the reduction is zero within 1e-9).
     """
     pairs: dict[tuple[str, str], list[float]] = {c: [] for c in CLAIMS}
-    for sweep, summary in summaries.items():
-        ok = summary[summary["status"] == "ok"]
-        wide = ok.pivot_table(index=[AXES[sweep], "seed"], columns="allocator", values=LATENCY)
+    for summary in summaries.values():
+        wide = paired_runs(summary)
         for a, b in CLAIMS:
             if a in wide and b in wide:
                 both = wide[[a, b]].dropna()
