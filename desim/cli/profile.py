@@ -1,4 +1,4 @@
-"""``desim profile``: measure per-block training costs, validate a profile, count its FLOPs.
+"""``desim profile``: measure per-block costs, validate or calibrate a profile, count its FLOPs.
 
 The profiling extra (torch) is imported only when the command runs (:mod:`desim.profiling`).
 """
@@ -26,7 +26,9 @@ _Model = Annotated[
                  "config .json path."),
 ]
 _Method = Annotated[
-    str, typer.Option(help="lora, lora-checkpoint, qlora, mezo, adapter, ia3 or full.")
+    str | None,
+    typer.Option(help="lora (default), lora-checkpoint, qlora, mezo, adapter, ia3 or full; "
+                 "with --calibrate, the table to measure."),
 ]
 _Batch = Annotated[
     str | None, typer.Option("--batch", help="Batch size(s), comma-separated: 1,4,8.")
@@ -39,14 +41,29 @@ _TargetLen = Annotated[
     int | None,
     typer.Option("--target-len", help="Decoder target tokens (T5 only; default 32)."),
 ]
-_Threads = Annotated[int, typer.Option(help="torch threads on CPU (0: torch's default).")]
+_Threads = Annotated[
+    int | None,
+    typer.Option(help="torch threads on CPU (0: torch's default; default 1, or the table's "
+                 "own with --validate and --calibrate)."),
+]
 _Hardware = Annotated[str | None, typer.Option(help="Hardware-class name stored in the table.")]
 _Out = Annotated[
     Path | None, typer.Option("--out", help="Profile CSV to write (validation: report CSV).")
 ]
 _Validate = Annotated[
     Path | None,
-    typer.Option("--validate", help="Validate this profile on held-out batch/seq values."),
+    typer.Option("--validate", help="Validate this profile (or calibrated class .toml) on "
+                 "held-out batch/seq values."),
+]
+_Calibrate = Annotated[
+    str | None,
+    typer.Option("--calibrate", help="Measure this profile's speed on this host (a shipped "
+                 "class name or a profile path) and write a calibrated class to --out."),
+]
+_Blocks = Annotated[
+    str | None,
+    typer.Option("--blocks", help="Depths to measure, comma-separated (--calibrate: "
+                 "default 1, N/2, N)."),
 ]
 _Points = Annotated[
     str | None,
@@ -67,28 +84,34 @@ _KrScores = Annotated[
 
 def profile(
     model: _Model = None,
-    method: _Method = "lora",
+    method: _Method = None,
     batch: _Batch = None,
     seq_len: _SeqLen = None,
     target_len: _TargetLen = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     repeats: Annotated[int, typer.Option(help="Timed repetitions per grid point.")] = 3,
     warmup: Annotated[int, typer.Option(help="Untimed repetitions per grid point.")] = 1,
-    threads: _Threads = 1,
+    threads: _Threads = None,
     hardware: _Hardware = None,
     out_path: _Out = None,
     validate: _Validate = None,
+    calibrate: _Calibrate = None,
+    blocks: _Blocks = None,
     points: _Points = None,
     count_flops: _CountFlops = None,
     kr_scores: _KrScores = False,
     steps: Annotated[int, typer.Option(help="Training steps of --kr-scores.")] = 20,
 ) -> None:
-    """Measure per-block training costs (or, with --validate, the fitted model's error)."""
+    """Measure per-block training costs (--validate: the fit's error; --calibrate: its speed)."""
     from desim.profiling import ProfileRequest, require_profiling
 
     require_profiling()
+    depths = _int_list(blocks, "--blocks") if blocks else ()
     if validate is not None:
-        _profile_validate(validate, model, points, repeats, out_path)
+        _profile_validate(validate, model, method, points, depths, repeats, threads, out_path)
+        return
+    if calibrate is not None:
+        _profile_calibrate(calibrate, model, method, points, depths, repeats, threads, out_path)
         return
     if count_flops is not None:
         _profile_count_flops(count_flops, model, out_path)
@@ -102,16 +125,19 @@ def profile(
         seq_len = seq_len or ",".join(str(s) for _, s in grid)
     if model is None or batch is None or seq_len is None or out_path is None:
         raise InputError("desim profile needs --model, --batch, --seq-len (or --points) and --out")
+    if depths:
+        raise InputError("--blocks: only with --validate or --calibrate (a profile needs every "
+                         "block)")
     request = ProfileRequest(
         model=model,
-        method=method,
+        method=method or "lora",
         batches=_int_list(batch, "--batch"),
         seq_lens=_int_list(seq_len, "--seq-len"),
         points=grid,
         device=device,
         repeats=repeats,
         warmup=warmup,
-        threads=threads or None,
+        threads=1 if threads is None else threads or None,
         hardware=hardware,
         target_len=target_len,
     )
@@ -164,18 +190,34 @@ def _points(text: str) -> tuple[tuple[int, int], ...]:
 
 
 def _profile_validate(
-    validate: Path, model: str | None, points: str | None, repeats: int, out_path: Path | None
+    validate: Path, model: str | None, method: str | None, points: str | None,
+    blocks: tuple[int, ...], repeats: int, threads: int | None, out_path: Path | None,
 ) -> None:
     from desim.io.atomic import write_report_csv
-    from desim.io.calibration import read_profile
+    from desim.io.calibration import load_profile, read_profile
+    from desim.io.hosts import read_class_file
     from desim.profiling import run_validation
     from desim.profiling.report import print_validation
 
-    table = read_profile(validate)
+    speed = 1.0
+    if validate.suffix == ".toml":  # a calibrated class: its table, at its speed and threads
+        cls = read_class_file(validate)
+        profile = load_profile(cls.profile)
+        wanted = (cls.measured.get("model"), method or cls.measured.get("method"))
+        table = profile[(profile["model"] == wanted[0]) & (profile["method"] == wanted[1])]
+        if table.empty:
+            raise InputError(f"{validate}: its profile {cls.profile} has no rows of "
+                             f"{wanted[0]} {wanted[1]}")
+        speed, threads = cls.speed, threads or int(cls.host.get("threads", 0)) or None
+        out.print(f"validating the calibrated class {validate} ({cls.profile} at speed "
+                  f"{speed:.4g}, {threads or 'the table'} thread(s))")
+    else:
+        table = read_profile(validate)
     with _profile_progress("validating") as tick:
         report = run_validation(
             table, _points(points) if points else None, repeats=repeats,
-            model_path=model, on_progress=tick,
+            model_path=model, on_progress=tick, speed=speed, threads=threads or None,
+            blocks=blocks,
         )
     print_validation(report, out)
     target = out_path or validate.with_name(validate.stem + "-validation.csv")
@@ -187,9 +229,54 @@ def _profile_validate(
               f"depth violations: {stem.name}-monotonicity.csv)")
 
 
+def _profile_calibrate(
+    ref: str, model: str | None, method: str | None, points: str | None,
+    blocks: tuple[int, ...], repeats: int, threads: int | None, out_path: Path | None,
+) -> None:
+    from desim.io.atomic import write_report_csv
+    from desim.io.hosts import write_class_file
+    from desim.io.shipped import shipped_models
+    from desim.profiling.calibrate import SHAPE_WARN_PCT, calibrate
+
+    # --model names the table's model (shipped), or the config of one that is not shipped
+    model_path = model if model and model not in shipped_models() else None
+    name = None if model_path else model
+    with _profile_progress("calibrating") as tick:
+        cal = calibrate(ref, model=name, method=method, points=_points(points) if points
+                        else None, blocks=blocks or None, repeats=repeats, threads=threads
+                        or None, model_path=model_path, on_progress=tick)
+    fit, cls = cal.fit, cal.calibrated
+    hw = str(cal.report.rows["hardware"].iloc[0])
+    target = out_path or Path(f"{hw}-calibrated.toml")
+    if target.suffix != ".toml":
+        raise InputError(f"--out {target}: a calibrated class file ends in .toml")
+    write_class_file(cls, target)
+    rows_path = target.with_name(target.stem + "-rows.csv")
+    write_report_csv(cal.report.rows, rows_path)
+    m = cls.measured
+    out.print(
+        f"calibrated {cal.model} {cal.method} of {ref} on this host ({cls.host['device_name']}, "
+        f"{cls.host['threads']} thread(s), torch {cls.host['torch_version']}): "
+        f"{fit.rows} rows at {', '.join(m['points'])}, blocks {m['blocks']}"
+    )
+    out.print(f"  absolute latency MAPE of the profile as it is: {fit.absolute_mape_pct:.2f}%")
+    out.print(f"  speed here: {fit.speed:.4f}x the profile (95% interval "
+              f"{fit.speed_ci95[0]:.4f}-{fit.speed_ci95[1]:.4f})")
+    out.print(f"  shape MAPE after that one scale: {fit.shape_mape_pct:.2f}%")
+    if fit.shape_mape_pct > SHAPE_WARN_PCT:
+        err.print(f"warning: {fit.shape_mape_pct:.1f}% is left after the best single scale: "
+                  "one speed does not describe this host; re-profile the table here "
+                  "(desim profile --model ... --method ... --out ...)", markup=False)
+    out.print(f"calibrated class written to {target} (the measured rows: {rows_path.name}); "
+              "use it with", markup=False)
+    out.print(f"  desim run --set 'cost.profiles.{hw}={target}'", markup=False)
+    out.print(f"and check it on held-out points with: desim profile --validate {target}",
+              markup=False)
+
+
 def _profile_kr_scores(
     model: str | None, batch: str | None, seq_len: str | None, target_len: int | None,
-    steps: int, threads: int, out_path: Path | None,
+    steps: int, threads: int | None, out_path: Path | None,
 ) -> None:
     from desim.io.calibration import write_kr_scores
     from desim.profiling import run_kr_scores
@@ -200,7 +287,7 @@ def _profile_kr_scores(
     if len(b) != 1 or len(s) != 1:
         raise InputError("--kr-scores: give one --batch and one --seq-len")
     scores = run_kr_scores(model, steps, b[0], s[0], target_len=target_len,
-                           threads=threads or None)
+                           threads=1 if threads is None else threads or None)
     write_kr_scores(scores, out_path)
     modules = scores["module"].nunique()
     out.print(f"{steps} steps x {modules} modules written to {out_path}")

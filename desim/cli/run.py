@@ -135,11 +135,41 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
     if "energy_j" in rounds:
         table.add_row("device energy per round mean (J)", f"{done['energy_j'].mean():.2f}", "")
     table.add_row("cost model", ", ".join(metadata.get("cost_model", [])), "")
+    for hw, entry in metadata.get("pricing", {}).items():
+        table.add_row(f"priced with ({hw})", _priced_line(entry), "")
     out.print(table)
+    from desim.io.hosts import host_notes
+
+    for note in host_notes(metadata.get("pricing", {})):
+        err.print(note, markup=False)
     out.print(
         f"results written to {target}/ (rounds, device_rounds, fault_events, timing as "
         ".parquet and .csv; run.json)"
     )
+
+
+def _priced_line(entry: dict) -> str:  # type: ignore[type-arg]
+    """Where a class's profile was measured, the speed applied and whether this host matches."""
+    m = entry.get("measured") or {}
+    if not m:
+        return entry.get("source", "")
+    date = m.get("date", {}).get("last", "")[:10]
+    parts = [f"{m.get('device_name', '?')}, {m.get('threads', '?')} thread(s), "
+             f"torch {m.get('torch_version', '?')}, {date}"]
+    cal = entry.get("calibration")
+    if cal:
+        parts.append(f"calibrated here x{cal['speed']:.3g} ({cal['host'].get('date', '')[:10]})")
+    elif "transfer" in entry:
+        t = entry["transfer"]
+        parts.append(f"roofline {t['source']} -> {t['target']}, speed "
+                     f"{t['speed_min']:.3g}-{t['speed_max']:.3g}")
+    elif float(entry.get("speed", 1.0)) != 1.0:
+        parts.append(f"borrowed at speed {entry['speed']:g}")
+    match = entry.get("host_match")
+    if match is not None:
+        parts.append("host matches" if match["matches"]
+                     else "host differs: " + ", ".join(match["differs"]))
+    return "; ".join(parts)
 
 
 def list_allocators() -> None:

@@ -20,8 +20,9 @@ rules of the fine-tuning methods (what trains, what is uploaded) sit in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -99,6 +100,10 @@ class BlockCosts:
             them with :func:`~desim.costs.analytic.analytic_flops`).
         flops_source: ``profiled`` (torch's FLOP counter, via the profile's ``flops``
             column) or ``analytic`` (:func:`~desim.costs.analytic.analytic_flops`).
+        provenance: what priced them, for ``run.json`` (``pricing``): the profile, where and
+            when its rows were measured, the speed applied and any calibration
+            (:meth:`desim.costs.profiled.ProfiledCostModel.block_costs`); ``None`` when
+            nothing was measured.
     """
 
     compute_s: np.ndarray
@@ -107,6 +112,7 @@ class BlockCosts:
     source: str
     flops: np.ndarray | None = None
     flops_source: str = "analytic"
+    provenance: Mapping[str, Any] | None = None
 
 
 class CostModel(Protocol):

@@ -47,6 +47,21 @@ def shared_fit(rows: pd.DataFrame, decoder_layers: int = 0) -> ProfileFit:
     return fit
 
 
+def measured_on(rows: pd.DataFrame) -> dict[str, Any]:
+    """Where and when ``rows`` were measured: each provenance column's value (a list if several).
+
+    ``date`` gives the first and last measurement. Tables without a column leave it out.
+    """
+    out: dict[str, Any] = {}
+    for col in ("device", "device_name", "cores", "threads", "torch_version"):
+        if col in rows:
+            values = sorted({v.item() if hasattr(v, "item") else v for v in rows[col]})
+            out[col] = values[0] if len(values) == 1 else values
+    if "date" in rows and len(rows):
+        out["date"] = {"first": str(rows["date"].min()), "last": str(rows["date"].max())}
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class ProfiledCostModel:
     """Costs from measured profiles: the default cost model (README "Calibration").
@@ -65,11 +80,18 @@ class ProfiledCostModel:
             its ``source`` is recorded, so a run says which model priced it.
         class_speed: hardware class → how many times faster the class runs than its profile
             (a class priced by another class's measurements); absent classes: 1.
+        pricing: hardware class → what its profile reference was and how it was resolved
+            (``profile``, ``speed``, and a calibrated class file's ``calibration``), copied
+            into each :attr:`BlockCosts.provenance`.
+        roofline: hardware class → its ``(source, target)`` machines
+            (:data:`desim.costs.roofline.MACHINES`) for a roofline transfer.
     """
 
     profiles: Mapping[str, pd.DataFrame]
     fallback: CostModel | None = None
     class_speed: Mapping[str, float] = field(default_factory=dict)
+    pricing: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    roofline: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     name: str = "profiled"
     _fits: dict[tuple[str, str, str, int], ProfileFit] = field(
         default_factory=dict, init=False, repr=False
@@ -117,22 +139,83 @@ class ProfiledCostModel:
                 f"it has: {', '.join(have)}"
             )
         self._check(fit, workload, hardware)
+        table = self.profiles[hardware]
+        rows = table[(table["model"] == cfg.name) & (table["method"] == workload.method)]
         n = np.arange(1, workload.num_blocks + 1)
         b, s = workload.batch_size, workload.seq_len
         flops = fit.flops(n, b, s)
-        speed = float(self.class_speed.get(hardware, 1.0))
+        counted = analytic_flops(workload) if flops is None else flops
+        compute_s = fit.compute_s(n, b, s)
+        speed: float | np.ndarray = float(self.class_speed.get(hardware, 1.0))
         source = f"{self.name}:{hardware}"
-        if speed != 1.0:
+        transfer = None
+        if hardware in self.roofline:
+            transfer = self._roofline_speed(hardware, workload, counted, compute_s)
+            speed = speed * transfer.pop("speed_by_block")
+            source = (f"{self.name}:{fit.hardware} profile, roofline /{np.min(speed):.3g}-"
+                      f"{np.max(speed):.3g} for {hardware}")
+        elif speed != 1.0:
             source = f"{self.name}:{fit.hardware} profile /{speed:g} for {hardware}"
+        prov = self._provenance(hardware, workload, speed, rows)
+        if transfer is not None:
+            prov["transfer"] = transfer
         return BlockCosts(
-            compute_s=fit.compute_s(n, b, s) / speed,
+            compute_s=compute_s / speed,
             memory_bytes=fit.memory_bytes(n, b, s),
             upload_bits=upload_bits(workload.method, fit.trainable_params,
                                     workload.gradient_bits),
             source=source,
-            flops=analytic_flops(workload) if flops is None else flops,
+            flops=counted,
             flops_source="analytic" if flops is None else "profiled",
+            provenance=prov,
         )
+
+    def _roofline_speed(self, hardware: str, workload: Workload, flops: np.ndarray,
+                        compute_s: np.ndarray) -> dict[str, Any]:
+        """Each block's roofline speed on ``hardware``'s target over its profile's source.
+
+        The source's compute efficiency is fitted to the profile's times at the workload's
+        batch and length (:func:`~desim.costs.roofline.fit_compute_efficiency`).
+
+        Raises:
+            ScenarioError: the method has no byte count, or the fitted efficiency exceeds 1
+                (the source machine's peak is understated).
+        """
+        from dataclasses import replace
+
+        from desim.costs.roofline import (
+            MACHINES,
+            fit_compute_efficiency,
+            step_bytes_moved,
+            transfer_speed,
+        )
+
+        src_name, tgt_name = self.roofline[hardware]
+        src, tgt = MACHINES[src_name], MACHINES[tgt_name]
+        eta = fit_compute_efficiency(flops, compute_s, src)
+        if eta > 1:
+            raise ScenarioError(
+                f"cost.profiles.{hardware}: the profile runs at {eta:.2f}x machine {src_name}'s "
+                "peak FLOP/s; its peak is understated, so a roofline transfer cannot use it"
+            )
+        bytes_moved = step_bytes_moved(workload)
+        speed = transfer_speed(flops, bytes_moved, replace(src, compute_efficiency=eta), tgt)
+        return {"kind": "roofline", "source": src_name, "target": tgt_name,
+                "source_compute_efficiency": eta,
+                "target_compute_efficiency": tgt.compute_efficiency,
+                "target_memory_efficiency": tgt.memory_efficiency,
+                "speed_min": float(speed.min()), "speed_max": float(speed.max()),
+                "speed_by_block": speed}
+
+    def _provenance(self, hardware: str, workload: Workload, speed: float | np.ndarray,
+                    rows: pd.DataFrame) -> dict[str, Any]:
+        """What priced ``workload`` on ``hardware``: the files with its rows, speed, hosts."""
+        out = dict(self.pricing.get(hardware, {}))
+        key = (workload.config.name, workload.method)
+        files = out.pop("files", {})
+        out["files"] = [f for f, workloads in files.items() if key in workloads]
+        shown = speed if isinstance(speed, float) else [float(v) for v in speed]
+        return {**out, "speed": shown, "measured": measured_on(rows)}
 
     @staticmethod
     def _check(fit: ProfileFit, workload: Workload, hardware: str) -> None:
@@ -167,9 +250,15 @@ class ProfiledCostModel:
 class BorrowedProfile(BaseModel):
     """A hardware class priced by another class's profile, ``speed`` times faster.
 
-    For classes nobody has measured (README "Calibration"): the class's compute seconds are the
+    For classes nobody has measured (docs: Calibration): the class's compute seconds are the
     profile's divided by ``speed``; memory, bits and FLOPs are the profile's. Device speed
     factors of the class stay relative to the class itself.
+
+    With ``transfer = "roofline"`` the speed of each block is derived instead
+    (:mod:`desim.costs.roofline`, docs: Transfer between hardware): the profile's measured
+    times give the ``source`` machine's compute efficiency, and each block's counted FLOPs and
+    bytes give its roofline time on ``source`` and on ``target``; ``speed`` then multiplies
+    the derived speed (leave it at 1).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
@@ -180,6 +269,16 @@ class BorrowedProfile(BaseModel):
     speed: PositiveFloat = Field(
         default=1.0, description="The class runs this many times faster than the profile."
     )
+    transfer: Literal["speed", "roofline"] = Field(
+        default="speed",
+        description="`speed`: the given factor; `roofline`: derived from FLOPs, bytes and the "
+        "machines' peaks (docs: Transfer between hardware).",
+    )
+    source: str | None = Field(
+        default=None, description="Roofline: the machine the profile was measured on "
+        "(default: the profile's hardware class).")
+    target: str | None = Field(
+        default=None, description="Roofline: the machine of this class (default: the class).")
 
 
 class ProfiledParams(CostParams):
@@ -216,6 +315,22 @@ class ProfiledParams(CostParams):
             return {k: {"profile": v} if isinstance(v, str) else v for k, v in value.items()}
         return value
 
+    @field_validator("profiles")
+    @classmethod
+    def _known_machines(cls, value: dict[str, BorrowedProfile]) -> dict[str, BorrowedProfile]:
+        from desim.costs.roofline import MACHINES
+
+        for h, ref in value.items():
+            if ref.transfer != "roofline":
+                continue
+            for role, name in (("source", ref.source or ref.profile), ("target", ref.target or h)):
+                if name not in MACHINES:
+                    raise ValueError(
+                        f"{h}.{role}: no roofline machine {name!r}; known: "
+                        f"{', '.join(sorted(MACHINES))} (set {role} = one of them)"
+                    )
+        return value
+
     def references(self) -> tuple[str, ...]:
         """The profile of every class (a shipped name or a path)."""
         return tuple(ref.profile for ref in self.profiles.values())
@@ -224,14 +339,30 @@ class ProfiledParams(CostParams):
 @COST_MODELS.register("profiled", "measured profiles, fitted in depth, batch and sequence length",
                       ProfiledParams)
 def build_profiled(params: ProfiledParams, inputs: CostInputs) -> ProfiledCostModel:
-    """Read every class's profile; the analytic fallback knows the device and profile classes."""
-    refs = params.profiles
+    """Read every class's profile; the analytic fallback knows the device and profile classes.
+
+    A reference to a calibrated class file (``.toml``, written by ``desim profile
+    --calibrate``) borrows the file's profile at its speed, times the entry's own ``speed``.
+    """
+    refs = dict(params.profiles)
+    pricing: dict[str, dict[str, Any]] = {}
+    for h, r in params.profiles.items():
+        pricing[h] = {"profile": r.profile}
+        if r.profile.endswith(".toml"):
+            cal = inputs.read_class(r.profile)
+            refs[h] = r.model_copy(update={"profile": cal.profile, "speed": r.speed * cal.speed})
+            pricing[h].update(profile=cal.profile, calibration={
+                "file": r.profile, "speed": cal.speed, "speed_ci95": list(cal.speed_ci95),
+                "host": dict(cal.host), "measured": dict(cal.measured),
+            })
     classes = sorted(set(inputs.classes) | set(refs))
     speed = {h: refs[h].speed if h in refs else 1.0 for h in classes}
     analytic = AnalyticCostModel(
         flops_per_s=params.analytic_flops_per_s, hardware_speed=tuple(speed.items())
     )
     files = {h: inputs.read_profile(r.profile) for h, r in refs.items()}
+    for h, parts in files.items():  # each file with the workloads it has rows of
+        pricing[h]["files"] = {str(f): set(zip(t["model"], t["method"])) for f, t in parts}
     profiles = {
         h: parts[0][1] if len(parts) == 1 else pd.concat([t for _, t in parts], ignore_index=True)
         for h, parts in files.items()
@@ -240,4 +371,7 @@ def build_profiled(params: ProfiledParams, inputs: CostInputs) -> ProfiledCostMo
         profiles,
         fallback=analytic if params.fallback == "analytic" else None,
         class_speed={h: r.speed for h, r in refs.items() if r.speed != 1.0},
+        pricing=pricing,
+        roofline={h: (r.source or r.profile, r.target or h) for h, r in refs.items()
+                  if r.transfer == "roofline"},
     )

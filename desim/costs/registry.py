@@ -10,13 +10,14 @@ The ``[cost]`` section is ``model = "<name>"`` and that model's parameters as ke
 (:class:`desim.scenario.components.CostSpec`). They are checked where scenarios are loaded
 (:func:`check_cost`, from :func:`desim.engine.checks.check_components`) and built where the
 simulation is assembled (:func:`build_cost_model`). A builder reads files only through
-:attr:`CostInputs.read_profile`, so checking a scenario reads nothing.
+:attr:`CostInputs.read_profile` and :attr:`CostInputs.read_class`, so checking a scenario reads
+nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,20 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from desim.costs.base import CostModel
+    from desim.io.hosts import CalibratedClass
 
 #: reads a profile reference (a shipped hardware-class name, a CSV or a folder of them) into
 #: its files and their tables, as :func:`desim.io.calibration.load_profile_files` does
 ProfileReader = Callable[[str], list[tuple[Path, "pd.DataFrame"]]]
+#: reads a calibrated class file (``desim profile --calibrate``), as
+#: :func:`desim.io.hosts.read_class_file` does
+ClassReader = Callable[[str], "CalibratedClass"]
+
+
+def _read_class_file(ref: str) -> CalibratedClass:
+    from desim.io.hosts import read_class_file
+
+    return read_class_file(ref)
 
 
 class CostParams(Params):
@@ -52,10 +63,12 @@ class CostInputs:
         classes: the hardware classes of the scenario's devices, sorted.
         read_profile: reads one profile reference (:data:`ProfileReader`); the assembly
             passes :func:`desim.io.calibration.load_profile_files`, warning about what it reads.
+        read_class: reads a calibrated class file (:data:`ClassReader`).
     """
 
     classes: tuple[str, ...]
     read_profile: ProfileReader
+    read_class: ClassReader = field(default=_read_class_file)
 
 
 CostModelBuilder = Callable[[Any, CostInputs], "CostModel"]

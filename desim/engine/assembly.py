@@ -27,6 +27,7 @@ from desim.engine.rng import rng_stream, rng_streams
 from desim.engine.simulation import Simulation
 from desim.errors import ScenarioError, warn
 from desim.io.calibration import load_profile_files
+from desim.io.hosts import host_info, priced_with
 from desim.io.model_configs import load_model_config
 from desim.io.shipped import default_scenario_path
 from desim.io.traces import read_trace, resolve_trace_path
@@ -269,5 +270,7 @@ def build_simulation(scenario: Scenario) -> Simulation:
             scenario.faults, {d.name: i for i, d in enumerate(devices)}, streams["faults"]
         ),
     )
+    metadata["host"] = host_info()
+    metadata["pricing"] = priced_with(sim.pricing, metadata["host"])
     warn_suspicious(scenario, devices, sim)
     return sim

@@ -117,6 +117,9 @@ class Simulation:
         self._names = tuple(d.name for d in self.devices)
         self._names_arr = np.asarray(self._names, dtype=object)
         self.cost_source = sorted({c.source for c in by_class.values()})
+        # hardware class -> what priced it (run.json "pricing", with the host match)
+        self.pricing = {hw: {"source": c.source, **(c.provenance or {})}
+                        for hw, c in by_class.items()}
         # flops[k, n]: counted FLOPs of block n on device k's class (profiled or analytic)
         flops = {hw: (c.flops, c.flops_source) if c.flops is not None
                  else (analytic_flops(self.workload), "analytic") for hw, c in by_class.items()}

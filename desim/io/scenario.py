@@ -82,7 +82,7 @@ def _resolved(text: Any, base: Path) -> Any:
 def _looks_like_path(text: Any, base: Path) -> bool:
     """A profile or model reference that names a file, not a shipped name."""
     return isinstance(text, str) and (
-        "/" in text or os.sep in text or text.endswith((".csv", ".json"))
+        "/" in text or os.sep in text or text.endswith((".csv", ".json", ".toml"))
         or (base / text).exists()
     )
 

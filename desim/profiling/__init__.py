@@ -54,16 +54,19 @@ def run_profile(request: ProfileRequest, on_progress=None):  # type: ignore[no-u
     return profile_table(request, on_progress=on_progress)
 
 
-def run_validation(profile, points=None, repeats=3, model_path=None, on_progress=None):  # type: ignore[no-untyped-def]  # noqa: E501
+def run_validation(profile, points=None, repeats=3, model_path=None, on_progress=None,  # type: ignore[no-untyped-def]  # noqa: E501
+                   **kwargs):
     """Measure held-out ``points`` and compare them with the profile's fitted cost model.
 
-    See :func:`desim.profiling.validation.validate_profile`.
+    See :func:`desim.profiling.validation.validate_profile` (``speed``, ``threads``,
+    ``blocks`` pass through).
     """
     require_profiling()
     from desim.profiling.validation import validate_profile
 
     return validate_profile(
-        profile, points, repeats=repeats, model_path=model_path, on_progress=on_progress
+        profile, points, repeats=repeats, model_path=model_path, on_progress=on_progress,
+        **kwargs,
     )
 
 

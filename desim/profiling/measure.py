@@ -48,18 +48,21 @@ def time_point(
     warmup: int,
     sync: Callable[[], None],
     tick: Callable[[], None],
+    depths: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Time forward, per-depth backward and per-depth step at one grid point.
 
+    ``depths`` are the depths to time, ascending (empty: every block).
+
     Returns:
-        ``fwd (R, N)`` (one forward shared by every depth), ``bwd (R, N)`` and
-        ``step (R, N)`` seconds, ``R = repeats``.
+        ``fwd (R, D)`` (one forward shared by every depth), ``bwd (R, D)`` and
+        ``step (R, D)`` seconds, ``R = repeats``, ``D`` the depths timed.
     """
-    depths = len(blocks)
-    set_trainable(blocks, set(range(1, depths + 1)))
-    fwd = np.zeros((repeats, depths))
-    bwd = np.zeros((repeats, depths))
-    step = np.zeros((repeats, depths))
+    timed = depths or tuple(range(1, len(blocks) + 1))
+    set_trainable(blocks, set(range(1, len(blocks) + 1)))
+    fwd = np.zeros((repeats, len(timed)))
+    bwd = np.zeros((repeats, len(timed)))
+    step = np.zeros((repeats, len(timed)))
     for r in range(-warmup, repeats):
         sync()
         t0 = clock()
@@ -69,22 +72,22 @@ def time_point(
         if r >= 0:
             fwd[r] = t1 - t0
         grads = []
-        for n in range(1, depths + 1):
+        for i, n in enumerate(timed):
             t0 = clock()
-            grads.append(torch.autograd.grad(loss, blocks[n - 1], retain_graph=n < depths))
+            grads.append(torch.autograd.grad(loss, blocks[n - 1], retain_graph=n != timed[-1]))
             sync()
             if r >= 0:
-                bwd[r, n - 1] = clock() - t0
+                bwd[r, i] = clock() - t0
         # steps after all backwards: a step changes weights the retained graph still needs
-        for n in range(1, depths + 1):
+        for i, n in enumerate(timed):
             params, opt = blocks[n - 1], optimizers[n - 1]
-            for p, g in zip(params, grads[n - 1], strict=True):
+            for p, g in zip(params, grads[i], strict=True):
                 p.grad = g
             t0 = clock()
             opt.step()
             sync()
             if r >= 0:
-                step[r, n - 1] = clock() - t0
+                step[r, i] = clock() - t0
             opt.zero_grad(set_to_none=True)
         del loss
         tick()
@@ -102,23 +105,24 @@ def time_mezo_point(
     sync: Callable[[], None],
     tick: Callable[[], None],
     seed: int,
+    depths: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time a whole MeZO step of every depth at one grid point.
+    """Time a whole MeZO step of every depth (or of ``depths``) at one grid point.
 
     Returns:
-        ``fwd (R, N)`` (both forward passes), ``bwd (R, N)`` (zeros) and ``step (R, N)``
+        ``fwd (R, D)`` (both forward passes), ``bwd (R, D)`` (zeros) and ``step (R, D)``
         (perturbations and update) seconds.
     """
-    depths = len(blocks)
-    fwd = np.zeros((repeats, depths))
-    step = np.zeros((repeats, depths))
+    timed = depths or tuple(range(1, len(blocks) + 1))
+    fwd = np.zeros((repeats, len(timed)))
+    step = np.zeros((repeats, len(timed)))
     set_trainable(blocks, set())
     for r in range(-warmup, repeats):
-        for n in range(1, depths + 1):
+        for i, n in enumerate(timed):
             t = mezo_step(model, blocks[n - 1], inputs, seed=seed + 7919 * (r + warmup) + n,
                           clock=clock, sync=sync)
             if r >= 0:
-                fwd[r, n - 1], step[r, n - 1] = t.forward_s, t.update_s
+                fwd[r, i], step[r, i] = t.forward_s, t.update_s
         tick()
     return fwd, np.zeros_like(fwd), step
 

@@ -58,6 +58,8 @@ class ProfileRequest:
             of ``batches`` × ``seq_lens``.
         target_len: decoder target tokens per sequence of an encoder-decoder model (``None``:
             32 for T5; encoder-only models take none).
+        blocks: the depths to time (empty: every block); the table then holds their rows only.
+            The forward pass is the same whichever depths are timed.
     """
 
     model: str
@@ -74,6 +76,7 @@ class ProfileRequest:
     seed: int = 0
     points: tuple[tuple[int, int], ...] = ()
     target_len: int | None = None
+    blocks: tuple[int, ...] = ()
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -105,5 +108,7 @@ class ProfileRequest:
             raise InputError(f"--threads: must be at least 1 (got {self.threads})")
         if self.target_len is not None and self.target_len < 1:
             raise InputError(f"--target-len: must be at least 1 (got {self.target_len})")
+        if any(n < 1 for n in self.blocks) or len(set(self.blocks)) != len(self.blocks):
+            raise InputError(f"--blocks: expected distinct depths from 1 (got {self.blocks})")
         if self.lora_rank < 1 or self.adapter_size < 1:
             raise InputError("lora_rank and adapter_size must be positive")

@@ -23,7 +23,11 @@ For one grid point ``(b, s)`` and every block depth ``n``:
   two forward passes, ``bwd_s`` is 0 and ``step_s`` the in-place perturbations and update.
 
 Each grid point runs ``warmup`` untimed and ``repeats`` timed repetitions; the table holds the
-median and the spread (max − min) of each time.
+median and the spread (max − min) of each time. The repetitions are interleaved: every point is
+warmed up, then each round times one repetition of every point in turn, so a host whose speed
+drifts over minutes slows all points alike (tables shipped before 2026-12-02 timed each point's
+repetitions back to back). ``rss_peak_bytes`` is then the process's high-water mark after all
+of them.
 
 Clock: on CPU with one torch thread every operation, forward and backward, runs on the calling
 thread, so times are that thread's CPU time (:func:`time.thread_time`, ``clock = thread-cpu``):
@@ -36,7 +40,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +49,7 @@ import torch
 
 from desim.errors import InputError
 from desim.io.calibration import PROFILE_COLUMNS
+from desim.io.hosts import cpu_name
 from desim.io.model_configs import model_config_data
 from desim.profiling.measure import (
     Blocks,
@@ -71,18 +75,6 @@ from desim.profiling.request import ProfileRequest
 Progress = Callable[[int, int], None] | None
 # methods whose peak is the live-tensor high-water mark of a whole step (on CPU)
 LIVE_METHODS = ("lora-checkpoint", "mezo", "qlora")
-
-
-def cpu_name() -> str:
-    """The CPU model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def provenance(device: str) -> dict[str, Any]:
@@ -152,16 +144,18 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
     grid = request.grid
     tick = _ticker(len(grid) * (request.warmup + request.repeats), on_progress)
     frames = []
+    timed = tuple(sorted(request.blocks))
+    if timed and timed[-1] > len(blocks):
+        raise InputError(f"--blocks: {data['_name']} has {len(blocks)} blocks (got {timed[-1]})")
+    rows = np.array(timed or range(1, len(blocks) + 1)) - 1  # the depths' rows
     quant = quant_state_bytes(model)
     param_bytes = tensor_bytes(model.parameters()) + quant
+    inputs_of = {p: make_inputs(data, *p, target_len, device, request.seed) for p in grid}
+    times = _interleaved_times(request, grid, inputs_of, clock, model, blocks, optimizers,
+                               sync, tick, timed)
     for b, s in grid:
-        inputs = make_inputs(data, b, s, target_len, device, request.seed)
-        timing_args = (request.repeats, request.warmup, sync, tick)
-        if optimizers is None:
-            fwd, bwd, step = time_mezo_point(
-                clock, model, blocks, inputs, *timing_args, seed=request.seed)
-        else:
-            fwd, bwd, step = time_point(clock, model, blocks, optimizers, inputs, *timing_args)
+        inputs = inputs_of[(b, s)]
+        fwd, bwd, step = times[(b, s)]
         grads, states = _state_bytes(blocks, optimizers)  # AdamW state exists after a step
         static = {
             "hardware": request.hardware or device, "model": data["_name"],
@@ -178,13 +172,45 @@ def profile_table(request: ProfileRequest, on_progress: Progress = None) -> pd.D
             request, model, blocks, optimizers, inputs, counter, meta_inputs,
             saved + param_bytes + grads + states, quant,
         )
-        frames.append(pd.DataFrame({
-            **static, "batch_size": b, "seq_len": s, **_time_columns(fwd, bwd, step),
+        frame = pd.DataFrame({
+            **static, "batch_size": b, "seq_len": s,
             "flops": counter.flops(meta_inputs), "peak_memory_bytes": peak.astype(np.int64),
             "saved_bytes": saved, "rss_peak_bytes": peak_rss_bytes(),
             "memory_method": memory_method,
-        }))
+        }).iloc[rows].reset_index(drop=True)
+        frames.append(frame.assign(**_time_columns(fwd, bwd, step)))
     return pd.concat(frames, ignore_index=True)[list(PROFILE_COLUMNS)]
+
+
+def _interleaved_times(
+    request: ProfileRequest, grid: list[tuple[int, int]], inputs_of: dict[tuple[int, int], Inputs],
+    clock: Callable[[], float], model: torch.nn.Module, blocks: Blocks,
+    optimizers: list[torch.optim.Optimizer] | None, sync: Callable[[], None],
+    tick: Callable[[], None], timed: tuple[int, ...],
+) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(fwd, bwd, step)`` of every grid point, the repetitions interleaved across points.
+
+    Every point is warmed up first; then round ``r`` times one repetition of each point in
+    turn. A host whose speed drifts over minutes (docs: Calibration, "Drift") then slows every
+    point alike, so the drift moves the table's scale, not its shape.
+    """
+    parts: dict[tuple[int, int], list[tuple[np.ndarray, ...]]] = {p: [] for p in grid}
+    for r in range(request.repeats):
+        for p in grid:
+            warmup = request.warmup if r == 0 else 0
+            args = (1, warmup, sync, tick)
+            if optimizers is None:
+                got = time_mezo_point(clock, model, blocks, inputs_of[p], *args,
+                                      seed=request.seed + 104729 * r, depths=timed)
+            else:
+                got = time_point(clock, model, blocks, optimizers, inputs_of[p], *args,
+                                 depths=timed)
+            parts[p].append(got)
+    out = {}
+    for p in grid:
+        fwd, bwd, step = (np.concatenate(x) for x in zip(*parts[p], strict=True))
+        out[p] = (fwd, bwd, step)
+    return out
 
 
 def _use_device(device: str, threads: int | None) -> None:

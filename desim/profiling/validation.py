@@ -5,7 +5,10 @@ For every (hardware, model, method) table in a profile, held-out ``(batch, seq_l
 repeats) and compared with :class:`desim.costs.fit.ProfileFit` predictions. Latency is the
 training
 step ``compute_s``; memory is ``peak_memory_bytes``. MAPE is the mean over blocks and points of
-``|predicted − measured| / measured``.
+``|predicted − measured| / measured``: the **absolute** latency MAPE. The **shape** MAPE is the
+same after the single best scale of the table's predictions (:func:`~desim.profiling.report.
+scale_fit`), so a host that is uniformly faster or slower than the profile's shows it as a
+scale, not as an error of the fitted shape.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from desim.errors import InputError
 from desim.io.model_configs import model_config_data
 from desim.io.shipped import shipped_models
 from desim.profiling.models import layer_counts
-from desim.profiling.report import GROUP, ValidationReport, depth_violations
+from desim.profiling.report import GROUP, ValidationReport, best_scale, depth_violations, mape_pct
 from desim.profiling.request import ProfileRequest
 from desim.profiling.runner import profile_table
 
@@ -48,6 +51,10 @@ def validate_profile(
     repeats: int = 3,
     model_path: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    speed: float = 1.0,
+    threads: int | None = None,
+    blocks: Sequence[int] = (),
+    allow_grid_points: bool = False,
 ) -> ValidationReport:
     """Measure held-out points for every table of ``profile`` and compare with the fit.
 
@@ -57,6 +64,10 @@ def validate_profile(
         repeats: timed repetitions per point.
         model_path: model config to build, for a profile of a model that is not shipped.
         on_progress: callback ``(done, total)``.
+        speed: the predictions are the profile's divided by ``speed`` (a calibrated class).
+        threads: torch threads to measure with (``None``: the table's own).
+        blocks: the depths to measure (empty: every block).
+        allow_grid_points: measure grid points too (calibration); else they are refused.
 
     Raises:
         InputError: a point lies in the grid already, or the model cannot be rebuilt.
@@ -71,29 +82,32 @@ def validate_profile(
         grid = table[["batch_size", "seq_len"]].drop_duplicates()
         pts = list(points) if points else held_out_points(grid)
         inside = set(pts) & set(zip(grid["batch_size"], grid["seq_len"], strict=True))
-        if inside:
+        if inside and not allow_grid_points:
             raise InputError(f"--points: {sorted(inside)} are grid points of the profile")
         if not pts:
             raise InputError(f"{model} {method}: no default held-out point fits the grid")
         first = table.iloc[0]
-        request = _held_out_request(config, method, str(hardware), pts, first, repeats)
+        request = _held_out_request(config, method, str(hardware), pts, first, repeats,
+                                    threads, tuple(blocks))
         measured = profile_table(request, on_progress=on_progress)
         violations.append(depth_violations(measured, "held-out"))
-        part = _compare(measured, fit)
+        part = _compare(measured, fit, speed)
         rows.append(part)
         target = int(first["target_len"])
-        for (b, s), g in part.groupby(["batch_size", "seq_len"], sort=True):
-            summary.append((hardware, model, method, b, s, target, g["compute_ape_pct"].mean(),
-                            g["memory_ape_pct"].mean()))
-        summary.append((hardware, model, method, 0, 0, target, part["compute_ape_pct"].mean(),
-                        part["memory_ape_pct"].mean()))
+        scale = best_scale(part["predicted_compute_s"], part["measured_compute_s"])
+        for (b, s), g in [*part.groupby(["batch_size", "seq_len"], sort=True), ((0, 0), part)]:
+            pred, meas = g["predicted_compute_s"], g["measured_compute_s"]
+            summary.append((hardware, model, method, b, s, target, mape_pct(pred, meas),
+                            mape_pct(scale * pred, meas), scale, g["memory_ape_pct"].mean()))
         fits.append((hardware, model, method, len(table),
                      100 * np.abs(fit.time_residuals).max(),
                      100 * np.abs(fit.time_residuals).mean(),
                      100 * np.abs(fit.memory_residuals).max()))
     return ValidationReport(
         rows=pd.concat(rows, ignore_index=True),
-        summary=pd.DataFrame(summary, columns=[*GROUP, "latency_mape_pct", "memory_mape_pct"]),
+        summary=pd.DataFrame(summary, columns=[*GROUP, "latency_mape_pct",
+                                               "latency_shape_mape_pct", "scale",
+                                               "memory_mape_pct"]),
         violations=pd.concat(violations, ignore_index=True),
         fit=pd.DataFrame(fits, columns=["hardware", "model", "method", "rows",
                                         "latency_max_pct", "latency_mean_pct", "memory_max_pct"]),
@@ -102,7 +116,7 @@ def validate_profile(
 
 def _held_out_request(
     config: str, method: str, hardware: str, pts: list[tuple[int, int]], first: pd.Series,
-    repeats: int,
+    repeats: int, threads: int | None = None, blocks: tuple[int, ...] = (),
 ) -> ProfileRequest:
     """The request that measures ``pts`` as the table whose first row is ``first`` was."""
     return ProfileRequest(
@@ -114,16 +128,18 @@ def _held_out_request(
         device=str(first["device"]),
         repeats=repeats,
         warmup=1,
-        threads=int(first["threads"]) or None,
+        threads=threads or int(first["threads"]) or None,
+        blocks=blocks,
         hardware=hardware,
         lora_rank=int(first["lora_rank"]) or 8,
         target_len=int(first["target_len"]) or None,
     )
 
 
-def _compare(measured: pd.DataFrame, fit: ProfileFit) -> pd.DataFrame:
+def _compare(measured: pd.DataFrame, fit: ProfileFit, speed: float = 1.0) -> pd.DataFrame:
     """Measured and predicted latency and memory of every held-out row, with the errors."""
     pred_t = fit.compute_s(measured["block"], measured["batch_size"], measured["seq_len"])
+    pred_t = pred_t / speed
     pred_m = fit.memory_bytes(measured["block"], measured["batch_size"], measured["seq_len"])
     part = measured[[*GROUP, "block"]].copy()
     part["measured_compute_s"] = measured["compute_s"]
