@@ -749,6 +749,15 @@ RUN_JSON: dict[str, str] = {
     "cost_model": "Which cost model priced each hardware class (e.g. "
                   "`profiled:cpu-reference`, `analytic`).",
     "flops_source": "Per hardware class: counted FLOPs from the profile, or the analytic count.",
+    "host": "The host that ran the simulation: CPU model name, CPU family and model numbers, "
+            "logical cores and the installed torch version (empty without torch).",
+    "pricing": "Per hardware class, what priced it: `source`, the profile reference and the "
+               "`files` with the workload's rows, where and when they were `measured` (CPU, "
+               "cores, threads, torch, first and last date), the `speed` applied, a calibrated "
+               "class file's `calibration` (its speed, interval, host and points), a roofline "
+               "`transfer`, and `host_match`: whether this host matches the measuring one, "
+               "field by field (`null` for a borrowed or GPU class). See "
+               "[Runs say what priced them](calibration.md#runs-say-what-priced-them).",
     "allocator_diagnostics": "What the allocator reports per round (e.g. JBBA's iteration "
                              "trace, CRUNCH's fallback); present when it reports anything.",
     "scheme_diagnostics": "What an `fl-lora` or `dlora` round planned, per round (e.g. the "
