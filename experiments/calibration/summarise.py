@@ -1,7 +1,7 @@
 """Absolute and shape latency MAPE of re-measured shipped profiles, as a Markdown table.
 
-    python experiments/calibration/summarise.py experiments/calibration/results/2026-12-02
-    python experiments/calibration/summarise.py --by-file experiments/calibration/results/drift
+    python experiments/calibration/summarise.py experiments/calibration/measured/2026-12-02
+    python experiments/calibration/summarise.py --by-file experiments/calibration/measured/drift
 
 Reads every ``*-rows.csv`` that ``remeasure.sh`` (``desim profile --validate``) wrote: one row
 per held-out point and block, measured and predicted. For each table and point it prints the
