@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from desim.cli.main import main
+from desim.cli.run import _priced_line
 from desim.engine.assembly import build_simulation
 from desim.errors import InputError
 from desim.io.calibration import read_profile, write_profile
@@ -129,7 +130,8 @@ def test_calibrated_class_file_prices_at_its_speed_and_says_so(tmp_path, capsys)
     assert main(["run", "--set", f"cost.profiles.cpu-reference={path}", "--rounds", "1",
                  "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "calibrated here x2" in captured.out.replace("\n", " ") or "x2" in captured.out
+    assert "priced with (cpu-reference)" in " ".join(captured.out.split())
+    assert "calibrated here x2 (2026-12-02)" in _priced_line(entry)
     assert "Elsewhere" in captured.err
     run = json.loads((out / "run.json").read_text())
     assert run["pricing"]["cpu-reference"]["calibration"]["speed"] == 2.0

@@ -197,17 +197,14 @@ def _profile_validate(
     from desim.io.calibration import load_profile, read_profile
     from desim.io.hosts import read_class_file
     from desim.profiling import run_validation
+    from desim.profiling.calibrate import select_table
     from desim.profiling.report import print_validation
 
     speed = 1.0
     if validate.suffix == ".toml":  # a calibrated class: its table, at its speed and threads
         cls = read_class_file(validate)
-        profile = load_profile(cls.profile)
-        wanted = (cls.measured.get("model"), method or cls.measured.get("method"))
-        table = profile[(profile["model"] == wanted[0]) & (profile["method"] == wanted[1])]
-        if table.empty:
-            raise InputError(f"{validate}: its profile {cls.profile} has no rows of "
-                             f"{wanted[0]} {wanted[1]}")
+        table = select_table(load_profile(cls.profile), cls.measured.get("model"),
+                             method or cls.measured.get("method"), str(validate))
         speed, threads = cls.speed, threads or int(cls.host.get("threads", 0)) or None
         out.print(f"validating the calibrated class {validate} ({cls.profile} at speed "
                   f"{speed:.4g}, {threads or 'the table'} thread(s))")

@@ -24,6 +24,7 @@ from desim.costs.fit import ProfileFit, fit_profile
 from desim.costs.methods import METHODS, upload_bits
 from desim.costs.registry import COST_MODELS, CostInputs, CostParams
 from desim.errors import ScenarioError, UnknownNameError
+from desim.io.hosts import PROVENANCE_COLUMNS
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -53,8 +54,8 @@ def measured_on(rows: pd.DataFrame) -> dict[str, Any]:
     ``date`` gives the first and last measurement. Tables without a column leave it out.
     """
     out: dict[str, Any] = {}
-    for col in ("device", "device_name", "cores", "threads", "torch_version"):
-        if col in rows:
+    for col in PROVENANCE_COLUMNS:
+        if col != "date" and col in rows:
             values = sorted({v.item() if hasattr(v, "item") else v for v in rows[col]})
             out[col] = values[0] if len(values) == 1 else values
     if "date" in rows and len(rows):

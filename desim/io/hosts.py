@@ -17,6 +17,7 @@ and the class is priced by the file's profile ``speed`` times faster (docs: Cali
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -32,20 +33,28 @@ from desim.io.atomic import atomic_write
 
 #: the profile columns that say where and with what a row was measured
 PROVENANCE_COLUMNS = ("device", "device_name", "cores", "threads", "torch_version", "date")
-#: the fields a host must match for a CPU profile's times to carry over unchanged
-MATCH_FIELDS = ("device_name", "cores", "threads", "torch_version")
+
+
+def _cpuinfo(*keys: str) -> dict[str, str]:
+    """The first value of each of ``keys`` in ``/proc/cpuinfo`` (those it has; none off Linux)."""
+    found: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in keys and key not in found:
+                    found[key] = value.strip()
+                    if len(found) == len(keys):
+                        break
+    except OSError:
+        pass
+    return found
 
 
 def cpu_name() -> str:
     """The CPU model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name").get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_id() -> str:
@@ -54,18 +63,7 @@ def cpu_id() -> str:
     Profiles record only the model name, and a cloud host may report a bare ``AMD EPYC`` for
     several generations: these numbers tell them apart.
     """
-    found: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key in ("cpu family", "model") and key not in found:
-                    found[key] = value.strip()
-                if len(found) == 2:
-                    break
-    except OSError:
-        return ""
+    found = _cpuinfo("cpu family", "model")
     if len(found) < 2:
         return ""
     return f"family {found['cpu family']} model {found['model']}"
@@ -82,8 +80,14 @@ def torch_version() -> str:
 def host_info() -> dict[str, Any]:
     """The host desim runs on, as a profile row records it: CPU model, cores, torch version.
 
-    ``cpu_id`` (:func:`cpu_id`) is recorded too; a calibrated class file carries it.
+    ``cpu_id`` (:func:`cpu_id`) is recorded too; a calibrated class file carries it. Read once
+    per process (every run of a sweep records it): callers get a copy.
     """
+    return dict(_host())
+
+
+@functools.cache
+def _host() -> dict[str, Any]:
     return {"device_name": cpu_name(), "cpu_id": cpu_id(), "cores": os.cpu_count() or 0,
             "torch_version": torch_version()}
 
@@ -236,8 +240,7 @@ def priced_with(
         entry = dict(prov)
         cal = prov.get("calibration")
         measured = dict(cal["host"]) if cal else dict(prov.get("measured") or {})
-        speed = prov.get("speed", 1.0)
-        borrowed = not cal and (isinstance(speed, list) or float(speed) != 1.0)
+        borrowed = not cal and ("transfer" in prov or float(prov.get("speed", 1.0)) != 1.0)
         if measured.get("device", "cpu") != "cpu" or borrowed or not measured:
             entry["host_match"] = None
         else:

@@ -31,7 +31,6 @@ import pandas as pd
 from desim.errors import InputError
 from desim.io.calibration import load_profile
 from desim.io.hosts import CalibratedClass, cpu_id, read_class_file
-from desim.io.model_configs import model_config_data
 from desim.profiling.report import ScaleFit, ValidationReport, scale_fit
 from desim.profiling.runner import provenance
 from desim.profiling.validation import validate_profile
@@ -102,7 +101,7 @@ def calibrate(
     """
     profile_ref = read_class_file(ref).profile if ref.endswith(".toml") else ref
     profile = load_profile(profile_ref)
-    table = _table(profile, model, method, str(ref))
+    table = select_table(profile, model, method, str(ref))
     first = table.iloc[0]
     model, method = str(first["model"]), str(first["method"])
     grid = table[["batch_size", "seq_len"]].drop_duplicates()
@@ -111,8 +110,6 @@ def calibrate(
         raise InputError(f"{ref}: {model} {method} has none of the calibration points "
                          f"{CALIBRATION_POINTS} in its grid; give --points")
     depths = tuple(blocks) if blocks else calibration_blocks(int(first["num_blocks"]))
-    if model_path is not None:
-        model_config_data(model_path)  # a bad path is named before anything is measured
     report = validate_profile(table, pts, repeats=repeats, model_path=model_path,
                               on_progress=on_progress, threads=threads, blocks=depths,
                               allow_grid_points=True)
@@ -135,9 +132,17 @@ def calibrate(
     return Calibration(model=model, method=method, fit=fit, report=report, calibrated=cls)
 
 
-def _table(profile: pd.DataFrame, model: str | None, method: str | None,
-           ref: str) -> pd.DataFrame:
-    """The rows of one (hardware, model, method) table of ``profile``."""
+def select_table(profile: pd.DataFrame, model: str | None, method: str | None,
+                 ref: str) -> pd.DataFrame:
+    """The rows of one (hardware, model, method) table of ``profile``.
+
+    Defaults: roberta-base if the profile has it (else its first model), lora if that model
+    has it (else its first method).
+
+    Raises:
+        InputError: naming ``ref`` and what it has, for an unknown model or method or a table
+            of several hardware classes.
+    """
     models = sorted(set(profile["model"]))
     if model is None:
         model = "roberta-base" if "roberta-base" in models else models[0]
