@@ -53,6 +53,12 @@ class RoundContext:
         block_flops: ``(K, N)`` counted FLOPs of training down to block ``n`` on device ``k``'s
             hardware class.
         workload: the run's :class:`~desim.costs.base.Workload` (schemes need its shapes).
+        csi: what the planner knows of the channel (``allocator.csi``): ``snapshot`` (the
+            round-start SNR), ``large-scale``, ``ergodic``, ``predicted`` or ``oracle``.
+        rate: the planner's rate model under ``csi`` (``None``: the Shannon rate of
+            ``snr_coef_hz``, the snapshot); see :mod:`desim.world.rates`.
+        future: under ``csi = "oracle"``, the true world from ``time_s`` on (compute timelines
+            and channel), for genie bounds such as ``oracle-exact``; ``None`` otherwise.
     """
 
     round_index: int
@@ -73,6 +79,9 @@ class RoundContext:
     speed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     block_flops: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     workload: Any = None
+    csi: str = "snapshot"
+    rate: Any = None
+    future: Any = None
 
     @property
     def server_step_s(self) -> float | None:
