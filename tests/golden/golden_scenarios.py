@@ -30,3 +30,35 @@ def replay(overrides: list[str]) -> dict[str, pd.DataFrame]:
     result = build_simulation(load_scenario(None, overrides)).run()
     tables = result.tables()
     return {name: tables[name] for name in TABLES}
+
+
+def library_versions() -> dict[str, str]:
+    """The numeric libraries whose last-bit rounding the fixtures depend on."""
+    import platform
+
+    import numpy
+    import scipy
+
+    return {"python": platform.python_version(), "numpy": numpy.__version__,
+            "scipy": scipy.__version__, "pandas": pd.__version__}
+
+
+def same_up_to_rounding(expected: pd.DataFrame, got: pd.DataFrame, rtol: float = 1e-12) -> str:
+    """``""`` when the tables agree (non-float columns exactly, floats to ``rtol``), else why.
+
+    A numpy or scipy release may change the last bits of ``exp``, ``pow`` or a sum; the fixtures
+    are byte-exact on the versions that wrote them (``versions.json``) and this close elsewhere.
+    """
+    import numpy as np
+
+    if list(expected.columns) != list(got.columns) or len(expected) != len(got):
+        return f"columns or rows differ: {list(expected.columns)} vs {list(got.columns)}"
+    for col in expected.columns:
+        a, b = expected[col], got[col]
+        if a.dtype.kind == "f" or b.dtype.kind == "f":
+            x, y = a.to_numpy(float), b.to_numpy(float)
+            if not np.allclose(x, y, rtol=rtol, atol=0.0, equal_nan=True):
+                return f"column {col} differs beyond rounding"
+        elif not a.equals(b):
+            return f"column {col} differs"
+    return ""

@@ -14,7 +14,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from golden_scenarios import GOLDEN, TABLES, replay  # noqa: E402
+import json  # noqa: E402
+
+from golden_scenarios import GOLDEN, TABLES, library_versions, replay  # noqa: E402
 
 
 def main() -> None:
@@ -25,6 +27,8 @@ def main() -> None:
         for table in TABLES:
             tables[table].to_csv(folder / f"{table}.csv", index=False, float_format="%.17g")
         print(name, {t: len(tables[t]) for t in TABLES})
+    # the fixtures are byte-exact on these versions (tests/test_golden.py)
+    (HERE / "versions.json").write_text(json.dumps(library_versions(), indent=1) + "\n")
 
 
 if __name__ == "__main__":
