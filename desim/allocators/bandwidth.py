@@ -6,9 +6,12 @@ bandwidths in Hz summing to at most ``B``; idle devices get 0. Splits:
 - ``equal``: ``B/N`` to every active device.
 - ``proportional``: ``B·D_n/ΣD`` to the device training block ``n`` (proportional to its bits).
 - ``minmax``: the split that minimises the largest planned latency for the fixed assignment
-  (:func:`minmax_latency_s`: the root of Σβ(T) = B with Lambert-W least bandwidths β).
+  (:func:`minmax_latency_s`: the root of Σβ(T) = B with least bandwidths β).
 
-The numeric kernel :func:`least_bandwidth_hz` is DESIGN §2's exact P2 reference formula.
+Rates come from the snapshot's rate model (:attr:`RoundContext.rates`: the Shannon rate of the
+round-start SNR unless ``allocator.csi`` says otherwise). ``least_bandwidth_hz`` is the Shannon
+kernel, DESIGN §2's exact P2 reference formula
+(:func:`desim.world.rates.shannon_least_bandwidth_hz`).
 """
 
 from __future__ import annotations
@@ -17,93 +20,85 @@ from collections.abc import Callable
 
 import numpy as np
 from pydantic import field_validator
-from scipy.special import lambertw
 
 from desim.allocators.base import Allocator, RoundContext
 from desim.errors import UnknownNameError
-from desim.world.rates import shannon_rate_bps
+from desim.world.rates import RateModel
+from desim.world.rates import (  # noqa: F401  (the Shannon kernel, under its old name)
+    shannon_least_bandwidth_hz as least_bandwidth_hz,
+)
 
 BandwidthSplit = Callable[[RoundContext, np.ndarray], np.ndarray]
 
-LN2 = float(np.log(2.0))
 ROOT_STEPS = 64
-
-
-def least_bandwidth_hz(snr_coef_hz: np.ndarray, rate_bps: np.ndarray) -> np.ndarray:
-    """Least bandwidth ``β`` with ``β log2(1 + a/β) ≥ R`` (DESIGN §2, exact P2 reference).
-
-    With ``c = R ln2 / a``: ``β = a/(u − 1)``, ``u = −W₋₁(−c e^{−c})/c`` (Lambert W, branch −1).
-
-    Args:
-        snr_coef_hz: ``a = p g / N0`` in Hz (any shape, broadcast with ``rate_bps``).
-        rate_bps: required rate ``R`` in bit/s; ``0`` needs no bandwidth, negative or ``inf``
-            (no time left) is unreachable.
-
-    Returns:
-        Bandwidths in Hz; ``inf`` where ``R`` is at least the supremum rate ``a/ln2``.
-    """
-    a, rate = np.broadcast_arrays(
-        np.asarray(snr_coef_hz, dtype=float), np.asarray(rate_bps, dtype=float)
-    )
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        c = rate * LN2 / a
-        ok = (c > 0) & (c < 1) & np.isfinite(c)
-        cc = np.where(ok, c, 0.5)
-        u = -lambertw(-cc * np.exp(-cc), -1).real / cc
-        beta = a / (u - 1.0)
-    beta = np.where(ok & (beta > 0), beta, np.inf)
-    return np.where(rate == 0, 0.0, beta)
 
 
 def pair_bandwidth_hz(
     compute_s: np.ndarray,
     bits: np.ndarray,
-    snr_coef_hz: np.ndarray,
+    rate: RateModel,
+    devices: np.ndarray,
     latency_s: np.ndarray | float,
 ) -> np.ndarray:
     """Least bandwidth for a pair to finish within ``latency_s`` (broadcast arrays).
 
-    ``inf`` where the compute alone reaches the target or the needed rate is unreachable.
+    Args:
+        compute_s: planned compute seconds of each pair.
+        bits: upload bits of each pair.
+        rate: the planner's rate model.
+        devices: device index of each pair.
+        latency_s: the target.
+
+    Returns:
+        Bandwidths in Hz; ``inf`` where the compute alone reaches the target or the needed
+        rate is unreachable.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         slack = latency_s - compute_s
-        rate = np.where(slack > 0, bits / slack, np.inf)
-    rate = np.where((bits == 0) & (slack >= 0), 0.0, rate)
-    return least_bandwidth_hz(snr_coef_hz, rate)
+        need = np.where(slack > 0, bits / slack, np.inf)
+    need = np.where((bits == 0) & (slack >= 0), 0.0, need)
+    return rate.least_bandwidth_hz(need, devices)
 
 
 def minmax_latency_s(
-    compute_s: np.ndarray, bits: np.ndarray, snr_coef_hz: np.ndarray, total_bandwidth_hz: float
+    compute_s: np.ndarray,
+    bits: np.ndarray,
+    rate: RateModel,
+    devices: np.ndarray,
+    total_bandwidth_hz: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Optimal min-max split for ``P`` fixed assignments at once (root of Σβ(T) = B).
 
     For each row, finds the least ``T`` with ``Σ_n β_n(T) ≤ B`` (Newton steps safeguarded by
     bisection) where ``β_n`` is the least bandwidth for pair ``n`` to finish by ``T``; the
-    leftover bandwidth is shared in proportion to ``β`` so no latency rises.
+    leftover bandwidth is shared in proportion to ``β`` so no latency rises. ``Σβ(T)`` is
+    convex and decreasing for any concave rate (``β`` is the convex inverse of the rate at the
+    convex ``D/(T − ĉ)``), so Newton from the infeasible side does not cross the root.
 
     Args:
         compute_s: ``(P, N)`` planned compute seconds of each assigned pair.
         bits: ``(N,)`` upload bits of each block.
-        snr_coef_hz: ``(P, N)`` SNR coefficient of the device of each pair.
+        rate: the planner's rate model.
+        devices: ``(P, N)`` device index of each pair.
         total_bandwidth_hz: ``B``.
 
     Returns:
         ``(P,)`` latencies (``inf`` where infeasible) and ``(P, N)`` bandwidths in Hz.
     """
     c = np.atleast_2d(np.asarray(compute_s, dtype=float))
-    a = np.atleast_2d(np.asarray(snr_coef_hz, dtype=float))
+    k = np.atleast_2d(np.asarray(devices, dtype=np.intp))
     d = np.asarray(bits, dtype=float)[None, :]
     n = c.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.max(c + np.where(d > 0, d * LN2 / a, 0.0), axis=1)
-        eq_rate = shannon_rate_bps(np.full_like(a, total_bandwidth_hz / n), a)
+        lo = np.max(c + rate.transfer_floor_s(d, k), axis=1)
+        eq_rate = rate.rate_bps(np.full(k.shape, total_bandwidth_hz / n), k)
         hi = np.max(c + np.where(d > 0, d / eq_rate, 0.0), axis=1)
     feasible = np.isfinite(hi)
     lo = np.where(feasible, lo, 0.0)
     hi = np.where(feasible, hi, 1.0)
     t = hi.copy()
     for _ in range(ROOT_STEPS):
-        beta = pair_bandwidth_hz(c, d, a, t[:, None])
+        beta = pair_bandwidth_hz(c, d, rate, k, t[:, None])
         excess = beta.sum(axis=1) - total_bandwidth_hz
         fits = excess <= 0
         hi = np.where(fits, np.minimum(hi, t), hi)
@@ -113,13 +108,12 @@ def minmax_latency_s(
         # Newton on the convex, decreasing Σβ(T): dβ/dT = −D / ((T − ĉ)² r'(β)); from the
         # infeasible side it approaches the root without crossing, so overshoot a hair
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            x = a / beta
-            dr = (np.log1p(x) - x / (1.0 + x)) / LN2
+            dr = rate.slope(beta, k)
             slope = np.where(d > 0, -d / ((t[:, None] - c) ** 2 * dr), 0.0).sum(axis=1)
             step = t - excess / slope + np.where(fits, 0.0, 1e-12 * t)
         ok = np.isfinite(step) & (step > lo) & (step < hi)
         t = np.where(ok, step, 0.5 * (lo + hi))
-    beta = pair_bandwidth_hz(c, d, a, hi[:, None])
+    beta = pair_bandwidth_hz(c, d, rate, k, hi[:, None])
     total = beta.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(total > 0, beta / total, 1.0 / n)
@@ -149,7 +143,8 @@ def minmax_split(ctx: RoundContext, block_device: np.ndarray) -> np.ndarray:
     _, beta = minmax_latency_s(
         ctx.compute_s[block_device, blocks][None, :],
         ctx.upload_bits,
-        ctx.snr_coef_hz[block_device][None, :],
+        ctx.rates,
+        block_device[None, :],
         ctx.total_bandwidth_hz,
     )
     bw = np.zeros(ctx.num_devices)
@@ -175,10 +170,11 @@ def block_share_hz(ctx: RoundContext, split: str) -> np.ndarray:
 def planned_latency_matrix_s(ctx: RoundContext, split: str) -> np.ndarray:
     """``(K, N)`` P1 latencies at the planned shares of ``split`` (``inf``: ineligible)."""
     share = block_share_hz(ctx, split)
+    devices = np.arange(ctx.num_devices)
     if split == "proportional":
-        rate = shannon_rate_bps(share[None, :], ctx.snr_coef_hz[:, None])
+        rate = ctx.rates.rate_bps(share[None, :], devices[:, None])
     else:
-        rate = shannon_rate_bps(share[:1], ctx.snr_coef_hz)[:, None]
+        rate = ctx.rates.rate_bps(share[:1], devices)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         upload = np.where(ctx.upload_bits[None, :] > 0, ctx.upload_bits[None, :] / rate, 0.0)
     return np.where(ctx.eligible(), ctx.compute_s + upload, np.inf)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from desim.errors import AllocationError, InfeasibleError
 from desim.plan import Phase, PlanRows, RoundPlan
-from desim.world.rates import shannon_rate_bps
+from desim.world.rates import RateModel, ShannonRate
 
 BANDWIDTH_TOLERANCE = 1e-9
 
@@ -83,6 +84,11 @@ class RoundContext:
     rate: Any = None
     future: Any = None
 
+    @cached_property
+    def rates(self) -> RateModel:
+        """The rate model planners use: :attr:`rate`, else the Shannon rate of ``snr_coef_hz``."""
+        return self.rate if self.rate is not None else ShannonRate(self.snr_coef_hz)
+
     @property
     def server_step_s(self) -> float | None:
         """Seconds for the server to run one full training step (``None``: not priced)."""
@@ -114,8 +120,8 @@ class RoundContext:
         return fits & self.available[:, None] & np.isfinite(self.compute_s)
 
     def upload_s(self, bandwidth_hz: np.ndarray) -> np.ndarray:
-        """``(K, N)`` planned upload seconds ``D_n / r_k(B_k)`` at the snapshot SNR."""
-        rate = shannon_rate_bps(bandwidth_hz, self.snr_coef_hz)
+        """``(K, N)`` planned upload seconds ``D_n / r_k(B_k)`` under :attr:`rates`."""
+        rate = self.rates.rate_bps(bandwidth_hz, np.arange(self.num_devices))
         with np.errstate(divide="ignore"):
             return self.upload_bits[None, :] / rate[:, None]
 
@@ -137,15 +143,14 @@ class RoundContext:
 
     def round_latency_from(self, pair_latency_s: np.ndarray, allocation: Allocation) -> float:
         """:meth:`round_latency_s` from the ``(N,)`` pair latencies already computed."""
-        last = float(pair_latency_s.max())
-        if allocation.mode == "offload":
-            return last + allocation.server_compute_s
-        return last + self.aggregation_s
+        offload = allocation.mode == "offload"
+        return float(pair_latency_s.max()) + (
+            allocation.server_compute_s if offload else self.aggregation_s)
 
     def pair_latency_s(self, allocation: Allocation) -> np.ndarray:
         """``(N,)`` planned latency of each block's device (compute, then upload)."""
         k = allocation.block_device
-        rate = shannon_rate_bps(allocation.bandwidth_hz[k], self.snr_coef_hz[k])
+        rate = self.rates.rate_bps(allocation.bandwidth_hz[k], k)
         compute, bits = self.device_work(allocation)
         with np.errstate(divide="ignore", invalid="ignore"):
             return compute + np.where(bits > 0, bits / rate, 0.0)
@@ -234,8 +239,7 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
     blocks on one device; ``offload`` allocations need distinct available uploaders with
     bandwidth, and no memory.
     """
-    K, N = ctx.num_devices, ctx.num_blocks
-    r = ctx.round_index
+    K, N, r = ctx.num_devices, ctx.num_blocks, ctx.round_index
     bd, bw = alloc.block_device, alloc.bandwidth_hz
     if bd.shape != (N,):
         raise AllocationError(f"round {r}: block_device has shape {bd.shape}, expected ({N},)")
@@ -251,24 +255,19 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
     if alloc.mode == "offload":
         ok = ctx.available[bd] & ((ctx.sample_bits <= 0) | (bw[bd] > 0))
     else:
-        ok = (
-            ctx.available[bd]
-            & np.isfinite(ctx.compute_s[bd, blocks])
-            & (ctx.memory_bytes <= ctx.memory_budget_bytes[bd])
-            & ((ctx.upload_bits <= 0) | (bw[bd] > 0))
-        )
+        ok = (ctx.available[bd] & np.isfinite(ctx.compute_s[bd, blocks])
+              & (ctx.memory_bytes <= ctx.memory_budget_bytes[bd])
+              & ((ctx.upload_bits <= 0) | (bw[bd] > 0)))
     shared = alloc.mode != "grouped" and np.bincount(bd, minlength=K).max() > 1
     if shared or not ok.all():
         _explain_bad_pairs(ctx, alloc)
     server_s = alloc.server_compute_s
     if alloc.mode == "offload" and not (np.isfinite(server_s) and server_s >= 0):
         raise AllocationError(f"round {r}: server compute time {alloc.server_compute_s} s")
-    bad_bw = ~np.isfinite(bw) | (bw < 0)
-    if bad_bw.any():
+    if (bad_bw := ~np.isfinite(bw) | (bw < 0)).any():
         k = int(np.flatnonzero(bad_bw)[0])
         raise AllocationError(f"round {r}: device {ctx.device_names[k]} has bandwidth {bw[k]} Hz")
-    total = float(bw.sum())
-    if total > ctx.total_bandwidth_hz * (1 + BANDWIDTH_TOLERANCE):
+    if (total := float(bw.sum())) > ctx.total_bandwidth_hz * (1 + BANDWIDTH_TOLERANCE):
         raise AllocationError(
             f"round {r}: bandwidths sum to {total:.6g} Hz, "
             f"more than B = {ctx.total_bandwidth_hz:.6g} Hz"
@@ -277,8 +276,7 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
 
 def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
     """Raise an :class:`AllocationError` for the first bad (block, device) pair."""
-    r = ctx.round_index
-    bw = alloc.bandwidth_hz
+    r, bw = ctx.round_index, alloc.bandwidth_hz
     seen: dict[int, int] = {}
     offload = alloc.mode == "offload"
     for n, k in enumerate(alloc.block_device.tolist(), start=1):
@@ -357,16 +355,15 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
     blocks = np.arange(N)
     deft = alloc.mode == "deft"
     compute, bits = (ctx.compute_s[k, blocks], ctx.upload_bits) if deft else ctx.device_work(alloc)
-    rate = shannon_rate_bps(alloc.bandwidth_hz[k], ctx.snr_coef_hz[k])
+    rate = ctx.rates.rate_bps(alloc.bandwidth_hz[k], k)
     with np.errstate(divide="ignore", invalid="ignore"):
         planned_up = np.where(bits > 0, bits / rate, 0.0)
     work_s = ctx.work_s if ctx.work_s.size else ctx.compute_s
     flops = ctx.block_flops if ctx.block_flops.size else np.full((ctx.num_devices, N), np.nan)
     memory = ctx.memory_bytes
     if deft:
-        devices, row_of = k, blocks
-        work, up = work_s[k, blocks], ctx.upload_bits
-        row_flops = flops[k, blocks]
+        devices, row_of, up = k, blocks, ctx.upload_bits
+        work, row_flops = work_s[k, blocks], flops[k, blocks]
     else:
         devices, row_of = np.unique(k, return_inverse=True)
         deepest = np.zeros(devices.size, dtype=np.intp)
@@ -380,8 +377,7 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
     est = alloc.estimated_latency_s
     offload = alloc.mode == "offload"
     return RoundPlan(
-        devices=devices,
-        bandwidth_hz=alloc.bandwidth_hz[devices],
+        devices=devices, bandwidth_hz=alloc.bandwidth_hz[devices],
         stages=((Phase("compute", work), Phase("up", up)),),
         barrier_s=(alloc.server_compute_s if offload else ctx.aggregation_s,),
         rows=PlanRows(
@@ -391,15 +387,13 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
         ),
         planned_latency_s=ctx.round_latency_from(compute + planned_up, alloc),
         estimate_s=float("nan") if est is None else float(est),
-        server_bound=offload,
-        diagnostics=dict(alloc.diagnostics),
+        server_bound=offload, diagnostics=dict(alloc.diagnostics),
     )
 
 
 def _block_numbers(ctx: RoundContext) -> np.ndarray:
-    if ctx.block_numbers is None:
-        return np.arange(1, ctx.num_blocks + 1)
-    return np.array(ctx.block_numbers, dtype=np.intp)
+    numbers = ctx.block_numbers
+    return np.arange(1, ctx.num_blocks + 1) if numbers is None else np.array(numbers, np.intp)
 
 
 def _batch_size(ctx: RoundContext) -> float:

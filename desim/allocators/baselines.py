@@ -23,7 +23,6 @@ from desim.allocators.base import (
 from desim.allocators.registry import register
 from desim.errors import InfeasibleError
 from desim.plan import Phase, PlanRows, RoundPlan
-from desim.world.rates import shannon_rate_bps
 
 
 def assign_deepest_first(ctx: RoundContext, preference: np.ndarray) -> np.ndarray:
@@ -152,7 +151,8 @@ class SingleDeviceAllocator(Allocator):
             raise infeasible(ctx, ctx.num_blocks, distinct=False)
         if self.data == "pooled":
             return pooled_allocation(ctx, ok)
-        rate = shannon_rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz), ctx.snr_coef_hz)
+        rate = ctx.rates.rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz),
+                                  np.arange(ctx.num_devices))
         bits = float(ctx.upload_bits.sum())
         with np.errstate(divide="ignore"):
             t = np.where(ok, ctx.compute_s[:, -1] + (bits / rate if bits > 0 else 0.0), np.inf)
@@ -195,10 +195,10 @@ def pooled_timing_s(ctx: RoundContext, k: int, senders: np.ndarray) -> tuple[flo
     """
     B, M, s = ctx.total_bandwidth_hz, senders.size, ctx.sample_bits
     c = float(ctx.compute_s[k, -1])
-    rate = float(shannon_rate_bps(np.array([B]), ctx.snr_coef_hz[[k]])[0])
+    rate = float(ctx.rates.rate_bps(np.array([B]), np.array([k]))[0])
     data = 0.0
     if M:
-        share = shannon_rate_bps(np.full(M, B / M), ctx.snr_coef_hz[senders])
+        share = ctx.rates.rate_bps(np.full(M, B / M), senders)
         data = max(_transfer_s(s, float(r)) for r in share)
     relay = _transfer_s(M * s, rate)
     upload = _transfer_s(float(ctx.upload_bits.sum()), rate)
@@ -222,8 +222,9 @@ def pooled_allocation(ctx: RoundContext, holders: np.ndarray) -> Allocation:
     """
     N, M = ctx.num_blocks, ctx.num_blocks - 1
     avail = np.flatnonzero(ctx.available)
-    heard = avail[ctx.snr_coef_hz[avail] > 0] if ctx.sample_bits > 0 else avail
-    order = heard[np.argsort(-ctx.snr_coef_hz[heard], kind="stable")]
+    coef = ctx.rates.mean_coef_hz  # ranks the uploaders by channel
+    heard = avail[coef[avail] > 0] if ctx.sample_bits > 0 else avail
+    order = heard[np.argsort(-coef[heard], kind="stable")]
     best: tuple[float, int, np.ndarray] | None = None
     for k in np.flatnonzero(holders).tolist():
         senders = order[order != k][:M]
@@ -316,8 +317,9 @@ class OffloadAllocator(Allocator):
                 f"round {ctx.round_index}: offload needs the server's block costs, but the cost "
                 "model does not price the server's hardware class"
             )
-        order = avail[np.argsort(-ctx.snr_coef_hz[avail], kind="stable")][: ctx.num_blocks]
-        heard = int((ctx.snr_coef_hz[avail] > 0).sum())
+        coef = ctx.rates.mean_coef_hz  # ranks the uploaders by channel
+        order = avail[np.argsort(-coef[avail], kind="stable")][: ctx.num_blocks]
+        heard = int((coef[avail] > 0).sum())
         if ctx.sample_bits > 0 and heard < ctx.num_blocks:
             raise InfeasibleError(
                 f"round {ctx.round_index}: block 1 cannot be placed: offload needs "

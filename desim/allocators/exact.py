@@ -4,8 +4,11 @@
   ``x_{k,n}`` on eligible pairs and a continuous bottleneck ``τ``; minimise ``τ`` subject to
   ``Σ_k x_{k,n} = 1``, ``Σ_n x_{k,n} ≤ 1`` and ``Σ_k t_{k,n} x_{k,n} ≤ τ``.
 - ``jbba-exact``: DESIGN §2's exact P2 reference. For a target ``T`` the least bandwidth of every
-  pair is ``β_{k,n}(T)`` (Lambert W); ``T`` is feasible iff the min-sum assignment of ``β`` is
-  at most ``B``, which is monotone in ``T``, so bisection finds the optimum to a tolerance.
+  pair is ``β_{k,n}(T)`` (Lambert W for the Shannon rate, a bracketed root for another rate
+  model); ``T`` is feasible iff the min-sum assignment of ``β`` is at most ``B``, which is
+  monotone in ``T``, so bisection finds the optimum to a tolerance.
+
+All of them plan under the snapshot's rate model (:attr:`RoundContext.rates`).
 - ``brute-force``: every injective block→device map, each priced with a bandwidth split
   (``minmax`` makes it the P2 optimum); refuses instances with too many maps.
 """
@@ -37,7 +40,6 @@ from desim.allocators.crunch import (
 )
 from desim.allocators.registry import register
 from desim.errors import InputError
-from desim.world.rates import shannon_rate_bps
 
 
 @register("milp", "exact P1 as a mixed-integer programme (scipy.optimize.milp, HiGHS)")
@@ -97,7 +99,8 @@ def solve_bottleneck_milp(t: np.ndarray, time_limit_s: float) -> tuple[np.ndarra
 
 def full_band_latency_s(ctx: RoundContext) -> np.ndarray:
     """``(K, N)`` latency of each eligible pair given the whole band ``B`` (a lower bound)."""
-    rate = shannon_rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz), ctx.snr_coef_hz)
+    rate = ctx.rates.rate_bps(np.full(ctx.num_devices, ctx.total_bandwidth_hz),
+                              np.arange(ctx.num_devices))
     with np.errstate(divide="ignore", invalid="ignore"):
         up = np.where(ctx.upload_bits[None, :] > 0, ctx.upload_bits[None, :] / rate[:, None], 0.0)
     return np.where(ctx.eligible(), ctx.compute_s + up, np.inf)
@@ -136,7 +139,8 @@ def least_total_bandwidth(
     beta = pair_bandwidth_hz(
         ctx.compute_s[devices],
         ctx.upload_bits[None, :],
-        ctx.snr_coef_hz[devices][:, None],
+        ctx.rates,
+        devices[:, None],
         latency_s,
     )
     beta = np.where(ctx.eligible()[devices], beta, np.inf)
@@ -198,7 +202,8 @@ def assignment_minmax(ctx: RoundContext, block_device: np.ndarray) -> tuple[floa
     latency, beta = minmax_latency_s(
         ctx.compute_s[block_device, np.arange(ctx.num_blocks)][None],
         ctx.upload_bits,
-        ctx.snr_coef_hz[block_device][None],
+        ctx.rates,
+        block_device[None],
         ctx.total_bandwidth_hz,
     )
     return float(latency[0]), beta[0]
@@ -238,7 +243,7 @@ class BruteForceAllocator(SplitAllocator):
         t = planned_latency_matrix_s(ctx, self.bandwidth)
         if self.bandwidth == "minmax":
             latency, _ = minmax_latency_s(
-                ctx.compute_s[perms, blocks], ctx.upload_bits, ctx.snr_coef_hz[perms],
+                ctx.compute_s[perms, blocks], ctx.upload_bits, ctx.rates, perms,
                 ctx.total_bandwidth_hz,
             )
         else:

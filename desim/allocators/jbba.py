@@ -11,8 +11,10 @@ is the constraint of its block; indexing the multipliers by block keeps every mu
 to an involved device. Stationarity in ``T`` gives ``Σ λ_n = 1``, and the dual function splits:
 
 - per pair, the bandwidth subproblem ``φ_{k,n} = min_B λ_n D_n / r_k(B) + μ B``, a convex 1-D
-  problem solved by Newton's method (in ``log x``) on its stationarity condition
-  ``x² (ln(1+x) − x/(1+x)) / ln²(1+x) = μ a_k² / (λ_n D_n ln 2)`` with ``x = a_k / B``;
+  problem with stationarity condition ``r_k'(B) / r_k(B)² = μ / (λ_n D_n)``, solved by the
+  rate model (:meth:`~desim.world.rates.RateModel.dual_bandwidth_hz`): for the Shannon rate by
+  Newton's method (in ``log x``) on ``x² (ln(1+x) − x/(1+x)) / ln²(1+x) = μ a_k² / (λ_n D_n
+  ln 2)`` with ``x = a_k / B``, for other rates by a bracketed root;
 - the assignment subproblem ``min_x Σ x_{k,n} (λ_n ĉ_{k,n} + φ_{k,n})``, solved by the Hungarian
   method (``linear_sum_assignment``) on CRUNCH-pruned pairs: pairs slower than the incumbent even
   with the whole band are cut.
@@ -40,7 +42,7 @@ import numpy as np
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
-from desim.allocators.bandwidth import LN2, minmax_latency_s
+from desim.allocators.bandwidth import minmax_latency_s
 from desim.allocators.base import Allocation, Allocator, RoundContext
 from desim.allocators.exact import (
     full_band_latency_s,
@@ -49,50 +51,7 @@ from desim.allocators.exact import (
     p2_bounds,
 )
 from desim.allocators.registry import register
-from desim.world.rates import shannon_rate_bps
-
-LOG_X_RANGE = (-30.0, 42.0)
-SUBPROBLEM_STEPS = 30
-
-
-def _stationarity(x: np.ndarray) -> np.ndarray:
-    """``h(x) = x² (ln(1+x) − x/(1+x)) / ln²(1+x)``, increasing in ``x > 0``."""
-    lg = np.log1p(x)
-    small = x < 1e-3
-    gap = np.where(small, x * x * (0.5 - x * (2.0 / 3.0 - 0.75 * x)), lg - x / (1.0 + x))
-    return x * x * gap / (lg * lg)
-
-
-def dual_bandwidth_hz(
-    lam: np.ndarray, mu: float, snr_coef_hz: np.ndarray, bits: np.ndarray
-) -> np.ndarray:
-    """Minimiser of ``λ D / r(B) + μ B`` over ``B ≥ 0`` (broadcast arrays).
-
-    Args:
-        lam: latency multipliers ``λ ≥ 0``.
-        mu: bandwidth price ``μ > 0`` in s/Hz.
-        snr_coef_hz: ``a = p g / N0`` in Hz.
-        bits: ``D`` in bits (0 needs no bandwidth).
-
-    Returns:
-        Bandwidths in Hz.
-    """
-    lam, a, d = np.broadcast_arrays(lam, snr_coef_hz, bits)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_kappa = np.log(mu) + 2.0 * np.log(a) - np.log(lam * d * LN2)
-    target = np.clip(np.nan_to_num(log_kappa, nan=0.0), -200.0, 200.0)
-    # log h(e^y) has slope between 1 and 2 in y: Newton from the small-x asymptote h ≈ x²/2
-    y = np.clip(0.5 * (target + LN2), *LOG_X_RANGE)
-    eps = 1e-6
-    for _ in range(SUBPROBLEM_STEPS):
-        g = np.log(_stationarity(np.exp(y)))
-        slope = (np.log(_stationarity(np.exp(y + eps))) - g) / eps
-        step = (g - target) / np.maximum(slope, 0.5)
-        y = np.clip(y - step, *LOG_X_RANGE)
-        if np.all(np.abs(step) < 1e-10):
-            break
-    x = np.exp(y)
-    return np.where((d > 0) & (a > 0), a / x, 0.0)
+from desim.world.rates import RateModel
 
 
 def project_simplex(v: np.ndarray) -> np.ndarray:
@@ -105,12 +64,18 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
 
 
 def kkt_multipliers(
-    bits: np.ndarray, snr_coef_hz: np.ndarray, bandwidth_hz: np.ndarray
+    bits: np.ndarray, rate: RateModel, devices: np.ndarray, bandwidth_hz: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """Multipliers making a min-max split stationary: ``λ_n D_n r'_n / r_n² = μ``, ``Σλ = 1``."""
-    x = snr_coef_hz / bandwidth_hz
-    r = shannon_rate_bps(bandwidth_hz, snr_coef_hz)
-    dr = (np.log1p(x) - x / (1.0 + x)) / LN2
+    """Multipliers making a min-max split stationary: ``λ_n D_n r'_n / r_n² = μ``, ``Σλ = 1``.
+
+    Args:
+        bits: ``(N,)`` upload bits of each block.
+        rate: the planner's rate model.
+        devices: ``(N,)`` device of each block.
+        bandwidth_hz: ``(N,)`` the split's bandwidths.
+    """
+    r = rate.rate_bps(bandwidth_hz, devices)
+    dr = rate.slope(bandwidth_hz, devices)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = np.where(bits > 0, r * r / (bits * dr), 0.0)
     w = np.where(np.isfinite(w), w, 0.0)
@@ -147,7 +112,7 @@ class JbbaAllocator(Allocator):
         best_local = np.searchsorted(inst.devices, best)
         ub = inst.primal(best_local)
         bw0 = optimal_split_allocation(ctx, best, {}).bandwidth_hz[best]
-        lam, mu = kkt_multipliers(ctx.upload_bits, ctx.snr_coef_hz[best], bw0)
+        lam, mu = kkt_multipliers(ctx.upload_bits, ctx.rates, best, bw0)
         nu = mu * ctx.total_bandwidth_hz / ub  # the bandwidth price in seconds
         best_dual = -np.inf
         trace: list[tuple[int, float, float]] = []
@@ -239,7 +204,7 @@ class PrunedInstance:
             ctx, k = self.ctx, self.devices[assign]
             n = np.arange(ctx.num_blocks)
             lat, _ = minmax_latency_s(
-                ctx.compute_s[k, n][None], ctx.upload_bits, ctx.snr_coef_hz[k][None],
+                ctx.compute_s[k, n][None], ctx.upload_bits, ctx.rates, k[None],
                 ctx.total_bandwidth_hz,
             )
             self._primal[key] = float(lat[0])
@@ -257,11 +222,11 @@ class PrunedInstance:
         ctx = self.ctx
         n = np.arange(ctx.num_blocks)
         c = ctx.compute_s[self.devices]
-        a = ctx.snr_coef_hz[self.devices][:, None]
+        k = self.devices[:, None]
         d = ctx.upload_bits[None, :]
-        bw = dual_bandwidth_hz(lam[None, :], mu, a, d)
+        bw = ctx.rates.dual_bandwidth_hz(lam[None, :], mu, d, k)
         with np.errstate(divide="ignore", invalid="ignore"):
-            lat = c + np.where(d > 0, d / shannon_rate_bps(bw, a), 0.0)
+            lat = c + np.where(d > 0, d / ctx.rates.rate_bps(bw, k), 0.0)
             lat = np.where(self.allowed, lat, np.inf)
             cost = lam[None, :] * lat + mu * bw
         finite = np.isfinite(cost)

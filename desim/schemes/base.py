@@ -19,7 +19,6 @@ from pydantic import Field, model_validator
 from desim.allocators.base import RoundContext
 from desim.plan import PlanRows, RoundPlan, phase_totals
 from desim.registry import Params, Registry
-from desim.world.rates import shannon_rate_bps
 
 if TYPE_CHECKING:
     from desim.allocators.base import Allocator
@@ -119,8 +118,8 @@ def participant_rows(ctx: RoundContext, devices: np.ndarray, bandwidth_hz: np.nd
 
 def planned_transfer_s(ctx: RoundContext, devs: np.ndarray, bits: np.ndarray,
                        bw: np.ndarray) -> Any:
-    """Snapshot estimate of moving ``bits`` at bandwidth ``bw`` (0 for no bits)."""
-    rate = shannon_rate_bps(bw, ctx.snr_coef_hz[devs])
+    """Planned seconds to move ``bits`` at bandwidth ``bw`` under ``ctx.rates`` (0: no bits)."""
+    rate = ctx.rates.rate_bps(bw, devs)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(bits > 0, bits / rate, 0.0)
 

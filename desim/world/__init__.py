@@ -1,7 +1,8 @@
 """The world a run replays.
 
 - signals: piecewise-constant signals and their exact integration (``piecewise``), the Shannon
-  rate (``rates``);
+  rate and the planner's rate models (``rates``, with their numeric kernels in
+  ``rate_kernels``);
 - the uplink: channels (``channel``) from TR 38.901 path loss (``pathloss``), fast fading
   (``fading``) and moving devices (``mobility``), or from replayed traces (``channel_trace``);
 - device compute timelines (``compute``);
