@@ -87,7 +87,8 @@ def may_refuse(name, ctx):
     raise AssertionError(f"no feasibility oracle for allocator {name!r}; add one")
 
 
-@pytest.mark.parametrize("name", sorted(ALLOCATORS))
+# oracle-exact plans with the true future, which a snapshot lacks: tests/test_oracle_exact.py
+@pytest.mark.parametrize("name", sorted(set(ALLOCATORS) - {"oracle-exact"}))
 @given(ctx=snapshots(), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=100, deadline=None)
 def test_allocator_returns_a_valid_allocation_or_raises_infeasible(name, ctx, seed):

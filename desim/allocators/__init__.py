@@ -7,6 +7,7 @@ from desim.allocators import baselines as _baselines  # noqa: F401  (registers)
 from desim.allocators import crunch as _crunch  # noqa: F401  (registers)
 from desim.allocators import exact as _exact  # noqa: F401  (registers)
 from desim.allocators import jbba as _jbba  # noqa: F401  (registers)
+from desim.allocators import oracle as _oracle  # noqa: F401  (registers)
 from desim.allocators.base import Allocation, Allocator, RoundContext, check_allocation
 from desim.allocators.registry import (
     ALLOCATORS,

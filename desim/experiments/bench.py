@@ -227,7 +227,8 @@ def bench_allocator_times(
     Instances come from :func:`desim.allocators.instances.random_context` (memory cuts, 10%
     unavailable devices). ``milp`` is skipped above ``milp_max_devices`` (and said so in the
     ``note`` column) and timed once (HiGHS takes seconds). A ``jbba-exact`` row at
-    ``K = 200, N = 24`` is added for its target.
+    ``K = 200, N = 24`` is added for its target, and ``oracle-exact`` rows at ``K = 20, N = 12``
+    and ``K = 200, N = 24`` with a time-varying true future (:func:`_with_fading_future`).
 
     Returns:
         DataFrame with ``allocator, devices, blocks, solve_ms, note``.
@@ -257,7 +258,38 @@ def bench_allocator_times(
     ctx = random_context(np.random.default_rng([seed, 200, 24]), 200, 24)
     secs = _best_solve_s(make_allocator("jbba-exact"), ctx, repeats)
     rows.append(("jbba-exact", 200, 24, secs * 1e3, ""))
+    for k, n in ((20, 12), (200, 24)):  # the genie bound needs the true future world
+        ctx = _with_fading_future(random_context(np.random.default_rng([seed, k, n]), k, n), seed)
+        secs = _best_solve_s(make_allocator("oracle-exact"), ctx, repeats)
+        rows.append(("oracle-exact", k, n, secs * 1e3, "future: 0.1 s Rayleigh blocks, load"))
     return pd.DataFrame(rows, columns=["allocator", "devices", "blocks", "solve_ms", "note"])
+
+
+def _with_fading_future(ctx, seed: int):  # type: ignore[no-untyped-def]
+    """``ctx`` with a true future world for ``oracle-exact`` (both loop at 60 s).
+
+    The channel is Rayleigh block fading (0.1 s blocks, ``Exp(1)`` around the instance's SNR);
+    speeds are uniform in ``[0.5, 1]``, each held 1 s.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    from desim.engine.realise import World
+    from desim.world.channel import SignalChannel
+    from desim.world.compute import SignalTimeline
+    from desim.world.piecewise import PiecewiseSignals
+
+    rng = np.random.default_rng([seed, ctx.num_devices, ctx.num_blocks, 1])
+    K = ctx.num_devices
+    fading = ctx.snr_coef_hz[:, None] * rng.exponential(1.0, (K, 600))
+    channel = SignalChannel(PiecewiseSignals(np.arange(600) * 0.1, fading, 60.0, "loop"))
+    speed = PiecewiseSignals(np.arange(60.0), rng.uniform(0.5, 1.0, (K, 60)), 60.0, "loop")
+    world = World(SignalTimeline(speed, PiecewiseSignals.constant(np.ones(K))), channel,
+                  ctx.device_names)
+    now = speed.at(0.0)
+    return replace(ctx, work_s=ctx.compute_s, compute_s=ctx.compute_s / now[:, None],
+                   speed=now, snr_coef_hz=channel.snr_coef_hz(0.0), future=world)
 
 
 def bench_jbba_gap(
@@ -309,7 +341,9 @@ def bench_default_latency(rounds: int = 20, overrides: tuple[str, ...] = ()):  #
     starts of the ``jbba-exact`` run), which compares the optimisers on equal terms. Then each
     allocator's own run: mean planned and realised latency (runs diverge after round 0, since a
     different latency shifts the next round's start; all runs share the channel and compute
-    realisation). ``brute-force`` is skipped when the scenario has too many assignments.
+    realisation). ``brute-force`` is skipped when the scenario has too many assignments;
+    ``oracle-exact`` runs with ``allocator.csi = "oracle"`` (its own run's realised latency is
+    the bound of its rounds).
 
     Returns:
         DataFrame with ``allocator, snapshot_s, snapshot_vs_exact, planned_s, realised_s,
@@ -322,7 +356,10 @@ def bench_default_latency(rounds: int = 20, overrides: tuple[str, ...] = ()):  #
     from desim.errors import DesimError
 
     def scenario(name: str):  # type: ignore[no-untyped-def]
-        return load_scenario(None, [*overrides, f'allocator.name="{name}"', f"run.rounds={rounds}"])
+        # the genie bound plans with the true future, which the engine hands over under oracle CSI
+        csi = ['allocator.csi="oracle"'] if name == "oracle-exact" else []
+        return load_scenario(
+            None, [*overrides, *csi, f'allocator.name="{name}"', f"run.rounds={rounds}"])
 
     starts = build_simulation(scenario("jbba-exact")).run().rounds_frame().start_s.tolist()
     rows = []
