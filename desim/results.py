@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from desim.costs.energy import add_device_energy, round_metrics
-from desim.engine.records import WALL_CLOCK_COLUMNS, DeviceRounds, FaultEventRecord, RoundRecord
+from desim.engine.records import (
+    WALL_CLOCK_COLUMNS,
+    BandwidthSteps,
+    DeviceRounds,
+    FaultEventRecord,
+    RoundRecord,
+)
 
 
 def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -44,6 +50,8 @@ class RunResult:
         rounds: one :class:`RoundRecord` per round.
         device_rounds: one :class:`DeviceRounds` batch per round.
         metadata: resolved scenario, seed, cost model used and versions (for ``run.json``).
+        bandwidth_steps: one :class:`BandwidthSteps` batch per round on a reclaiming uplink
+            (``None``: ``fixed``, no such table).
     """
 
     rounds: list[RoundRecord] = field(default_factory=list)
@@ -51,6 +59,7 @@ class RunResult:
     device_rounds: list[DeviceRounds] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     device_power: pd.DataFrame | None = None
+    bandwidth_steps: list[BandwidthSteps] | None = None
 
     def rounds_frame(self, device_rounds: pd.DataFrame | None = None) -> pd.DataFrame:
         """The rounds table (with energy and efficiency columns when a power model is set).
@@ -67,16 +76,32 @@ class RunResult:
         """The result tables as written to disk.
 
         ``rounds`` and ``device_rounds`` are pure functions of the scenario and seed (byte-
-        identical on every rerun and backend); the wall-clock columns go to ``timing``.
+        identical on every rerun and backend); the wall-clock columns go to ``timing``. A run
+        on a reclaiming uplink adds ``bandwidth_steps``.
         """
         devices = self.device_rounds_frame()
         rounds = self.rounds_frame(devices)
-        return {
+        tables = {
             "rounds": rounds.drop(columns=list(WALL_CLOCK_COLUMNS)),
             "device_rounds": devices,
             "fault_events": self.fault_events_frame(),
             "timing": rounds[["round", *WALL_CLOCK_COLUMNS]],
         }
+        if self.bandwidth_steps is not None:
+            tables["bandwidth_steps"] = self.bandwidth_steps_frame()
+        return tables
+
+    def bandwidth_steps_frame(self) -> pd.DataFrame:
+        """Each device's bandwidth over time (a reclaiming uplink; empty otherwise)."""
+        cols = [f.name for f in fields(BandwidthSteps)]
+        batches = self.bandwidth_steps or []
+        if not batches:
+            return pd.DataFrame({c: [] for c in cols})
+        data = {
+            "round": np.concatenate([np.full(len(b.device), b.round) for b in batches]),
+            **{c: np.concatenate([getattr(b, c) for b in batches]) for c in cols[1:]},
+        }
+        return pd.DataFrame(data, columns=cols)
 
     def fault_events_frame(self) -> pd.DataFrame:
         """The lost-work events table (empty without faults)."""
@@ -95,7 +120,9 @@ def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:
     """Chrome/Perfetto trace events of a run: one track per device plus a server track.
 
     Compute and upload phases become complete ("X") slices on their device's track and every
-    round a slice on the server track, with instant markers at round starts. Times are in
+    round a slice on the server track, with instant markers at round starts. Each device's
+    uplink bandwidth is a counter track (``bandwidth <device>``): the recorded steps on a
+    reclaiming uplink, else its planned share from upload start to upload end. Times are in
     microseconds as the trace format requires.
     """
     us = 1e6
@@ -128,4 +155,21 @@ def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:
                            "dur": float(b.upload_end_s[i] - b.upload_start_s[i]) * us,
                            "args": {"round": b.round, "bits": float(b.upload_bits[i]),
                                     "bandwidth_hz": float(b.bandwidth_hz[i])}})
-    return events
+    return events + _bandwidth_counters(result)
+
+
+def _bandwidth_counters(result: RunResult) -> list[dict[str, Any]]:
+    """Counter ("C") events of every device's bandwidth over time, in microseconds."""
+    us = 1e6
+    if result.bandwidth_steps is not None:
+        steps = [(dev, t, bw) for b in result.bandwidth_steps
+                 for dev, t, bw in zip(b.device.tolist(), b.time_s.tolist(),
+                                       b.bandwidth_hz.tolist())]
+    else:  # a fixed uplink: the planned share over the upload
+        steps = [step for b in result.device_rounds
+                 for dev, start, end, bw, bits in zip(
+                     b.device.tolist(), b.upload_start_s.tolist(), b.upload_end_s.tolist(),
+                     b.bandwidth_hz.tolist(), b.upload_bits.tolist())
+                 if bits > 0 for step in ((dev, start, bw), (dev, end, 0.0))]
+    return [{"ph": "C", "pid": 1, "name": f"bandwidth {dev}", "ts": t * us,
+             "args": {"hz": bw}} for dev, t, bw in steps]

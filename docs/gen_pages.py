@@ -739,13 +739,28 @@ COLUMNS: dict[str, dict[str, str]] = {
         "round": "Round index.",
         "solve_wall_s": "The allocator's solve time (the only wall-clock column).",
     },
+    "bandwidth_steps": {
+        "round": "Round index (a run with `server.uplink = \"reclaim\"` only; see "
+                 "[Work-conserving uplink](uplink.md)).",
+        "device": "Device name.",
+        "time_s": "When the device's uplink bandwidth changed (an upload starting or ending, "
+                  "a participant lost).",
+        "bandwidth_hz": "Its bandwidth from then until its next row of the round (0: it "
+                        "stopped uploading).",
+    },
 }
+#: tables only some runs write, and the overrides of a run that writes them
+OPTIONAL_TABLES = {"bandwidth_steps": ["run.rounds=2", 'server.uplink="reclaim"']}
 RUN_JSON: dict[str, str] = {
     "schema_version": "Version of the results schema.",
     "scenario": "The resolved scenario (every default filled in, paths absolute).",
     "seed": "The run seed.",
     "versions": "Versions of desim and its main dependencies.",
     "scheme": "The scheme that ran (`deft`, `fl-lora`, `dlora`, `offload`).",
+    "csi": "What the planner knew of the channel (`allocator.csi`): `mode` (`snapshot`, "
+           "`large-scale`, `ergodic`, `predicted`, `oracle`) and its `window_s`.",
+    "uplink": "How the uplink band is shared: `mode` (`fixed` or `reclaim`) and, for "
+              "`reclaim`, its re-split rule `reclaim` (`proportional` or `minmax`).",
     "cost_model": "Which cost model priced each hardware class (e.g. "
                   "`profiled:cpu-reference`, `analytic`).",
     "flops_source": "Per hardware class: counted FLOPs from the profile, or the analytic count.",
@@ -778,6 +793,8 @@ def result_columns() -> str:
     """One table per result file, columns in file order."""
     result = sample_run(["run.rounds=3", "faults.dropout_rate=0.5", "run.seed=1"])
     tables = result.tables()
+    for name, overrides in OPTIONAL_TABLES.items():
+        tables[name] = sample_run(overrides).tables()[name]
     missing = set(COLUMNS) ^ set(tables)
     if missing:
         raise RuntimeError(f"docs/gen_pages.py: result tables changed: {sorted(missing)}")

@@ -142,8 +142,9 @@ def _print_summary(rounds, allocator: str, metadata: dict, target: Path) -> None
 
     for note in host_notes(metadata.get("pricing", {})):
         err.print(note, markup=False)
+    steps = ", bandwidth_steps" if metadata.get("uplink", {}).get("mode") == "reclaim" else ""
     out.print(
-        f"results written to {target}/ (rounds, device_rounds, fault_events, timing as "
+        f"results written to {target}/ (rounds, device_rounds, fault_events, timing{steps} as "
         ".parquet and .csv; run.json)"
     )
 

@@ -21,6 +21,7 @@ from desim.costs.energy import merged_power
 from desim.costs.fit import depth_decreases
 from desim.costs.registry import CostInputs, ProfileReader, build_cost_model
 from desim.engine.checks import resolved_scenario
+from desim.engine.csi import Csi
 from desim.engine.faults import FaultModel
 from desim.engine.records import SCHEMA_VERSION
 from desim.engine.rng import rng_stream, rng_streams
@@ -252,6 +253,8 @@ def build_simulation(scenario: Scenario) -> Simulation:
     allocator = make_allocator(scenario.allocator.name, scenario.allocator.params)
     scheme = make_scheme_of(scenario, workload, allocator)
     metadata["scheme"] = scenario.scheme.name
+    csi = Csi(scenario.allocator.csi, scenario.allocator.csi_window_s)
+    metadata["csi"] = csi.record
     sim = Simulation(
         devices=devices,
         workload=workload,
@@ -269,6 +272,7 @@ def build_simulation(scenario: Scenario) -> Simulation:
         faults=FaultModel(
             scenario.faults, {d.name: i for i, d in enumerate(devices)}, streams["faults"]
         ),
+        csi=csi,
     )
     metadata["host"] = host_info()
     metadata["pricing"] = priced_with(sim.pricing, metadata["host"])

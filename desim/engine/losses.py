@@ -6,6 +6,15 @@ upload timeout, or the straggler deadline), its blocks are re-planned by the sam
 over the devices that are idle and still online at that moment, with the bandwidth not held by
 running tasks. The round ends only when every block has arrived, or is recorded as skipped
 under ``on_infeasible = "skip"``.
+
+On a reclaiming uplink (:mod:`desim.engine.uplink`) every upload of the round shares the band,
+the re-planned ones too: a lost task's share goes to the uploads still running at its loss,
+and a re-planned task joins the shared band when its computation ends. Each dispatch is
+therefore realised together with the ones before it (all of the round's plans merged, each
+participant from its own start), which changes nothing before the dispatch and re-times the
+running tasks after it. The re-planned blocks are planned with the planned shares the running
+tasks do not hold, as on a fixed uplink; a fault drawn over a task's span is kept when a later
+dispatch re-times it (it is lost only if the fault still falls before its new end).
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ import numpy as np
 import simpy
 
 from desim.allocators.base import Allocator, RoundContext, check_allocation, plan_of
-from desim.engine.realise import FailureTimes, Realisation, World, realise_with_losses
-from desim.errors import InfeasibleError
-from desim.plan import RoundPlan
+from desim.engine.realise import FailureTimes, Realisation, World, realise, realise_with_losses
+from desim.errors import InfeasibleError, SimulationError
+from desim.plan import Phase, PlanRows, RoundPlan
 
 
 def stage_process(env: simpy.Environment, duration_s: float) -> Generator[simpy.Event, Any, None]:
@@ -51,6 +60,8 @@ class _Task:
     blocks: list[int]  # 0-based blocks
     bandwidth_hz: float
     lost: bool
+    part: int = 0  # which dispatch
+    index: int = 0  # participant of that dispatch's plan
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +95,7 @@ class ReplanLost:
         self.deadline_s = deadline_s
         self.result = Replanned()
         self._rows = 0
+        self._losses: list[tuple[float, np.ndarray, np.ndarray]] = []  # (start, fail, kind)
 
     def run(self, plan: RoundPlan, real: Realisation) -> Generator[simpy.Event, Any, Replanned]:
         """Play the round (a SimPy generator) and return what happened."""
@@ -122,19 +134,61 @@ class ReplanLost:
         return task.blocks
 
     def _dispatch(self, plan: RoundPlan, real: Realisation) -> None:
+        part = len(self.result.parts)
         self.result.parts.append((plan, real))
+        self._losses.append((float(real.start_s[0]) if plan.size else self.env.now,
+                             real.fail_s, real.kind))
         rows = plan.rows
         for i in range(plan.size):
             ids = np.flatnonzero(rows.participant == i)
-            task = _Task(int(plan.devices[i]), (ids + self._rows).tolist(),
-                         (rows.block[ids] - 1).tolist(), float(plan.bandwidth_hz[i]),
-                         bool(real.lost[i]))
-            if task.lost and real.kind[i] == "deadline":
-                self.at_deadline.append(task)
-                continue
-            proc = self.env.process(stage_process(self.env, float(real.end_s[i]) - self.env.now))
-            self.running[proc] = task
+            self._start(_Task(int(plan.devices[i]), (ids + self._rows).tolist(),
+                              (rows.block[ids] - 1).tolist(), float(plan.bandwidth_hz[i]),
+                              False, part, i), real)
         self._rows += rows.block.size
+
+    def _start(self, task: _Task, real: Realisation) -> None:
+        """Play a task to its realised end (or hold it for the deadline's event)."""
+        i = task.index
+        task.lost = bool(real.lost[i])
+        if task.lost and real.kind[i] == "deadline":
+            self.at_deadline.append(task)
+            return
+        wait = max(float(real.end_s[i]) - self.env.now, 0.0)
+        self.running[self.env.process(stage_process(self.env, wait))] = task
+
+    def _dispatch_shared(self, plan: RoundPlan, round_index: int) -> None:
+        """Dispatch ``plan`` on the shared band: realise the round's plans together, re-time."""
+        plans = [p for p, _ in self.result.parts] + [plan]
+        merged = merged_plan(plans)
+        now, world = self.env.now, self.setup.world
+        starts = np.concatenate([np.full(p.size, s) for p, (s, _, _) in
+                                 zip(plans, self._losses)] + [np.full(plan.size, now)])
+        fail = np.concatenate([f for _, f, _ in self._losses] + [np.full(plan.size, np.inf)])
+        kind = np.concatenate([k for _, _, k in self._losses]
+                              + [np.full(plan.size, "", dtype=object)]).astype(object)
+        new = slice(merged.size - plan.size, merged.size)
+        free = realise(merged, starts, world, round_index, fail, kind, check=False)
+        up_start = np.where(np.isnan(free.up_first[new]), free.end_s[new], free.up_first[new])
+        fail[new], kind[new] = self.failures(plan.devices, starts[new], up_start,
+                                             free.end_s[new])
+        if np.isfinite(self.deadline_s):
+            first = realise(merged, starts, world, round_index, fail, kind,
+                            check=False).stage_ends[0]
+            late = (first > self.deadline_s) & (self.deadline_s < fail)
+            fail, kind = np.where(late, self.deadline_s, fail), np.where(late, "deadline", kind)
+        real = realise(merged, starts, world, round_index, fail, kind)
+        waiting = [*self.running.values(), *self.at_deadline]
+        self.running.clear()  # their old processes end unheeded
+        self.at_deadline.clear()
+        lo = 0
+        for j, p in enumerate(plans[:-1]):
+            part = real.take(lo, lo + p.size)
+            self.result.parts[j] = (p, part)
+            self._losses[j] = (self._losses[j][0], part.fail_s, part.kind)
+            lo += p.size
+        for task in waiting:
+            self._start(task, self.result.parts[task.part][1])
+        self._dispatch(plan, real.take(lo, lo + plan.size))
 
     def _replan(self, pending: list[int]) -> list[int]:
         """Re-invoke the allocator for ``pending`` blocks; return those still unplaced."""
@@ -162,6 +216,9 @@ class ReplanLost:
             return []
         self.result.reassigned += blocks.size
         plan = plan_of(sub, alloc)
+        if setup.world.uplink is not None:
+            self._dispatch_shared(plan, sub.round_index)
+            return []
         real = realise_with_losses(plan, env.now, setup.world, sub.round_index, self.failures,
                                    self.deadline_s)
         self._dispatch(plan, real)
@@ -187,3 +244,40 @@ class ReplanLost:
             server_compute_s=None,
             block_numbers=tuple(int(b) + 1 for b in blocks),
         )
+
+
+def merged_plan(plans: list[RoundPlan]) -> RoundPlan:
+    """The participants of ``plans`` (same stages and phase kinds) as one plan, in order.
+
+    Raises:
+        SimulationError: the plans' stages differ.
+    """
+    first = plans[0]
+    if len(plans) == 1:
+        return first
+    shape = [[ph.kind for ph in st] for st in first.stages]
+    if any([[ph.kind for ph in st] for st in p.stages] != shape for p in plans):
+        raise SimulationError("re-planned blocks on a shared uplink need plans of one shape")
+    stages = tuple(
+        tuple(Phase(ph.kind, np.concatenate([p.stages[j][i].amount for p in plans]))
+              for i, ph in enumerate(stage))
+        for j, stage in enumerate(first.stages)
+    )
+    offsets = np.cumsum([0] + [p.size for p in plans[:-1]])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p.rows, name) for p in plans])
+
+    rows = PlanRows(
+        participant=np.concatenate([p.rows.participant + o for p, o in zip(plans, offsets)]),
+        block=cat("block"), upload_bits=cat("upload_bits"), memory_bytes=cat("memory_bytes"),
+        flops=cat("flops"), samples=cat("samples"), planned_compute_s=cat("planned_compute_s"),
+        planned_upload_s=cat("planned_upload_s"),
+        one_per_participant=all(p.rows.one_per_participant for p in plans),
+    )
+    return RoundPlan(
+        devices=np.concatenate([p.devices for p in plans]),
+        bandwidth_hz=np.concatenate([p.bandwidth_hz for p in plans]),
+        stages=stages, barrier_s=first.barrier_s, rows=rows,
+        planned_latency_s=first.planned_latency_s, downlink_rate_bps=first.downlink_rate_bps,
+    )

@@ -5,6 +5,10 @@ plan is computed exactly when its stage starts: compute by integrating the speed
 transfer by integrating the time-varying rate. The engine then plays the stage ends on the
 event clock (:mod:`desim.engine.simulation`).
 
+Under a reclaiming uplink (``server.uplink = "reclaim"``, :mod:`desim.engine.uplink`) a stage
+with uploads is realised by the shared band's event loop instead: every upload's end then
+depends on the others', and a participant's loss hands its share on.
+
 A participant is lost at its failure time ``fail_s`` (:mod:`desim.engine.faults`, or the
 straggler deadline). A lost participant stops there: its busy time is cut, the stage's barrier
 waits for it only until then (the server sees the link drop), a transfer cut short delivers
@@ -15,13 +19,15 @@ first stage (for ``fl-lora``: its update was aggregated, it misses the broadcast
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 
+from desim.engine.uplink import BandSteps, SharedUplink, StageTimes, shared_stage
 from desim.errors import SimulationError
-from desim.plan import RoundPlan
+from desim.plan import Phase, RoundPlan
 from desim.world.channel import Channel, SignalChannel
 from desim.world.compute import ComputeTimeline, SignalTimeline
 from desim.world.piecewise import PiecewiseSignals
@@ -35,11 +41,15 @@ FailureTimes = Callable[
 
 @dataclass(frozen=True, eq=False)
 class World:
-    """What a plan is realised against: the compute timelines and the channel."""
+    """What a plan is realised against: compute timelines, channel and the uplink's sharing.
+
+    ``uplink``: the reclaiming uplink (``None``: ``fixed``, every share held for the round).
+    """
 
     compute: ComputeTimeline
     channel: Channel
     device_names: tuple[str, ...]
+    uplink: SharedUplink | None = None
 
     def held_at(self, t_s: float) -> World:
         """The world frozen at ``t_s``: every speed, availability and SNR holds from then on.
@@ -51,7 +61,7 @@ class World:
         avail = self.compute.available(t_s).astype(float)
         compute = SignalTimeline(PiecewiseSignals.constant(speed), PiecewiseSignals.constant(avail))
         channel = SignalChannel(PiecewiseSignals.constant(self.channel.snr_coef_hz(t_s)))
-        return World(compute, channel, self.device_names)
+        return World(compute, channel, self.device_names, self.uplink)
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +80,8 @@ class Realisation:
         fail_s: when each participant was lost (``inf``: never).
         kind: why (``""``: not lost); see :data:`desim.engine.faults.DROP_KINDS`.
         lost_stage: the stage it was lost in (``-1``: not lost).
+        bandwidth_steps: each participant's bandwidth over time under a reclaiming uplink
+            (``None``: ``fixed``, the plan's shares held).
     """
 
     start_s: np.ndarray
@@ -88,6 +100,7 @@ class Realisation:
     fail_s: np.ndarray
     kind: np.ndarray
     lost_stage: np.ndarray
+    bandwidth_steps: BandSteps | None = None
 
     @property
     def end_s(self) -> np.ndarray:
@@ -104,11 +117,29 @@ class Realisation:
         """``(P,)`` whose work counted: not lost, or lost after the first stage."""
         return (self.lost_stage < 0) | (self.lost_stage > 0)
 
+    def take(self, lo: int, hi: int) -> Realisation:
+        """The realisation of participants ``lo..hi-1`` (one plan of a merged dispatch)."""
+        cut: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                cut[f.name] = value[lo:hi]
+            elif isinstance(value, tuple):
+                cut[f.name] = tuple(v[lo:hi] for v in value)
+            elif isinstance(value, BandSteps):
+                cut[f.name] = value.take(lo, hi)
+            else:
+                cut[f.name] = value
+        return Realisation(**cut)
 
-def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
+
+def realise(plan: RoundPlan, start_s: float | np.ndarray, world: World, round_index: int,
             fail_s: np.ndarray | None = None, kind: np.ndarray | None = None, *,
             check: bool = True) -> Realisation:
     """Realise ``plan``'s stages from ``start_s``, each participant stopping at ``fail_s``.
+
+    ``start_s``: the round's start, or ``(P,)`` each participant's start of the first stage
+    (plans dispatched at different times, realised together on a shared band).
 
     Raises:
         SimulationError: with ``check``, a participant that is not lost never finishes a
@@ -126,16 +157,24 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
     lost_stage = const.not_lost
     stage_ends = []
     start = start_s
+    steps: list[BandSteps] = []
     for j, (stage, tail) in enumerate(zip(plan.stages, plan.barrier_s)):
         t = np.full(P, start)
-        for ph in stage:
+        shared = _shared(plan, world, stage, t, fail, alive) if world.uplink is not None else None
+        if shared is not None:
+            steps.append(shared.steps)
+        for i, ph in enumerate(stage):
             # with no failure every participant runs every phase whole (the same numbers as
             # the general case, with fewer array operations)
             amount = ph.amount if free else np.where(alive, ph.amount, 0.0)
             on = amount > 0
             if not on.any():
                 continue
-            new = _phase_end(plan, world, ph.kind, t, amount)
+            if shared is not None:
+                t = shared.starts[i]
+                new = shared.ends[i]
+            else:
+                new = _phase_end(plan, world, ph.kind, t, amount)
             if check:
                 _check_ends(plan, world, round_index, ph.kind, new, fail)
             _book(span, sent, ph.kind, t, new, amount, on, None if free else fail)
@@ -157,14 +196,38 @@ def realise(plan: RoundPlan, start_s: float, world: World, round_index: int,
 
     (cb, cf, cl), (ub, uf, ul), (db, df, dl) = span["compute"], span["up"], span["down"]
     return Realisation(
-        start_s=np.full(P, start_s), stage_ends=tuple(stage_ends),
+        start_s=np.full(P, start_s) if np.ndim(start_s) == 0 else np.asarray(start_s, float),
+        stage_ends=tuple(stage_ends),
         compute_first=got(cf, nan), compute_last=got(cl, nan), up_first=got(uf, nan),
         up_last=got(ul, nan), down_first=got(df, nan), down_last=got(dl, nan),
         compute_busy_s=got(cb, zero), up_busy_s=got(ub, zero), down_busy_s=got(db, zero),
         up_bits=got(sent["up"], zero), down_bits=got(sent["down"], zero),
         fail_s=fail, kind=const.no_kind if kind is None else kind,
         lost_stage=lost_stage,
+        bandwidth_steps=None if world.uplink is None else BandSteps.concat(steps),
     )
+
+
+def _shared(plan: RoundPlan, world: World, stage: tuple[Phase, ...], t: np.ndarray,
+            fail: np.ndarray, alive: np.ndarray) -> StageTimes | None:
+    """A stage with uploads, realised on the shared band (``None``: it uploads nothing)."""
+    assert world.uplink is not None
+    if not any(ph.kind == "up" and bool((alive & (ph.amount > 0)).any()) for ph in stage):
+        return None
+    signals = getattr(world.channel, "signals", None)
+    if signals is None:
+        raise SimulationError(
+            'server.uplink = "reclaim" needs a channel of piecewise-constant signals '
+            f"(a SignalChannel), got {type(world.channel).__name__}"
+        )
+    amounts = [np.where(alive, ph.amount, 0.0) for ph in stage]
+
+    def phase_end(kind: str, which: np.ndarray, start: np.ndarray,
+                  amount: np.ndarray) -> np.ndarray:
+        return _phase_end(plan, world, kind, start, amount, which)
+
+    return shared_stage(world.uplink, signals, plan.devices, plan.bandwidth_hz,
+                        [ph.kind for ph in stage], amounts, t, fail, phase_end)
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,7 +285,10 @@ def realise_with_losses(plan: RoundPlan, start_s: float, world: World, round_ind
 
     Failure times are taken over each participant's fault-free span ``[start, end of its last
     phase)``; with a finite ``deadline_s`` a participant whose first stage is unfinished then
-    is lost at the deadline (kind ``"deadline"``) unless a fault came first.
+    is lost at the deadline (kind ``"deadline"``) unless a fault came first. On a reclaiming
+    uplink the others speed up when a participant is lost, so "unfinished" is read off the
+    realisation with the faults, and a fault drawn after a participant's (earlier) end there
+    does not happen.
     """
     # a phase that never ends may still be cut by a fault (an upload timeout): check later
     free = realise(plan, start_s, world, round_index, check=False)
@@ -231,7 +297,12 @@ def realise_with_losses(plan: RoundPlan, start_s: float, world: World, round_ind
         up_start = np.where(np.isnan(up_start), free.end_s, up_start)
     fail, kind = failures(plan.devices, free.start_s, up_start, free.end_s)
     if np.isfinite(deadline_s):
-        late = (free.stage_ends[0] > deadline_s) & (deadline_s < fail)
+        first = free.stage_ends[0]
+        if world.uplink is not None and np.isfinite(fail).any():
+            # a loss hands its share on, so the others' ends move earlier: judge them there
+            first = realise(plan, start_s, world, round_index, fail, kind,
+                            check=False).stage_ends[0]
+        late = (first > deadline_s) & (deadline_s < fail)
         if late.any():
             fail = np.where(late, deadline_s, fail)
             kind = np.where(late, "deadline", kind)
@@ -243,13 +314,15 @@ def realise_with_losses(plan: RoundPlan, start_s: float, world: World, round_ind
 
 
 def _phase_end(plan: RoundPlan, world: World, kind: str, t: np.ndarray,
-               amount: np.ndarray) -> np.ndarray:
-    devs = plan.devices
+               amount: np.ndarray, which: np.ndarray | None = None) -> np.ndarray:
+    """Exact phase ends ``(m,)`` of the participants ``which`` (``None``: all of them)."""
+    devs = plan.devices if which is None else plan.devices[which]
     if kind == "compute":
         return world.compute.work_end_s(devs, t, amount)
     if kind == "up" or (kind == "down" and plan.downlink_rate_bps is None):
         # downlink: reciprocal channel (TDD), same SNR and bandwidth share
-        return world.channel.transfer_end_s(devs, t, amount, plan.bandwidth_hz)
+        bw = plan.bandwidth_hz if which is None else plan.bandwidth_hz[which]
+        return world.channel.transfer_end_s(devs, t, amount, bw)
     if kind == "down":
         assert plan.downlink_rate_bps is not None
         return t + amount / plan.downlink_rate_bps

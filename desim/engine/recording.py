@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from desim.engine.realise import Realisation, constants
-from desim.engine.records import DeviceRounds, FaultEventRecord, RoundRecord
+from desim.engine.records import BandwidthSteps, DeviceRounds, FaultEventRecord, RoundRecord
+from desim.engine.uplink import BandSteps
 from desim.plan import RoundPlan
 from desim.results import RunResult
 
@@ -147,7 +148,25 @@ def record_round(
     )
     result.rounds.append(rec)
     result.device_rounds.append(DeviceRounds(round=round_index, **cols))
+    if result.bandwidth_steps is not None:
+        result.bandwidth_steps.append(_bandwidth_steps(round_index, parts, dev))
     return rec
+
+
+def _bandwidth_steps(round_index: int, parts: Sequence[tuple[RoundPlan, Realisation]],
+                     dev: Devices) -> BandwidthSteps:
+    """The round's bandwidth steps by device name, every dispatch's in one time order."""
+    each, offset, devices = [], 0, []
+    for plan, real in parts:
+        if real.bandwidth_steps is not None:
+            s = real.bandwidth_steps
+            each.append(BandSteps(s.participant + offset, s.time_s, s.bandwidth_hz))
+        devices.append(plan.devices)
+        offset += plan.size
+    steps = BandSteps.concat(each)
+    names = dev.names[np.concatenate(devices)[steps.participant]] if devices else dev.names[:0]
+    return BandwidthSteps(round=round_index, device=names, time_s=steps.time_s,
+                          bandwidth_hz=steps.bandwidth_hz)
 
 
 Columns = dict[str, np.ndarray]

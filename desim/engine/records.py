@@ -2,6 +2,7 @@
 
 Rows are plain dataclasses collected during a run; :mod:`desim.results` turns them into
 DataFrames at the end (STYLE §7) and adds the energy columns. Columns carry units.
+``bandwidth_steps`` (a reclaiming uplink only) holds each device's bandwidth over time.
 ``planned_latency_s`` is the engine's evaluation of the chosen allocation under the round-start
 snapshot (equal terms for every allocator); the allocator's own claim, if any, is kept
 separately in ``allocator_estimate_s``. Wall-clock columns end in ``_wall_s`` and are the only
@@ -103,3 +104,18 @@ class DeviceRounds:
         if name == "upload_busy_s":
             return self.upload_end_s - self.upload_start_s
         return np.full(n, np.nan)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BandwidthSteps:
+    """Each device's uplink bandwidth over one round on a reclaiming uplink (columnar).
+
+    Every attribute is an ``(M,)`` array except ``round``, one entry per change: from
+    ``time_s[i]`` device ``device[i]`` uploads at ``bandwidth_hz[i]`` (0: it stopped) until
+    its next entry of the round. Entries are in time order.
+    """
+
+    round: int
+    device: np.ndarray
+    time_s: np.ndarray
+    bandwidth_hz: np.ndarray

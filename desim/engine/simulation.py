@@ -32,12 +32,14 @@ import simpy
 from desim.allocators.base import Allocator, RoundContext
 from desim.costs.analytic import analytic_flops
 from desim.costs.base import CostModel, Workload
+from desim.engine.csi import Csi, planner_view
 from desim.engine.faults import FaultModel, RoundDraws, offline_time
 from desim.engine.losses import ReplanLost, ReplanSetup
 from desim.engine.realise import Realisation, World, constants, realise_with_losses
 from desim.engine.recording import Devices, RoundFacts, record_round, record_skip
 from desim.engine.records import RoundRecord
 from desim.engine.rng import rng_streams
+from desim.engine.uplink import SharedUplink
 from desim.errors import DesimError, InfeasibleError, ScenarioError
 from desim.plan import RoundPlan
 from desim.results import RunResult
@@ -77,6 +79,7 @@ class Simulation:
         faults: injected and scripted faults (``None``: only availability timelines).
         scheme: the scheme planning every round (``None``: DEFT with ``allocator``).
         power: watts and peak FLOP/s per hardware class (``None``: no energy columns).
+        csi: what planners know of the channel (``allocator.csi``, :mod:`desim.engine.csi`).
     """
 
     devices: tuple[DeviceSpec, ...]
@@ -94,6 +97,7 @@ class Simulation:
     faults: FaultModel | None = None
     scheme: Scheme | None = None
     power: dict[str, HardwarePower] | None = None
+    csi: Csi = field(default_factory=Csi)
 
     def __post_init__(self) -> None:
         K, N = len(self.devices), self.workload.num_blocks
@@ -164,7 +168,7 @@ class Simulation:
         with np.errstate(divide="ignore"):
             compute_s = self._work_s / speed[:, None]
         available = self._available(ts, t0)
-        return RoundContext(
+        ctx = RoundContext(
             round_index=round_index,
             time_s=t0,
             device_names=self._names,
@@ -183,6 +187,11 @@ class Simulation:
             block_flops=self._flops,
             workload=self.workload,
         )
+        if self.csi.mode == "snapshot":
+            return ctx
+        held = self.policy.block_fading_s is not None
+        return planner_view(ctx, self.channel, ts, self.csi,
+                            self.world.held_at(ts) if held else self.world)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
         """Simulate all rounds.
@@ -209,6 +218,7 @@ class Simulation:
         """The server process: snapshot, plan, realise on the event clock, record."""
         scheme, K = self.planner, len(self.devices)
         state = scheme.new_state(K, rng)
+        uplink = self._uplink(result)
         for r in range(self.rounds):
             t0 = env.now
             draws = self.faults.draw(K) if self.faults is not None else None
@@ -226,6 +236,8 @@ class Simulation:
             solve_wall_s = perf_counter() - tic
             held = self.policy.block_fading_s is not None
             world = self.world.held_at(state_s) if held else self.world
+            if uplink is not None:
+                world = World(world.compute, world.channel, world.device_names, uplink)
             failures = partial(self._failures, draws=draws, compute=world.compute)
             real = realise_with_losses(plan, t0, world, r, failures, self.deadline_at(t0))
             facts = RoundFacts(r, t0, solve_wall_s, int(ctx.available.sum()))
@@ -233,6 +245,7 @@ class Simulation:
                 losses = ReplanLost(self._replan_setup(world, state_s), env, ctx, rng, failures,
                                     self.deadline_at(t0))
                 done = yield from losses.run(plan, real)
+                real = done.parts[0][1]  # a shared uplink re-times it when blocks are re-planned
                 rec = record_round(result, done.parts, self._devices, facts, env.now,
                                    order=done.order, reassigned=done.reassigned,
                                    reason=done.skipped_reason)
@@ -251,11 +264,33 @@ class Simulation:
         re-sort known times: the barrier is the last participant's end. ``max(e) - now`` is
         the largest of the ``e - now`` such processes would wait (float subtraction is
         monotone), so the clock reads the same to the last bit.
+
+        On a reclaiming uplink each event of the shared band (an upload starting or ending, a
+        participant lost) changes the others' rates, so each is a timeout of its own on the
+        way to the barrier (the times are still exact; only the clock's sums may round).
         """
+        steps = real.bandwidth_steps
+        events = [] if steps is None else np.unique(steps.time_s).tolist()
+        i = 0
         for stage_end, tail in zip(real.stage_ends, plan.barrier_s):
             if stage_end.size:
-                yield env.timeout(float(stage_end.max()) - env.now)
+                barrier = float(stage_end.max())
+                while i < len(events) and events[i] < barrier:
+                    if events[i] > env.now:
+                        yield env.timeout(events[i] - env.now)
+                    i += 1
+                yield env.timeout(barrier - env.now)
             yield env.timeout(tail)
+
+    def _uplink(self, result: RunResult) -> SharedUplink | None:
+        """The run's reclaiming uplink (``None``: ``fixed``), recorded in run.json."""
+        mode = self.server.uplink
+        result.metadata["uplink"] = {"mode": mode, **({"reclaim": self.server.reclaim}
+                                                        if mode == "reclaim" else {})}
+        if mode != "reclaim":
+            return None
+        result.bandwidth_steps = []
+        return SharedUplink(self.server.total_bandwidth_hz, self.server.reclaim)
 
     def _diagnose(self, result: RunResult, r: int, plan: RoundPlan, real: Realisation) -> None:
         diagnostics = self.planner.realised(plan, real.counts)

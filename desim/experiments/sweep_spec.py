@@ -241,6 +241,10 @@ def varied_components(spec: SweepSpec) -> dict[str, set[str]]:
     return out
 
 
+PLANNER_KEYS = ("csi", "csi_window_s")
+"""Keys of ``[allocator]`` that are not an allocator's parameters (:class:`AllocatorSpec`)."""
+
+
 def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
     """Resolve the runs of a sweep one at a time, in :func:`expand`'s order (no count limit).
 
@@ -259,7 +263,10 @@ def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:
             for seed in spec.seeds:
                 overrides = fixed + moved
                 data = apply_overrides(base, overrides)
-                data["allocator"] = {"name": alloc.name, **alloc.params}
+                # the planner's channel knowledge (allocator.csi*) may be set or swept
+                # beside the allocators; an allocator entry's own keys win
+                known = {k: v for k, v in data.get("allocator", {}).items() if k in PLANNER_KEYS}
+                data["allocator"] = {**known, "name": alloc.name, **alloc.params}
                 data.setdefault("run", {})["seed"] = seed
                 where = ", ".join(f"{k}={v!r}" for k, v in point.items()) or "base"
                 label = f"sweep {spec.name!r} run ({where}, allocator {alloc.display}, seed {seed})"

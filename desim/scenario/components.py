@@ -7,12 +7,13 @@ model validates them where the scenario is loaded (:mod:`desim.engine.checks`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveFloat,
 )
 
 
@@ -120,6 +121,23 @@ class AllocatorSpec(_Component):
         default="greedy",
         description=(
             "Registered allocator (`desim allocators`); every other key is one of its parameters."
+        ),
+    )
+    csi: Literal["snapshot", "large-scale", "ergodic", "predicted", "oracle"] = Field(
+        default="snapshot",
+        description=(
+            "What the planner (allocator or scheme) knows of the channel: `snapshot` (the "
+            "round-start SNR, the paper's), `large-scale` (path loss and shadowing), `ergodic` "
+            "(the mean rate over the fading), `predicted` (an EWMA of the past log-SNR) or "
+            "`oracle` (the true future; for bounds such as `oracle-exact`)."
+        ),
+    )
+    csi_window_s: PositiveFloat = Field(
+        default=2.0,
+        description=(
+            "Window of the CSI estimates: the past window of `large-scale`, `ergodic` and "
+            "`predicted` on a replayed channel, the future window of `oracle` (about one "
+            "round of the default scenario; 20 fades at 3 km/h and 3.5 GHz)."
         ),
     )
 

@@ -77,7 +77,10 @@ class ModelSpec(_Frozen):
 
 
 class ServerSpec(_Frozen):
-    """The edge server: uplink bandwidth, receiver noise and aggregation time."""
+    """The edge server: uplink bandwidth and how it is shared, receiver noise, aggregation.
+
+    ``uplink = "reclaim"`` makes the uplink work-conserving (:mod:`desim.engine.uplink`).
+    """
 
     total_bandwidth_hz: PositiveFloat = Field(
         default=20e6, description="Total uplink bandwidth B shared by the devices."
@@ -88,6 +91,24 @@ class ServerSpec(_Frozen):
     )
     aggregation_s: NonNegFloat = Field(
         default=0.01, description="Aggregation time added at the end of every round."
+    )
+    uplink: Literal["fixed", "reclaim"] = Field(
+        default="fixed",
+        description=(
+            "`fixed`: each device keeps its planned share `B_k` for the whole round (the "
+            "paper's FDMA). `reclaim`: work-conserving, the devices uploading at any moment "
+            "share the whole band `B` (an upload that ends or a device that is lost hands "
+            "its share to the others)."
+        ),
+    )
+    reclaim: Literal["proportional", "minmax"] = Field(
+        default="proportional",
+        description=(
+            "How `reclaim` re-splits `B` at every upload start, upload end and loss: "
+            "`proportional` to the planned shares of the active uploaders (no upload ends "
+            "later than under `fixed`), or `minmax`, the split equalising their finish "
+            "times on their remaining bits at the SNR of that moment. Used by `reclaim` only."
+        ),
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from desim.errors import InputError, warn
 from desim.scenario.devices import DeviceSpec
-from desim.world.mobility import MobilityChannelParams, generate_gain_db
+from desim.world.mobility import MobilityChannelParams, generate_gain_parts_db, rician_k_factor
 from desim.world.pathloss import dbm_to_w, path_loss_db
 from desim.world.piecewise import PiecewiseSignals
 from desim.world.traces import MAX_SNR_DB
@@ -86,9 +86,19 @@ class Channel(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class SignalChannel:
-    """A channel given by piecewise-constant SNR coefficients (one signal row per device)."""
+    """A channel given by piecewise-constant SNR coefficients (one signal row per device).
+
+    Attributes:
+        signals: ``a_k(t) = p_k g_k(t) / N0`` in Hz.
+        large_scale: the coefficient without the fast fading (path loss and shadowing), where
+            the channel knows it (generated channels); ``None`` for a replayed trace.
+        fading_k: the linear Rician K factor of the fast fading over time (0: Rayleigh);
+            ``None`` with ``large_scale`` set: no fast fading.
+    """
 
     signals: PiecewiseSignals
+    large_scale: PiecewiseSignals | None = None
+    fading_k: PiecewiseSignals | None = None
 
     def snr_coef_hz(self, t_s: float) -> np.ndarray:
         """SNR coefficients at ``t_s``, shape ``(K,)``."""
@@ -132,7 +142,8 @@ def static_channel(
         noise_psd_dbm_per_hz: receiver noise power spectral density N0.
     """
     mean = _mean_snr_coef_hz(devices, path_loss, carrier_ghz, noise_psd_dbm_per_hz, "static")
-    return SignalChannel(PiecewiseSignals.constant(mean))
+    signals = PiecewiseSignals.constant(mean)
+    return SignalChannel(signals, large_scale=signals)
 
 
 def rayleigh_channel(
@@ -160,7 +171,9 @@ def rayleigh_channel(
     fading = rng.exponential(1.0, size=(len(devices), steps))
     times = np.arange(steps) * coherence_s
     return SignalChannel(
-        PiecewiseSignals(times, mean[:, None] * fading, steps * coherence_s, "loop")
+        PiecewiseSignals(times, mean[:, None] * fading, steps * coherence_s, "loop"),
+        large_scale=PiecewiseSignals.constant(mean),
+        fading_k=PiecewiseSignals.constant(np.zeros(len(devices))),
     )
 
 
@@ -190,10 +203,16 @@ def mobility_channel(
         min_distance_m=min(params.min_distance_m, float(dist.min())),
         max_distance_m=max(params.max_distance_m, float(dist.max())),
     )
-    times, gain_db, _ = generate_gain_db(params, dist, rng)
+    times, gain_db, los, large_db = generate_gain_parts_db(params, dist, rng)
     _check_generated_gain(gain_db, devices, "generated", noise_psd_dbm_per_hz)
     coef = snr_coef_from_gain_db(gain_db, p_dbm, noise_psd_dbm_per_hz)
-    return SignalChannel(PiecewiseSignals(times, coef, times.size * params.step_s, "loop"))
+    end = times.size * params.step_s
+    large = snr_coef_from_gain_db(large_db, p_dbm, noise_psd_dbm_per_hz)
+    fading = (None if params.fading == "none" else
+              PiecewiseSignals(times, rician_k_factor(params, los), end, "loop"))
+    return SignalChannel(PiecewiseSignals(times, coef, end, "loop"),
+                         large_scale=PiecewiseSignals(times, large, end, "loop"),
+                         fading_k=fading)
 
 
 def _mean_snr_coef_hz(

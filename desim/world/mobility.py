@@ -90,6 +90,20 @@ def generate_gain_db(
     Returns:
         ``(times_s (T,), gain_db (K, T), los (K, T) bool)``; gains hold from each sample time.
     """
+    t, gain, los, _ = generate_gain_parts_db(params, initial_distance_m, rng)
+    return t, gain, los
+
+
+def generate_gain_parts_db(
+    params: MobilityChannelParams,
+    initial_distance_m: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`generate_gain_db` with the large-scale gain (path loss and shadowing) too.
+
+    Returns:
+        ``(times_s, gain_db, los, large_scale_db)``, the last ``(K, T)`` without the fading.
+    """
     p = params
     steps = max(1, int(np.ceil(p.duration_s / p.step_s - 1e-9)))
     t = np.arange(steps) * p.step_s
@@ -102,12 +116,22 @@ def generate_gain_db(
         path_loss_los_db(p.environment, dist, p.carrier_ghz),
         path_loss_nlos_db(p.environment, dist, p.carrier_ghz),
     )
-    gain = -pl
+    large = -pl
     if p.shadowing:
-        gain -= _shadowing_db(p, los, t, rng)
-    if p.fading != "none":
-        gain += _fast_fading_db(p, los, t, rng)
-    return t, gain, los
+        large = large - _shadowing_db(p, los, t, rng)
+    gain = large + _fast_fading_db(p, los, t, rng) if p.fading != "none" else large
+    return t, gain, los, large
+
+
+def rician_k_factor(p: MobilityChannelParams, los: np.ndarray) -> np.ndarray:
+    """The linear Rician K factor of every sample ``(K, T)`` (0: Rayleigh), by ``p.fading``."""
+    k_lin = 10.0 ** (p.rician_k_db / 10.0)
+    return {
+        "rayleigh": np.zeros(los.shape),
+        "rician": np.full(los.shape, k_lin),
+        "auto": np.where(los, k_lin, 0.0),
+        "none": np.zeros(los.shape),
+    }[p.fading]
 
 
 def _walk_distance_m(
@@ -145,11 +169,6 @@ def _fast_fading_db(
     p: MobilityChannelParams, los: np.ndarray, t: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Fast-fading power ``(K, T)`` in dB: Rayleigh, Rician, or Rician in LOS only (``auto``)."""
-    k_lin = 10.0 ** (p.rician_k_db / 10.0)
-    kf = {
-        "rayleigh": np.zeros(los.shape),
-        "rician": np.full(los.shape, k_lin),
-        "auto": np.where(los, k_lin, 0.0),
-    }[p.fading]
+    kf = rician_k_factor(p, los)
     h = rician_fading(t, doppler_hz(p.speed_kmh, p.carrier_ghz), kf, rng, p.sinusoids)
     return 10.0 * np.log10(np.maximum(np.abs(h) ** 2, 1e-30))
