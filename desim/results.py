@@ -52,6 +52,8 @@ class RunResult:
         metadata: resolved scenario, seed, cost model used and versions (for ``run.json``).
         bandwidth_steps: one :class:`BandwidthSteps` batch per round on a reclaiming uplink
             (``None``: ``fixed``, no such table).
+        oracle_bound_s: the ``oracle-exact`` bound of every round (``run.oracle_bound``;
+            ``None``: not asked for, no such column).
     """
 
     rounds: list[RoundRecord] = field(default_factory=list)
@@ -60,6 +62,7 @@ class RunResult:
     metadata: dict[str, Any] = field(default_factory=dict)
     device_power: pd.DataFrame | None = None
     bandwidth_steps: list[BandwidthSteps] | None = None
+    oracle_bound_s: list[float] | None = None
 
     def rounds_frame(self, device_rounds: pd.DataFrame | None = None) -> pd.DataFrame:
         """The rounds table (with energy and efficiency columns when a power model is set).
@@ -67,6 +70,8 @@ class RunResult:
         ``device_rounds``: :meth:`device_rounds_frame`, when the caller already built it.
         """
         rounds = _frame(self.rounds, RoundRecord)
+        if self.oracle_bound_s is not None:  # run.oracle_bound
+            rounds["oracle_bound_s"] = np.asarray(self.oracle_bound_s, dtype=float)
         if self.device_power is None:
             return rounds
         devices = self.device_rounds_frame() if device_rounds is None else device_rounds

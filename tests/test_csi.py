@@ -144,3 +144,25 @@ def test_every_mode_runs_the_engine_with_every_paper_allocator():
             sim = replace(sim, csi=Csi(mode, 1.0))
             res = sim.run()
             assert len(res.rounds) == 3
+
+
+def test_run_oracle_bound_records_each_round_s_exact_bound():
+    from desim.engine.assembly import build_simulation
+    from desim.io.scenario import load_scenario
+
+    sc = load_scenario(None, ["run.rounds=3", "run.oracle_bound=true", "allocator.name=jbba"])
+    rounds = build_simulation(sc).run().tables()["rounds"]
+    assert (rounds.latency_s >= rounds.oracle_bound_s * (1 - 1e-9)).all()
+    assert np.isfinite(rounds.oracle_bound_s).all()
+    plain = build_simulation(load_scenario(None, ["run.rounds=1"])).run().tables()["rounds"]
+    assert "oracle_bound_s" not in plain.columns  # only when asked for
+
+
+def test_run_oracle_bound_is_refused_for_a_scheme_other_than_deft():
+    from desim.engine.assembly import build_simulation
+    from desim.errors import ScenarioError
+    from desim.io.scenario import load_scenario
+
+    sc = load_scenario(None, ["run.rounds=1", "run.oracle_bound=true", "scheme.name=fl-lora"])
+    with pytest.raises(ScenarioError, match="run.oracle_bound"):
+        build_simulation(sc).run()

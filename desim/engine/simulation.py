@@ -209,6 +209,11 @@ class Simulation:
             from desim.costs.energy import device_power_table
 
             result.device_power = device_power_table(self.devices, self.power)
+        if self.policy.oracle_bound:
+            if not isinstance(self.planner, DeftScheme):
+                raise ScenarioError("run.oracle_bound: the oracle-exact bound is of a DEFT "
+                                    "round (scheme.name = \"deft\")")
+            result.oracle_bound_s = []
         rng = rng_streams(self.seed)[self.planner.rng_stream]
         env.run(env.process(self._rounds(env, result, rng, on_round)))
         return result
@@ -228,6 +233,8 @@ class Simulation:
             try:
                 plan = scheme.plan(ctx, state, rng)
             except InfeasibleError as exc:
+                if result.oracle_bound_s is not None:
+                    result.oracle_bound_s.append(float("nan"))
                 rec = self._skip(ctx, str(exc), perf_counter() - tic, result)
                 yield env.timeout(self.policy.retry_after_s)
                 if on_round is not None:
@@ -236,6 +243,8 @@ class Simulation:
             solve_wall_s = perf_counter() - tic
             held = self.policy.block_fading_s is not None
             world = self.world.held_at(state_s) if held else self.world
+            if result.oracle_bound_s is not None:
+                result.oracle_bound_s.append(oracle_bound_s(ctx, world))
             if uplink is not None:
                 world = World(world.compute, world.channel, world.device_names, uplink)
             failures = partial(self._failures, draws=draws, compute=world.compute)
@@ -348,6 +357,21 @@ class Simulation:
     def memory_budget_bytes(self) -> np.ndarray:
         """``(K,)`` memory budget of every device."""
         return self._budget
+
+
+def oracle_bound_s(ctx: RoundContext, world: World) -> float:
+    """The ``oracle-exact`` bound of a round: its least realisable latency (``nan``: none)."""
+    from dataclasses import replace
+
+    from desim.allocators.oracle import OracleExactAllocator
+
+    try:
+        alloc = OracleExactAllocator().allocate(replace(ctx, future=world),
+                                                np.random.default_rng(0))
+    except InfeasibleError:
+        return float("nan")
+    assert alloc.estimated_latency_s is not None
+    return float(alloc.estimated_latency_s)
 
 
 def bare_event_loop(compute_s: np.ndarray, upload_s: np.ndarray, aggregation_s: float) -> float:

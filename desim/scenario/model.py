@@ -167,6 +167,15 @@ class RunSpec(_Frozen):
             "within a round (trace replay)."
         ),
     )
+    oracle_bound: bool = Field(
+        default=False,
+        description=(
+            "Also solve `oracle-exact` on every round's own snapshot with the true future "
+            "(the least latency any fixed-share allocation could realise in that round) and "
+            "record it as the rounds column `oracle_bound_s`; DEFT only. Costs one bisection "
+            "per round (about 20 ms at 20 devices)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _deadline(self) -> RunSpec:

@@ -25,3 +25,6 @@ from desim.experiments.paper_figures import desim_baselines as _desim_baselines 
 
 # isort: split
 from desim.experiments.paper_figures import regime as _regime  # noqa: F401  (registers)
+
+# isort: split
+from desim.experiments.paper_figures import beyond as _beyond  # noqa: F401  (registers)
