@@ -6,10 +6,12 @@ hash, its **run key**). :func:`run_sweep` executes the runs not yet stored on a 
 (:mod:`desim.experiments.sweep_backends`) and stores each one atomically
 (:mod:`desim.experiments.sweep_store`): into a staging directory, then one ``rename`` to
 ``runs/<key>/`` (by the local worker that ran it, so writing is parallel too; Ray tasks return
-their tables and the driver writes them, so a cluster needs no shared file system). So after a
-hard kill a run is either complete or absent, and ``--resume`` skips every completed key. A
-failed run is recorded in ``failures/<key>.json`` and never stops the sweep. Results do not
-depend on the backend or the number of workers: each run is a pure function of its scenario.
+their tables and the driver writes them as they arrive, a bounded window of tasks at a time, so
+a cluster needs no shared file system and the driver's memory does not grow with the sweep).
+So after a hard kill a run is either complete or absent, and ``--resume`` skips every completed
+key. A failed run is recorded in ``failures/<key>.json`` and never stops the sweep. Results do
+not depend on the backend or the number of workers: each run is a pure function of its
+scenario.
 
 Several sweeps may resume the same folder at once: each stages under ``.staging/<pid>/``, the
 final rename happens under the folder's lock file ``.lock`` and a run a twin already stored is
@@ -91,6 +93,7 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> SweepReport:
     """Execute the runs not yet stored, then rebuild the summary table.
 
@@ -105,6 +108,9 @@ def run_sweep(
         address: Ray cluster address (``None``: start a local instance).
         resume: skip completed keys; without it, an ``out_dir`` holding runs is an error.
         progress: called with ``True``/``False`` (success/failure) after each run.
+        runtime_env: Ray runtime environment of the tasks (``ray`` only; default: the
+            ``RAY_RUNTIME_ENV`` variable), e.g. ``{"py_modules": [...], "pip": [...]}`` for
+            workers that lack desim.
 
     Raises:
         InputError: ``out_dir`` holds runs and ``resume`` is false.
@@ -123,7 +129,8 @@ def run_sweep(
     staging = out / ".staging" / str(os.getpid())  # this sweep's workers stage here too
     todo = [r for r in runs if r.key not in done]
     if backend == "ray":
-        source = ray_backend(todo, workers, address, out, staging, execute)
+        source = ray_backend(todo, workers, address, out, staging, execute,
+                             runtime_env=runtime_env)
     else:
         source = local_backend(todo, workers, out, staging, execute_and_store)
     ok = failed = 0

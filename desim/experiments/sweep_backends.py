@@ -2,13 +2,16 @@
 
 A backend yields ``(run, stored as a success)`` as runs finish. Local workers simulate and store
 each run themselves, so writing is parallel too; Ray tasks return their tables and the driver
-stores them, so a cluster needs no shared file system. Ctrl-C stops the workers at once. What a
-worker runs is passed in (``job``, ``simulate``): :mod:`desim.experiments.sweep` defines it.
+stores them as they arrive, so a cluster needs no shared file system, and keeps only a bounded
+window of tasks submitted, so a sweep of any size streams through a driver of bounded memory.
+Ctrl-C stops the workers at once. What a worker runs is passed in (``job``, ``simulate``):
+:mod:`desim.experiments.sweep` defines it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -141,21 +144,51 @@ def ray_backend(
     out: Path,
     staging: Path,
     simulate: Simulate,
+    max_in_flight: int | None = None,
+    runtime_env: dict[str, Any] | None = None,
 ) -> Outcomes:
-    """Run ``simulate`` as Ray tasks; the driver stores what they return (no shared files)."""
+    """Run ``simulate`` as Ray tasks; the driver stores what they return (no shared files).
+
+    A task gets a run's key and scenario and returns its :class:`RunOutcome` as an object; the
+    driver writes each one atomically as it arrives and drops it, and keeps at most
+    ``max_in_flight`` tasks submitted (default: twice the cluster's CPUs), so neither the
+    driver nor the cluster's object stores hold more than that many results, however many runs
+    the sweep has. Each stored run records the Ray node that simulated it (``ray_node_id`` in
+    ``run.json``).
+
+    Args:
+        todo: the runs to execute.
+        workers: CPUs of a local Ray instance (without ``address``).
+        address: a cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``), or ``None``.
+        out: the sweep folder.
+        staging: this sweep's staging folder.
+        simulate: what a task runs: key and scenario JSON to outcome.
+        max_in_flight: most tasks submitted at once.
+        runtime_env: Ray runtime environment of the sweep's tasks (the package for workers
+            without desim installed); default: the ``RAY_RUNTIME_ENV`` variable's JSON.
+    """
     try:
         import ray
     except ImportError:
         raise InputError('the ray backend needs the ray extra: pip install ".[ray]"') from None
-    started = _connect_ray(ray, workers, address)
+    started = _connect_ray(ray, workers, address, runtime_env)
     refs: dict[Any, Run] = {}
     try:
-        remote = ray.remote(simulate)
-        for r in todo:
-            refs[remote.remote(r.key, r.scenario.model_dump(mode="json"))] = r
-        while refs:
-            # the timeout keeps the driver responsive to Ctrl-C; one wait returns every done run
-            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5)
+        remote = ray.remote(_node_tagged(simulate)).options(scheduling_strategy="SPREAD")
+        window = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", workers)))
+        queue = iter(todo)
+        while True:
+            while len(refs) < window:  # top up the window; the rest waits its turn
+                r = next(queue, None)
+                if r is None:
+                    break
+                refs[remote.remote(r.key, r.scenario.model_dump(mode="json"))] = r
+            if not refs:
+                return
+            # the timeout keeps the driver responsive to Ctrl-C; then take every finished run
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
+            if done:
+                done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
             for ref in done:
                 run = refs.pop(ref)
                 yield run, store_outcome(ray.get(ref), run, out, staging)
@@ -168,10 +201,26 @@ def ray_backend(
             ray.shutdown()
 
 
-def _connect_ray(ray: Any, workers: int, address: str | None) -> bool:
+def _node_tagged(simulate: Simulate) -> Simulate:
+    """``simulate`` recording the Ray node it ran on in the outcome's metadata."""
+
+    def task(key: str, scenario_json: dict[str, Any]) -> RunOutcome:
+        import ray
+
+        outcome = simulate(key, scenario_json)
+        outcome.metadata["ray_node_id"] = ray.get_runtime_context().get_node_id()
+        return outcome
+
+    return task
+
+
+def _connect_ray(
+    ray: Any, workers: int, address: str | None, runtime_env: dict[str, Any] | None = None
+) -> bool:
     """Connect to ``address`` or start a local instance; return whether this call did.
 
     Raises:
+        InputError: ``RAY_RUNTIME_ENV`` is not a JSON object.
         BackendError: nothing listens at ``address``, or Ray fails to start or connect.
     """
     if ray.is_initialized():
@@ -182,6 +231,9 @@ def _connect_ray(ray: Any, workers: int, address: str | None) -> bool:
         kwargs["address"] = address
     else:
         kwargs["num_cpus"] = max(1, workers)
+    env = runtime_env if runtime_env is not None else _runtime_env_variable()
+    if env is not None:
+        kwargs["runtime_env"] = env
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as exc:
@@ -189,6 +241,20 @@ def _connect_ray(ray: Any, workers: int, address: str | None) -> bool:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         raise BackendError(f"{where}: cannot start Ray: {lines[0]}") from None
     return True
+
+
+def _runtime_env_variable() -> dict[str, Any] | None:
+    """The ``RAY_RUNTIME_ENV`` variable's runtime environment (Ray's own name for it)."""
+    text = os.environ.get("RAY_RUNTIME_ENV")
+    if not text:
+        return None
+    try:
+        env = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"RAY_RUNTIME_ENV: not JSON ({exc.msg}): {text[:80]!r}") from None
+    if not isinstance(env, dict):
+        raise InputError(f"RAY_RUNTIME_ENV: expected a JSON object, got {text[:80]!r}")
+    return env
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

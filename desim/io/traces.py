@@ -18,6 +18,7 @@ import pandas as pd
 
 from desim.io.atomic import atomic_write, write_json
 from desim.io.shipped import SHIPPED_PREFIX, data_file, shipped_traces
+from desim.io.trace_columns import header_meta, read_columns
 
 
 def resolve_trace_path(text: str) -> Path:
@@ -55,25 +56,9 @@ def _read_text_lines(path: Path) -> list[str]:
         raise TraceError(f"{path}: cannot read: {exc.strerror}") from None
 
 
-def _header_meta(lines: list[str]) -> tuple[dict[str, Any], int]:
-    meta: dict[str, Any] = {}
-    count = 0
-    for line in lines:
-        if not line.startswith("#"):
-            break
-        count += 1
-        key, sep, value = line[1:].partition(":")
-        if sep and key.strip():
-            raw = value.strip()
-            try:
-                meta[key.strip()] = json.loads(raw)
-            except json.JSONDecodeError:
-                meta[key.strip()] = raw
-    return meta, count
-
-
 #: parsed traces by (resolved path, content hash of the file and its sidecar), read-only
 _TRACES: dict[tuple[str, bytes], Any] = {}
+_CHUNK_BYTES = 1 << 24  # files are hashed and checked in 16 MiB pieces, never held whole
 
 
 def read_trace(path: str | Path) -> Any:
@@ -82,6 +67,9 @@ def read_trace(path: str | Path) -> Any:
     Metadata comes from ``# key: value`` header comments (CSV) and the JSON sidecar
     (:func:`trace_sidecar`), the sidecar winning. A process parses each file once: the trace
     is cached by content hash, with read-only arrays (every run of a sweep worker shares it).
+    Well-formed files are read by :mod:`pyarrow` into typed columns, only the columns a trace
+    uses; any file it does not read cleanly is read again by the text reader, whose message
+    names the line of the first problem.
 
     Returns:
         A :class:`desim.world.traces.Trace`.
@@ -92,23 +80,67 @@ def read_trace(path: str | Path) -> Any:
     p = Path(path)
     digest = hashlib.blake2b(digest_size=16)
     try:
-        digest.update(p.read_bytes())
+        _hash_file(p, digest)
         side = trace_sidecar(p)
         if side.exists():
-            digest.update(b"\0sidecar\0" + side.read_bytes())
+            digest.update(b"\0sidecar\0")
+            _hash_file(side, digest)
     except OSError:
         return _read_trace(p)  # the reader names what is wrong with the path
     key = (str(p.resolve()), digest.digest())
     trace = _TRACES.get(key)
     if trace is None:
         trace = _TRACES[key] = _read_trace(p)
-        for values in (trace.times_s, *trace.columns.values(), trace.samples,
-                       trace.median_step_s, trace.device_end_s):
+        for values in (trace.row_start, trace.row_times_s, *trace.row_columns.values(),
+                       trace.samples, trace.median_step_s, trace.device_end_s):
             values.flags.writeable = False
     return trace
 
 
+def _hash_file(path: Path, digest: Any) -> None:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            digest.update(chunk)
+
+
 def _read_trace(path: Path) -> Any:
+    from desim.errors import TraceError
+    from desim.world.tidy import trace_from_columns
+    from desim.world.traces import TraceMeta
+
+    path = Path(path)
+    if path.suffix not in (".parquet", ".csv", ".txt", ""):
+        raise TraceError(
+            f"{path}: unknown trace format {path.suffix!r}; tidy traces are .csv or .parquet "
+            "(convert others with `desim traces convert --from FORMAT`)"
+        )
+    fast = read_columns(path)
+    if fast is None:  # not a clean file: the text reader finds and names the problem
+        return _read_trace_frame(path)
+    meta = {**fast.meta, **_sidecar_meta(path)}
+    return trace_from_columns(
+        str(path), fast.header, fast.codes, fast.names, fast.numeric["time_s"], fast.numeric,
+        TraceMeta.from_mapping(meta, str(path)), fast.lines, fast.where,
+    )
+
+
+def _sidecar_meta(path: Path) -> dict[str, Any]:
+    from desim.errors import TraceError
+
+    side = trace_sidecar(path)
+    if not side.exists():
+        return {}
+    try:
+        loaded = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TraceError(f"{side}: cannot read trace metadata: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise TraceError(f"{side}: trace metadata must be a JSON object")
+    return loaded
+
+
+def _read_trace_frame(path: Path) -> Any:
+    """Read a trace through pandas, as text: slower, and exact about every bad line."""
     import io as _io
 
     import numpy as np
@@ -117,7 +149,6 @@ def _read_trace(path: Path) -> Any:
     from desim.world.tidy import trace_from_frame
     from desim.world.traces import TraceMeta
 
-    path = Path(path)
     meta: dict[str, Any] = {}
     if path.suffix == ".parquet":
         if not path.exists():
@@ -127,9 +158,9 @@ def _read_trace(path: Path) -> Any:
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise TraceError(f"{path}: not a readable Parquet file ({exc})") from None
         lines, where = np.arange(1, len(frame) + 1), "row"
-    elif path.suffix in (".csv", ".txt", ""):
+    else:
         text = _read_text_lines(path)
-        meta, skip = _header_meta(text)
+        meta, skip = header_meta(text)
         body = "\n".join(text[skip:])
         if not body.strip():
             raise TraceError(f"{path}: empty trace: no header or data rows")
@@ -140,20 +171,7 @@ def _read_trace(path: Path) -> Any:
         except pd.errors.ParserError as exc:
             raise TraceError(f"{path}: malformed CSV: {exc}") from None
         lines, where = np.arange(len(frame)) + skip + 2, "line"
-    else:
-        raise TraceError(
-            f"{path}: unknown trace format {path.suffix!r}; tidy traces are .csv or .parquet "
-            "(convert others with `desim traces convert --from FORMAT`)"
-        )
-    side = trace_sidecar(path)
-    if side.exists():
-        try:
-            loaded = json.loads(side.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TraceError(f"{side}: cannot read trace metadata: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise TraceError(f"{side}: trace metadata must be a JSON object")
-        meta.update(loaded)
+    meta.update(_sidecar_meta(path))
     return trace_from_frame(frame, str(path), TraceMeta.from_mapping(meta, str(path)), lines, where)
 
 
@@ -240,7 +258,7 @@ def convert_trace(fmt: str, inputs: Iterable[str | Path], out: str | Path, optio
             if p.suffix == ".parquet":
                 rows = pd.read_parquet(p)
             else:
-                rows = pd.read_csv(p, skiprows=_header_meta(_read_text_lines(p))[1])
+                rows = pd.read_csv(p, skiprows=header_meta(_read_text_lines(p))[1])
             raw.append((str(p), rows, trace.meta))
     frame, meta = form.convert(raw, options)
     from desim.world.tidy import trace_from_frame

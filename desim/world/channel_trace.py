@@ -4,26 +4,69 @@ A ``gain_db`` trace gives ``a = p g / N0`` with the transmit power of the scenar
 replays it; an ``snr_db`` trace over its ``ref_bandwidth_hz`` ``B_ref`` gives ``a = SNR · B_ref``;
 a measured throughput ``R`` at ``B_ref`` gives the effective ``a = (2^(R/B_ref) - 1) B_ref``, whose
 Shannon rate at ``B_ref`` is exactly ``R`` (DESIGN §2). Scenario devices are mapped onto trace
-devices and replayed by :mod:`desim.world.replay`.
+devices and replayed by :mod:`desim.world.replay`, from the trace's own rows: a large trace
+whose devices have their own timestamps becomes a :class:`RaggedChannel`, each device on its own
+grid, instead of every device on the union of all the timestamps.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from desim.errors import TraceError, warn
 from desim.scenario.devices import DeviceSpec
 from desim.world.channel import (
+    Channel,
     SignalChannel,
     check_snr_db,
     snr_coef_from_gain_db,
     snr_coef_from_snr_db,
     snr_coef_from_throughput,
 )
-from desim.world.piecewise import EndPolicy
+from desim.world.piecewise import EndPolicy, PiecewiseSignals
+from desim.world.ragged import RaggedSignals
 from desim.world.rates import shannon_rate_bps
-from desim.world.replay import TraceMapping, map_devices, replay_signals
+from desim.world.replay import TraceMapping, map_devices, replay_rows
 from desim.world.traces import Trace
+
+
+@dataclass(frozen=True, eq=False)
+class RaggedChannel:
+    """A replayed channel whose devices keep their own time grids (a large trace).
+
+    The same channel as :class:`~desim.world.channel.SignalChannel`, on
+    :class:`~desim.world.ragged.RaggedSignals` (one grid per trace device and offset).
+    """
+
+    signals: RaggedSignals
+
+    def snr_coef_hz(self, t_s: float) -> np.ndarray:
+        """SNR coefficients at ``t_s``, shape ``(K,)``."""
+        return self.signals.at(t_s)
+
+    def transfer_end_s(
+        self, devices: np.ndarray, start_s: np.ndarray, bits: np.ndarray, bandwidth_hz: np.ndarray
+    ) -> np.ndarray:
+        """Integrate ``B log2(1 + a(t)/B)`` from each start until the bits are sent.
+
+        Args:
+            devices: device index of each upload ``(m,)``.
+            start_s: upload start times ``(m,)``.
+            bits: bits to send ``(m,)``.
+            bandwidth_hz: bandwidth share of each upload ``(m,)``, > 0 where bits > 0.
+
+        Returns:
+            Completion times ``(m,)``; ``inf`` if the rate stays zero for the rest of the trace.
+        """
+        bw = np.asarray(bandwidth_hz, dtype=float)
+
+        def rate(values: np.ndarray, which: np.ndarray) -> np.ndarray:
+            b = bw[which][:, None]
+            return b * np.log2(1.0 + values / b)
+
+        return self.signals.integrate_until(devices, start_s, bits, rate)
 
 
 def _check_trace_gain(
@@ -33,21 +76,43 @@ def _check_trace_gain(
     noise_psd_dbm_per_hz: float,
 ) -> None:
     """Refuse an unrepresentable SNR of a ``gain_db`` trace; warn about gains above 0 dB."""
-    gain = trace.columns["gain_db"]
+    gain = trace.row_columns["gain_db"]
     p_dbm = np.array([d.tx_power_dbm for d in devices])
+    largest = np.maximum.reduceat(gain, trace.row_start[:-1])  # (M,) every device has rows
     check_snr_db(
-        p_dbm[:, None] + gain.max(axis=1)[rows][:, None] - noise_psd_dbm_per_hz, devices,
+        p_dbm[:, None] + largest[rows][:, None] - noise_psd_dbm_per_hz, devices,
         f"{trace.source}: column gain_db",
         "tx_power_dbm {p:g} + its trace device's largest gain_db - "
         f"server.noise_psd_dbm_per_hz {noise_psd_dbm_per_hz:g}",
     )
     if gain.max() > 0.0:
-        m, t = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        i = int(np.argmax(gain))  # the first device reaching it, at its first time
+        m, t = _where(trace, i)
         warn(
-            f"{trace.source}: column gain_db reaches {gain[m, t]:.3g} dB (trace device "
-            f"{trace.devices[m]!r}, time_s {trace.times_s[t]:g}): a gain above 0 dB means the "
+            f"{trace.source}: column gain_db reaches {gain[i]:.3g} dB (trace device "
+            f"{trace.devices[m]!r}, time_s {t:g}): a gain above 0 dB means the "
             "received power exceeds the transmitted one"
         )
+
+
+def _where(trace: Trace, i: int) -> tuple[int, float]:
+    """Trace device and union-grid time of row ``i``: a device's first row holds from 0."""
+    m = int(np.searchsorted(trace.row_start, i, side="right")) - 1
+    return m, 0.0 if i == trace.row_start[m] else float(trace.row_times_s[i])
+
+
+def _finite_rows(trace: Trace, coef: np.ndarray) -> np.ndarray:
+    """``coef`` ``(N,)`` if every value is finite; else a :class:`TraceError` naming where."""
+    bad = np.flatnonzero(~np.isfinite(coef))
+    if bad.size:
+        m, t = _where(trace, int(bad[0]))
+        raise TraceError(
+            f"{trace.source}: column {trace.quantity}: trace device {trace.devices[m]!r} at "
+            f"time_s {t:g} gives an SNR coefficient too large for a float"
+            + ("" if trace.quantity == "gain_db" else
+               "; state the values over a smaller ref_bandwidth_hz")
+        )
+    return coef
 
 
 def _finite_coef(trace: Trace, coef: np.ndarray) -> np.ndarray:
@@ -62,6 +127,25 @@ def _finite_coef(trace: Trace, coef: np.ndarray) -> np.ndarray:
                "; state the values over a smaller ref_bandwidth_hz")
         )
     return coef
+
+
+def row_snr_coef_hz(
+    trace: Trace, noise_psd_dbm_per_hz: float, throughput_scale: float = 1.0
+) -> np.ndarray:
+    """SNR coefficients of every trace row ``(N,)`` in Hz, before any transmit power.
+
+    As :func:`trace_snr_coef_hz` at 0 dBm, on the trace's own rows (no union grid).
+    """
+    q = trace.quantity
+    vals = trace.row_columns[q]
+    with np.errstate(over="ignore"):
+        if q == "gain_db":
+            zero_dbm = np.asarray(0.0)
+            return _finite_rows(trace, snr_coef_from_gain_db(vals, zero_dbm, noise_psd_dbm_per_hz))
+        bw = trace.row_columns["ref_bandwidth_hz"]
+        if q == "snr_db":
+            return _finite_rows(trace, snr_coef_from_snr_db(vals, bw))
+        return _finite_rows(trace, snr_coef_from_throughput(vals * 1e6 * throughput_scale, bw))
 
 
 def trace_snr_coef_hz(
@@ -101,7 +185,7 @@ def trace_channel(
     mapping: TraceMapping = "cyclic",
     end_policy: EndPolicy | None = None,
     throughput_scale: float = 1.0,
-) -> SignalChannel:
+) -> Channel:
     """Replay a channel trace for the scenario devices (``kind = "trace"``).
 
     Args:
@@ -114,7 +198,9 @@ def trace_channel(
         throughput_scale: factor applied to a throughput trace's rates.
 
     Returns:
-        A :class:`SignalChannel` with one row per scenario device.
+        A :class:`SignalChannel` with one row per scenario device, or a :class:`RaggedChannel`
+        when one grid shared by every device would be large
+        (:data:`desim.world.replay.DENSE_MAX_CELLS`).
     """
     if trace.kind != "channel":
         raise TraceError(f"{trace.source}: a compute trace cannot be a channel")
@@ -123,16 +209,13 @@ def trace_channel(
     p_dbm = np.array([d.tx_power_dbm for d in devices])
     if trace.quantity == "gain_db":
         _check_trace_gain(trace, rows, devices, noise_psd_dbm_per_hz)
-    coef = trace_snr_coef_hz(
-        trace, np.zeros(len(trace.devices)), noise_psd_dbm_per_hz, throughput_scale
-    )
-    per_device = coef[rows]
-    if trace.quantity == "gain_db":  # transmit power belongs to the scenario device
-        per_device = per_device * 10.0 ** (p_dbm[:, None] / 10.0)
-    return SignalChannel(
-        replay_signals(trace, per_device, np.arange(len(devices)), offsets, end_policy,
-                       trace_rows=rows)
-    )
+    coef = row_snr_coef_hz(trace, noise_psd_dbm_per_hz, throughput_scale)
+    # transmit power belongs to the scenario device
+    power = 10.0 ** (p_dbm / 10.0) if trace.quantity == "gain_db" else None
+    signals = replay_rows(trace, coef, rows, offsets, end_policy, power)
+    if isinstance(signals, PiecewiseSignals):
+        return SignalChannel(signals)
+    return RaggedChannel(signals)
 
 
 def trace_rate_bps(

@@ -4,6 +4,13 @@ Each scenario device replays one trace device (:func:`map_devices`: ``cyclic``,
 ``random-offset`` or a table), from a time offset, and after the trace device's own end the trace
 loops or holds (:func:`replay_signals`). Devices of different lengths each loop on their own
 length, inside a shared period (:func:`shared_period_s`), so none is stretched to the longest.
+
+:func:`replay_rows` replays from the trace's own rows and picks the layout: one grid shared by
+every signal (:func:`replay_signals`, the union of the breakpoints) while that grid is small, and
+each signal on its own trace device's grid (:class:`~desim.world.ragged.RaggedSignals`) when
+the shared one would hold more than :data:`DENSE_MAX_CELLS` cells, as it does for a large trace
+whose devices are sampled at different times: it would need every device's timestamps in
+every row.
 """
 
 from __future__ import annotations
@@ -17,12 +24,17 @@ from pydantic import BeforeValidator, Field, field_validator
 from desim.errors import TraceError, warn
 from desim.registry import Params
 from desim.world.piecewise import EndPolicy, PiecewiseSignals
+from desim.world.ragged import RaggedSignals
 from desim.world.traces import Trace
 
 SHARED_PERIODS = 8
 """Devices of different lengths looping together repeat every ``n`` times the longest length,
 ``n <= SHARED_PERIODS`` (see :func:`shared_period_s`)."""
 MAPPINGS = ("cyclic", "random-offset")
+DENSE_MAX_CELLS = 1 << 24
+"""Largest shared grid :func:`replay_rows` builds, in signals × breakpoints (128 MiB of
+``float64``): every shipped trace replays on one grid for thousands of devices; past it each
+signal keeps its own trace device's grid."""
 
 
 def _known_mapping(value: Any) -> Any:
@@ -232,6 +244,104 @@ def _replay_own_loops(
         seg = np.searchsorted(times, np.mod(mid + o, length), side="right") - 1
         out[i] = values[r][seg]
     return PiecewiseSignals(grid, out, period, "loop")
+
+
+def replay_rows(
+    trace: Trace,
+    flat: np.ndarray,
+    rows: np.ndarray,
+    offsets_s: np.ndarray,
+    end_policy: EndPolicy | None = None,
+    scale: np.ndarray | None = None,
+) -> PiecewiseSignals | RaggedSignals:
+    """Signals ``v_k(t) = scale_k · flat_{rows[k]}(t + offsets_s[k])`` from the trace's rows.
+
+    While the shared grid is small (:func:`dense_cells` at most :data:`DENSE_MAX_CELLS`) this
+    is exactly :func:`replay_signals` on the union grid; past it each signal keeps its own
+    trace device's grid and loops (or holds) on its own length forever.
+
+    Args:
+        trace: the trace.
+        flat: a value per trace row ``(N,)`` (aligned with ``trace.row_times_s``).
+        rows: trace device of each output signal ``(K,)``.
+        offsets_s: time offset of each output signal ``(K,)``.
+        end_policy: override of the trace's end policy.
+        scale: factor of each output signal ``(K,)`` (``None``: 1).
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    policy = end_policy or trace.end_policy
+    if dense_cells(trace, rows, offsets_s, policy) <= DENSE_MAX_CELLS:
+        values = trace.on_grid(flat, rows)
+        if scale is not None:
+            values = values * np.asarray(scale, dtype=float)[:, None]
+        return replay_signals(trace, values, np.arange(rows.size), offsets_s, policy, rows)
+    groups: dict[tuple[int, float], list[int]] = {}
+    for k, (r, o) in enumerate(zip(rows.tolist(), np.asarray(offsets_s, float).tolist())):
+        length = float(trace.ends_s[r]) if policy == "loop" else trace.end_s
+        groups.setdefault((r, float(np.mod(o, length))), []).append(k)
+    bundles, group_of, row_in = [], np.empty(rows.size, np.intp), np.zeros(rows.size, np.intp)
+    for g, ((r, o), members) in enumerate(groups.items()):
+        times, base, end = _own_grid(trace, flat, r, o, policy)
+        ks = np.array(members)
+        if scale is None:
+            values = base[None, :]
+        else:
+            values = np.asarray(scale, dtype=float)[ks][:, None] * base[None, :]
+            row_in[ks] = np.arange(ks.size)
+        bundles.append(PiecewiseSignals(times, values, end, policy))
+        group_of[ks] = g
+    return RaggedSignals(tuple(bundles), group_of, row_in)
+
+
+def dense_cells(trace: Trace, rows: np.ndarray, offsets_s: np.ndarray, policy: EndPolicy) -> float:
+    """An upper bound on the cells ``K × G`` of the shared grid :func:`replay_signals` builds.
+
+    The union grid of the trace has at most its rows plus ``t = 0`` (one device's rows on a
+    shared grid); offsets off the grid shift a copy of it per offset; devices looping on
+    different lengths add their change points once per repetition in the shared period.
+    """
+    k = rows.size
+    grid = float(trace.samples[0] if trace.shared_grid else trace.samples.sum()) + 1.0
+    lengths = trace.ends_s[rows]
+    if policy == "loop" and not trace.same_length and np.any(lengths != trace.end_s):
+        period = shared_period_s(lengths)
+        return k * float(np.sum((trace.samples[rows] + 1.0) * (np.ceil(period / lengths) + 2)))
+    offs = np.mod(np.asarray(offsets_s, dtype=float), trace.end_s)
+    if np.any(offs) and not (policy == "loop" and _on_uniform_grid(trace, offs)):
+        grid *= np.unique(offs).size + 1
+    return k * grid
+
+
+def _on_uniform_grid(trace: Trace, offsets_s: np.ndarray) -> bool:
+    if not trace.shared_grid:
+        return False  # the union grid is not built just to look
+    step = grid_step_s(trace)
+    return step is not None and _whole_steps(offsets_s, step)
+
+
+def _own_grid(
+    trace: Trace, flat: np.ndarray, r: int, o: float, policy: EndPolicy
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Trace device ``r``'s own signal from offset ``o``: ``(times (T,), values (T,), end_s)``."""
+    lo, hi = int(trace.row_start[r]), int(trace.row_start[r + 1])
+    tau, v = trace.row_times_s[lo:hi], flat[lo:hi]
+    if tau[0] != 0.0:  # the first value holds back to t = 0
+        tau = np.concatenate([[0.0], tau[1:]])
+    length = float(trace.ends_s[r])
+    if o == 0.0:
+        return tau, v, length
+    j = int(np.searchsorted(tau, o, side="right")) - 1  # the segment holding the offset
+    if policy == "loop":  # rotate: [o, L) then the wrapped [0, o)
+        times = np.concatenate([[0.0], tau[j + 1 :] - o, tau[: j + 1] + (length - o)])
+        vals = np.concatenate([v[j:], v[: j + 1]])
+        keep = times < length  # the wrapped start of segment j is L when o is on a breakpoint
+        times, vals, end = times[keep], vals[keep], length
+    else:
+        times, vals = np.concatenate([[0.0], tau[j + 1 :] - o]), v[j:]
+        end = length - o if length - o > times[-1] else float(times[-1]) + 1.0
+    # float rounding can make neighbouring starts equal: the earlier piece has no width
+    last = np.append(times[1:] > times[:-1], True)
+    return times[last], vals[last], end
 
 
 class TraceReplayParams(Params):

@@ -1,11 +1,12 @@
 """Tidy tables: validating one into a :class:`~desim.world.traces.Trace`, and building one.
 
 A tidy table has one row per device and sample (the format is described in
-:mod:`desim.world.traces`). :func:`trace_from_frame` checks every row, merges the devices onto the
-union of their breakpoints (exact for piecewise-constant signals) and works out each device's own
-end. It does no file I/O (see :mod:`desim.io.traces`); it receives parsed tables and the line
-number of every row, so each problem is reported as one :class:`~desim.errors.TraceError` naming
-the file and the line.
+:mod:`desim.world.traces`). :func:`trace_from_frame` checks every row of a parsed table (and
+:func:`trace_from_columns` the typed columns a large file's reader hands over), groups the rows by
+device without any devices × timestamps grid, and works out each device's own end. It does no
+file I/O (see :mod:`desim.io.traces`); it receives parsed tables and the line number of every
+row, so each problem is reported as one :class:`~desim.errors.TraceError` naming the file and
+the line.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from desim.world.traces import (
 )
 
 
-def _fail(source: str, where: str, lines: np.ndarray, i: int, msg: str) -> TraceError:
+def _fail(source: str, where: str, lines: Any, i: int, msg: str) -> TraceError:
     return TraceError(f"{source} {where} {int(lines[i])}: {msg}")
 
 
@@ -61,7 +62,7 @@ def trace_from_frame(
     lines: np.ndarray | None = None,
     where: str = "line",
 ) -> Trace:
-    """Validate a tidy table and merge its devices onto one grid.
+    """Validate a tidy table and keep its devices' own rows.
 
     Args:
         frame: the parsed rows (strings or numbers).
@@ -83,20 +84,91 @@ def trace_from_frame(
         raise TraceError(f"{source}: empty trace: no data rows")
     cols = [str(c).strip() for c in frame.columns]
     frame = frame.set_axis(cols, axis=1)
-    quantity, value_cols = _value_columns(cols, meta, source)
+    _, value_cols = _value_columns(cols, meta, source)
     dev_raw = frame["device"]
     missing = np.flatnonzero(dev_raw.isna().to_numpy() | (dev_raw.astype(str).str.strip() == ""))
     if missing.size:
         raise _fail(source, where, lines, int(missing[0]), "device is empty")
-    device = dev_raw.astype(str).str.strip().to_numpy()
+    codes, names = pd.factorize(dev_raw.astype(str).str.strip().to_numpy())  # first appearance
     time = _numeric(frame, "time_s", source, where, lines)
     values = {c: _numeric(frame, c, source, where, lines) for c in value_cols}
+    return trace_from_columns(
+        source, cols, codes, [str(x) for x in names], time, values, meta, lines, where
+    )
+
+
+def trace_from_columns(
+    source: str,
+    cols: list[str],
+    codes: np.ndarray,
+    names: list[str],
+    time: np.ndarray,
+    values: dict[str, np.ndarray],
+    meta: TraceMeta,
+    lines: np.ndarray | RowNumbers,
+    where: str = "line",
+) -> Trace:
+    """Validate parsed tidy columns (the reader of large files hands them over typed).
+
+    Args:
+        source: file name used in messages.
+        cols: the header (stripped names).
+        codes: device of every row ``(n,)``, an index into ``names``.
+        names: device names; several entries may strip to the same name.
+        time: ``time_s`` of every row ``(n,)``, finite.
+        values: the value columns of the header (:func:`_value_columns`), finite ``(n,)``.
+        meta: file metadata.
+        lines: the file line (or row) number of every row.
+        where: ``line`` for text files, ``row`` for Parquet.
+    """
+    quantity, value_cols = _value_columns(cols, meta, source)
+    codes, devices = _device_codes(codes, names, source, where, lines)
+    values = {c: values[c] for c in value_cols}
+    n = time.size
     if quantity != "gain_db" and quantity != "compute" and "ref_bandwidth_hz" not in values:
         # no ref_bandwidth_hz column, so the metadata gives it (checked above)
         assert meta.ref_bandwidth_hz is not None
         values["ref_bandwidth_hz"] = np.full(n, float(meta.ref_bandwidth_hz))
     _check_values(quantity, time, values, source, where, lines)
-    return _merge(source, quantity, device, time, values, meta, lines, where)
+    return _merge(source, quantity, devices, codes, time, values, meta, lines, where)
+
+
+class RowNumbers:
+    """Line numbers of consecutive rows: row ``i`` is on line ``first + i`` (no array of them)."""
+
+    def __init__(self, first: int) -> None:
+        """Args: first: the line (or row) number of row 0."""
+        self.first = first
+
+    def __getitem__(self, i: int) -> int:
+        """The line of row ``i``."""
+        return self.first + int(i)
+
+
+def _device_codes(
+    codes: np.ndarray, names: list[str], source: str, where: str, lines: Any
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes ``(n,)`` numbering the stripped device names in order of first appearance."""
+    stripped = [x.strip() for x in names]
+    empty = [i for i, x in enumerate(stripped) if x == ""]
+    rows = np.flatnonzero(np.isin(codes, empty)) if empty else np.zeros(0, dtype=np.intp)
+    if rows.size:
+        raise _fail(source, where, lines, int(rows[0]), "device is empty")
+    unique: dict[str, int] = {}
+    merged = np.array([unique.setdefault(x, len(unique)) for x in stripped], dtype=np.int64)
+    codes = merged[codes] if codes.size else codes.astype(np.int64)
+    # renumber in order of first appearance: scan only where the device changes
+    starts = np.flatnonzero(np.append(True, codes[1:] != codes[:-1]))
+    _, first = np.unique(codes[starts], return_index=True)
+    order = np.argsort(first)  # the codes by their first appearance
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    by_code = list(unique)
+    present = np.unique(codes[starts])
+    devices = tuple(by_code[int(present[i])] for i in order)
+    lut = np.zeros(len(by_code), dtype=np.int64)
+    lut[present] = rank
+    return lut[codes], devices
 
 
 def _value_columns(cols: list[str], meta: TraceMeta, source: str) -> tuple[Quantity, list[str]]:
@@ -139,7 +211,7 @@ def _check_values(
     values: dict[str, np.ndarray],
     source: str,
     where: str,
-    lines: np.ndarray,
+    lines: Any,
 ) -> None:
     def first(mask: np.ndarray) -> int | None:
         idx = np.flatnonzero(mask)
@@ -188,56 +260,49 @@ def _check_values(
 def _merge(
     source: str,
     quantity: Quantity,
-    device: np.ndarray,
+    devices: tuple[str, ...],
+    dev_id: np.ndarray,
     time: np.ndarray,
     values: dict[str, np.ndarray],
     meta: TraceMeta,
-    lines: np.ndarray,
+    lines: Any,
     where: str,
 ) -> Trace:
-    names, first_idx, inverse = np.unique(device, return_index=True, return_inverse=True)
-    order = np.argsort(first_idx)  # keep the order of first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    dev_id = rank[inverse]
-    devices = tuple(str(names[i]) for i in order)
-    per_dev: list[np.ndarray] = []
-    steps: list[np.ndarray] = []
-    for k in range(len(devices)):
-        idx = np.flatnonzero(dev_id == k)  # file order
-        d = np.diff(time[idx])
-        bad = np.flatnonzero(d <= 0)
-        if bad.size:
-            i = int(idx[bad[0] + 1])
-            raise _fail(
-                source,
-                where,
-                lines,
-                i,
-                f"time_s {time[i]:g} is not after the previous time {time[idx[bad[0]]]:g} "
-                f"of device {devices[k]!r} (times must increase)",
-            )
-        per_dev.append(idx)
-        steps.append(d)
-    ends = _device_ends(source, devices, np.array([time[idx[-1]] for idx in per_dev]), steps, meta)
-    grid = np.unique(np.concatenate([[0.0], time]))
-    cols: dict[str, np.ndarray] = {}
-    for col, vals in values.items():
-        out = np.empty((len(devices), grid.size))
-        for k, idx in enumerate(per_dev):
-            seg = np.searchsorted(time[idx], grid, side="right") - 1
-            out[k] = vals[idx][np.maximum(seg, 0)]  # before the first row: the first value
-        cols[col] = out
+    """Group the rows by device (stable, file order within a device) and check their times."""
+    m = len(devices)
+    grouped = bool(np.all(dev_id[1:] >= dev_id[:-1]))  # a file written device after device
+    order = None if grouped else np.argsort(dev_id, kind="stable")
+    sorted_id = dev_id if order is None else dev_id[order]
+    t = time if order is None else time[order]
+    row_start = np.searchsorted(sorted_id, np.arange(m + 1))
+    d = np.diff(t)
+    inside = sorted_id[1:] == sorted_id[:-1]  # consecutive rows of one device
+    bad = np.flatnonzero((d <= 0) & inside)
+    if bad.size:
+        j = int(bad[0])
+        i, prev = (j + 1, j) if order is None else (int(order[j + 1]), int(order[j]))
+        raise _fail(
+            source,
+            where,
+            lines,
+            i,
+            f"time_s {time[i]:g} is not after the previous time {time[prev]:g} "
+            f"of device {devices[int(dev_id[i])]!r} (times must increase)",
+        )
+    steps = [d[row_start[k] : row_start[k + 1] - 1] for k in range(m)]
+    ends = _device_ends(source, devices, t[row_start[1:] - 1], steps, meta)
+    cols = {c: (v if order is None else v[order]) for c, v in values.items()}
     end = float(ends.max())
     return Trace(
         source=source,
         quantity=quantity,
         devices=devices,
-        times_s=grid,
-        columns=cols,
+        row_start=row_start,
+        row_times_s=t,
+        row_columns=cols,
         end_s=end,
         meta=meta,
-        samples=np.array([idx.size for idx in per_dev]),
+        samples=np.diff(row_start),
         median_step_s=np.array([np.median(s) if s.size else np.nan for s in steps]),
         device_end_s=np.zeros(0) if np.all(ends == end) else ends,
     )

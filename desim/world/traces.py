@@ -15,6 +15,7 @@ are never stretched to the longest one. Time starts at 0; a device whose first r
 also holds its first value back to 0. Devices may have different native grids: they are merged
 onto the union of breakpoints, which is exact for piecewise-constant signals.
 
+A :class:`Trace` keeps each device's own rows (no devices × all-timestamps grid unless asked for).
 This module holds the validated :class:`Trace`, its metadata and its per-device summaries; tidy
 tables are validated into traces by :mod:`desim.world.tidy`, and replayed for scenario devices by
 :mod:`desim.world.replay`. Nothing here does file I/O (see :mod:`desim.io.traces`).
@@ -22,9 +23,9 @@ tables are validated into traces by :mod:`desim.world.tidy`, and replayed for sc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -49,6 +50,7 @@ MAX_SPECTRAL_EFFICIENCY = 1000.0  # b/s/Hz; 2**1000 is still a finite float
 # coefficient in dB-Hz, desim represents (10**(x/10) overflows a float near 3082 dB)
 MAX_SNR_DB = 10.0 * MAX_SPECTRAL_EFFICIENCY * float(np.log10(2.0))
 Quantity = Literal["gain_db", "snr_db", "throughput_mbps", "compute"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -142,14 +144,23 @@ def _device_durations(value: Any, source: str) -> dict[str, float]:
 
 @dataclass(frozen=True, eq=False)
 class Trace:
-    """A validated tidy trace with every device on the union grid of breakpoints.
+    """A validated tidy trace: every device's own samples, and their union grid on demand.
+
+    Each device keeps its native rows, compactly, one after another (a CSR layout): device
+    ``m``'s times are ``row_times_s[row_start[m]:row_start[m + 1]]``, strictly increasing, and
+    its values the same slice of every ``row_columns`` array. Nothing of size devices × all
+    timestamps is stored: :attr:`times_s` and :attr:`columns`, the devices merged onto the
+    union of their breakpoints (exact for piecewise-constant signals), are built on first use,
+    for summaries and small replays (:mod:`desim.world.replay` replays a large trace from the
+    rows themselves).
 
     Attributes:
         source: the file it came from (for messages).
         quantity: ``gain_db``, ``snr_db``, ``throughput_mbps`` or ``compute``.
         devices: trace device names ``(M,)`` in order of first appearance.
-        times_s: union grid ``(T,)`` starting at 0.
-        columns: value column name to ``(M, T)`` array on the grid (the quantity, plus
+        row_start: where each device's rows start ``(M + 1,)``; the last entry is ``N``.
+        row_times_s: native sample times ``(N,)``, device after device.
+        row_columns: value column name to native values ``(N,)`` (the quantity, plus
             ``ref_bandwidth_hz`` for SNR and throughput; ``speed_factor`` and ``available``
             for compute traces).
         end_s: end of the trace: the longest device's end (one period under ``loop`` when
@@ -158,19 +169,84 @@ class Trace:
         samples: native row count per device ``(M,)``.
         median_step_s: native median sampling step per device ``(M,)`` (``nan`` if one row).
         device_end_s: each device's own end ``(M,)`` (empty: every device ends at ``end_s``);
-            on ``[device_end_s[m], end_s)`` the grid holds device ``m``'s last value.
+            on ``[device_end_s[m], end_s)`` the union grid holds device ``m``'s last value.
     """
 
     source: str
     quantity: Quantity
     devices: tuple[str, ...]
-    times_s: np.ndarray
-    columns: Mapping[str, np.ndarray]
+    row_start: np.ndarray
+    row_times_s: np.ndarray
+    row_columns: Mapping[str, np.ndarray]
     end_s: float
     meta: TraceMeta
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0))
     median_step_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     device_end_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def _cached(self, name: str, build: Callable[[], _T]) -> _T:
+        """A derived value, built once (the trace is frozen and shared read-only)."""
+        if name not in self.__dict__:
+            object.__setattr__(self, name, build())
+        return cast(_T, self.__dict__[name])
+
+    @property
+    def shared_grid(self) -> bool:
+        """Whether every device has the same native sample times."""
+
+        def build() -> bool:
+            n = self.samples
+            if len(self.devices) == 1:
+                return True
+            if np.any(n != n[0]):
+                return False
+            grid = self.row_times_s.reshape(len(self.devices), int(n[0]))
+            return bool(np.all(grid == grid[0]))
+
+        return self._cached("_shared_grid", build)
+
+    def device_times_s(self, m: int) -> np.ndarray:
+        """Native sample times of device ``m`` ``(samples[m],)`` (a read-only view)."""
+        return self.row_times_s[self.row_start[m] : self.row_start[m + 1]]
+
+    @property
+    def times_s(self) -> np.ndarray:
+        """The union grid ``(T,)`` of every device's times, starting at 0 (built on first use)."""
+
+        def build() -> np.ndarray:
+            times = self.device_times_s(0) if self.shared_grid else self.row_times_s
+            grid = np.unique(np.concatenate([[0.0], times]))
+            grid.flags.writeable = False
+            return grid
+
+        return self._cached("_times_s", build)
+
+    def on_grid(self, flat: np.ndarray, devices: np.ndarray | None = None) -> np.ndarray:
+        """Native values ``flat`` ``(N,)`` merged onto :attr:`times_s`: ``(len(devices), T)``.
+
+        Each device's value holds from each of its times to its next one; before its first
+        row it is its first value. ``devices`` defaults to every device.
+        """
+        grid = self.times_s
+        which = range(len(self.devices)) if devices is None else np.asarray(devices)
+        out = np.empty((len(which), grid.size), dtype=flat.dtype)
+        for i, m in enumerate(which):
+            lo, hi = int(self.row_start[m]), int(self.row_start[m + 1])
+            seg = np.searchsorted(self.row_times_s[lo:hi], grid, side="right") - 1
+            out[i] = flat[lo:hi][np.maximum(seg, 0)]
+        return out
+
+    @property
+    def columns(self) -> Mapping[str, np.ndarray]:
+        """Value column name to ``(M, T)`` values on :attr:`times_s` (built on first use)."""
+
+        def build() -> dict[str, np.ndarray]:
+            out = {name: self.on_grid(flat) for name, flat in self.row_columns.items()}
+            for values in out.values():
+                values.flags.writeable = False
+            return out
+
+        return self._cached("_columns", build)
 
     @property
     def ends_s(self) -> np.ndarray:
