@@ -174,10 +174,19 @@ def test_scenario_generated_channel_and_compute_are_seeded():
     a = build_simulation(load_scenario(None, over))
     b = build_simulation(load_scenario(None, [*over, 'allocator.name="random"']))
     c = build_simulation(load_scenario(None, [*over, "run.seed=1"]))
-    np.testing.assert_array_equal(a.channel.signals.values, b.channel.signals.values)
-    np.testing.assert_array_equal(a.compute.speed_signals.values, b.compute.speed_signals.values)
-    assert not np.array_equal(a.channel.signals.values, c.channel.signals.values)
-    assert a.channel.signals.values.shape == (20, 600)  # 60 s at 0.1 s steps
+    times = np.arange(0.0, 700.0, 0.35)
+    def channel(sim):
+        return np.array([sim.channel.snr_coef_hz(t) for t in times])
+
+    def speed(sim):
+        return np.array([sim.compute.speed(t) for t in times])
+
+    np.testing.assert_array_equal(channel(a), channel(b))
+    np.testing.assert_array_equal(speed(a), speed(b))
+    assert not np.array_equal(channel(a), channel(c))
+    # the channel repeats after 60 s (600 steps of 0.1 s), the compute timeline after 600 s
+    np.testing.assert_array_equal(a.channel.snr_coef_hz(12.34), a.channel.snr_coef_hz(72.34))
+    np.testing.assert_array_equal(a.compute.speed(12.34), a.compute.speed(612.34))
     rounds = a.run().rounds_frame()
     assert len(rounds) == 3 and np.all(np.isfinite(rounds.latency_s))
 

@@ -58,7 +58,7 @@ def test_every_kind_and_format_is_registered_with_its_own_parameters():
     assert list(COMPUTE_KINDS) == ["constant", "generated", "trace"]
     assert list(TRACE_FORMATS) == ["ns3", "mahimahi", "pensieve", "5gophers", "tidy"]
     assert set(CHANNEL_KINDS["rayleigh"].params.model_fields) == {
-        "path_loss", "carrier_ghz", "coherence_s", "duration_s"}
+        "path_loss", "carrier_ghz", "coherence_s", "duration_s", "chunk_segments"}
     assert set(CHANNEL_KINDS["static"].params.model_fields) == {"path_loss", "carrier_ghz"}
     assert set(CHANNEL_KINDS["trace"].params.model_fields) == {
         "path", "mapping", "end_policy", "throughput_scale"}
@@ -98,8 +98,8 @@ def test_an_unknown_kind_lists_the_known_ones(section, known):
      "channel.coherence_s: Input should be greater than 0 (got -1.0)"),
     (['channel.kind="static"', 'channel.carrier_ghz="3.5"'],
      "channel.carrier_ghz: Input should be a valid number (got '3.5')"),
-    (['channel.kind="generated"', "channel.step_s=1e-5"],
-     "channel.step_s: duration_s / step_s exceeds 10 million samples (got 1e-05)"),
+    (['channel.kind="generated"', "channel.chunk_segments=0"],
+     "channel.chunk_segments: Input should be greater than or equal to 1 (got 0)"),
     (['channel.path=""'],
      "channel.path: kind = 'trace' needs a tidy trace file (shipped:NAME or a path) (got '')"),
     (['channel.mapping="cylic"'],
@@ -179,5 +179,7 @@ def test_switching_the_kind_of_the_built_in_scenario_runs():
         sim = build_simulation(scenario)
     ignored = sorted(re.sub(r" is a parameter.*", "", str(w.message)) for w in caught)
     assert ignored == ["channel.mapping", "channel.path", "compute.mapping", "compute.path"]
-    assert sim.channel.signals.values.shape == (20, 50)  # 5 s of 0.1 s fading blocks
+    # 5 s of 0.1 s fading blocks, then the realisation repeats
+    np.testing.assert_array_equal(sim.channel.snr_coef_hz(1.23), sim.channel.snr_coef_hz(6.23))
+    assert not np.array_equal(sim.channel.snr_coef_hz(1.23), sim.channel.snr_coef_hz(1.33))
     assert sim.compute.speed(3.0).tolist() == [1.0] * 20

@@ -35,8 +35,8 @@ from desim.allocators.base import Allocation, Allocator, RoundContext, infeasibl
 from desim.allocators.crunch import bottleneck_match, pruned_columns
 from desim.allocators.registry import register
 from desim.errors import InfeasibleError, InputError, ScenarioError
-from desim.world.piecewise import PiecewiseSignals
 from desim.world.rates import LN2, shannon_gap, shannon_least_bandwidth_hz
+from desim.world.signals import Signals
 
 NEEDS_ORACLE = 'oracle-exact needs allocator.csi = "oracle" (the true future channel)'
 ROOT_TOLERANCE = 1e-12
@@ -59,7 +59,7 @@ class FutureChannel(Protocol):
     """What ``oracle-exact`` reads of the true channel: its piecewise-constant ``a_k(t)``."""
 
     @property
-    def signals(self) -> PiecewiseSignals:
+    def signals(self) -> Signals:
         """``a_k(t) = p_k g_k(t) / N0`` in Hz, one row per device."""
         ...
 
@@ -159,7 +159,7 @@ class PairPieces:
     before_s: np.ndarray
 
     @classmethod
-    def up_to(cls, signals: PiecewiseSignals, device: np.ndarray, block: np.ndarray,
+    def up_to(cls, signals: Signals, device: np.ndarray, block: np.ndarray,
               compute_end_s: np.ndarray, bits: np.ndarray, full_band_end_s: np.ndarray,
               horizon_s: float) -> PairPieces:
         """The pieces of the pairs that can finish by ``horizon_s`` with the whole band."""
@@ -224,8 +224,8 @@ class OracleExactAllocator(Allocator):
         future = ctx.future
         if future is None:
             raise ScenarioError(NEEDS_ORACLE)
-        signals = getattr(future.channel, "signals", None)
-        if not isinstance(signals, PiecewiseSignals):
+        signals: Signals | None = getattr(future.channel, "signals", None)
+        if signals is None or not callable(getattr(signals, "segments_between", None)):
             raise InputError("oracle-exact needs a piecewise-constant channel (its .signals)")
         tau, _, block = bottleneck_match(np.where(ctx.eligible(), 0.0, np.inf))
         if not np.isfinite(tau):
@@ -254,7 +254,7 @@ class OracleExactAllocator(Allocator):
 
 
 def _bracket(
-    ctx: RoundContext, future: FutureWorld, signals: PiecewiseSignals
+    ctx: RoundContext, future: FutureWorld, signals: Signals
 ) -> tuple[PairPieces, float, float, tuple[np.ndarray, np.ndarray]]:
     """The pairs' pieces, absolute deadlines ``lo ≤ T* ≤ hi`` and a feasible point at ``hi``.
 

@@ -38,10 +38,11 @@ class ChannelSpec(_Component):
     """The uplink channel by registered ``kind``; every other key is one of its parameters.
 
     - ``rayleigh``: path loss times Rayleigh block fading per ``coherence_s``; ``static``: path
-      loss only. The realisation covers ``duration_s`` and then loops.
+      loss only. Generated on demand, in chunks (:mod:`desim.world.generated`); it repeats
+      only if ``duration_s`` is set.
     - ``generated``: TR 38.901 ``environment`` path loss with LOS probability, shadowing and
-      Jakes fading for devices moving at ``speed_kmh``, sampled every ``step_s``
-      (:func:`desim.world.mobility.generate_gain_db`); starts at each device's ``distance_m``.
+      Jakes fading for devices moving at ``speed_kmh``, sampled every ``step_s``, generated on
+      demand (repeating only with ``duration_s``); starts at each device's ``distance_m``.
     - ``trace``: replay ``path`` (``shipped:NAME`` for a trace shipped with desim), trace
       devices assigned by ``mapping`` (``cyclic``, ``random-offset`` or a table
       ``{scenario device = trace device}``), ``end_policy`` overriding the file's.
@@ -67,7 +68,8 @@ class ComputeSpec(_Component):
     - ``constant``: speed factor 1, always available.
     - ``generated``: background load (Beta levels with mean ``load_mean`` held for exponential
       times of mean ``load_hold_s``) and on/off availability (exponential up and down times of
-      means ``mean_up_s``, ``mean_down_s``) over ``duration_s``, then looping.
+      means ``mean_up_s``, ``mean_down_s``), generated on demand; it repeats only if
+      ``duration_s`` is set.
     - ``trace``: replay ``path`` (``device, time_s, speed_factor, available``) with ``mapping``
       and ``end_policy`` as for the channel.
 

@@ -5,30 +5,25 @@ that with a bandwidth share ``B_k`` the Shannon rate is ``r_k(t) = B_k log2(1 + 
 (DESIGN §2). ``a_k(t)`` is piecewise-constant in time (:mod:`desim.world.piecewise`), which makes
 the upload time of any number of bits exact, from any start time, including stalls at zero rate.
 
-Channels built here (all seeded through a passed-in :class:`numpy.random.Generator`):
-
-- :func:`static_channel`: path loss only (:mod:`desim.world.pathloss`);
-- :func:`rayleigh_channel`: path loss times Rayleigh block fading (``|h|² ~ Exp(1)`` i.i.d. per
-  coherence interval), the simplest fading model;
-- :func:`mobility_channel`: the TR 38.901 generator of :mod:`desim.world.mobility` (LOS
-  probability, shadowing and Jakes fading for moving devices).
-
-Replayed traces become channels in :mod:`desim.world.channel_trace`; the scenario's channel
-kinds are registered in :mod:`desim.world.channel_kinds`.
+:func:`static_channel` (path loss only, :mod:`desim.world.pathloss`) is built here; the
+generated channels, Rayleigh block fading and the TR 38.901 mobility channel, produced on
+demand in chunks, in :mod:`desim.world.generated`; replayed traces in
+:mod:`desim.world.channel_trace`. The scenario's channel kinds are registered in
+:mod:`desim.world.channel_kinds`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from desim.errors import InputError, warn
 from desim.scenario.devices import DeviceSpec
-from desim.world.mobility import MobilityChannelParams, generate_gain_parts_db, rician_k_factor
 from desim.world.pathloss import dbm_to_w, path_loss_db
 from desim.world.piecewise import PiecewiseSignals
+from desim.world.signals import Signals
 from desim.world.traces import MAX_SNR_DB
 
 # the most a scenario device may transmit: 100 dBm is 10 MW, far above any radio (a 3GPP UE
@@ -89,16 +84,16 @@ class SignalChannel:
     """A channel given by piecewise-constant SNR coefficients (one signal row per device).
 
     Attributes:
-        signals: ``a_k(t) = p_k g_k(t) / N0`` in Hz.
+        signals: ``a_k(t) = p_k g_k(t) / N0`` in Hz (held in memory, or generated on demand).
         large_scale: the coefficient without the fast fading (path loss and shadowing), where
             the channel knows it (generated channels); ``None`` for a replayed trace.
         fading_k: the linear Rician K factor of the fast fading over time (0: Rayleigh);
             ``None`` with ``large_scale`` set: no fast fading.
     """
 
-    signals: PiecewiseSignals
-    large_scale: PiecewiseSignals | None = None
-    fading_k: PiecewiseSignals | None = None
+    signals: Signals
+    large_scale: Signals | None = None
+    fading_k: Signals | None = None
 
     def snr_coef_hz(self, t_s: float) -> np.ndarray:
         """SNR coefficients at ``t_s``, shape ``(K,)``."""
@@ -127,8 +122,6 @@ class SignalChannel:
         return self.signals.integrate_until(devices, start_s, bits, rate)
 
 
-
-
 def static_channel(
     devices: tuple[DeviceSpec, ...], path_loss: str, carrier_ghz: float,
     noise_psd_dbm_per_hz: float,
@@ -141,88 +134,19 @@ def static_channel(
         carrier_ghz: carrier frequency f_c.
         noise_psd_dbm_per_hz: receiver noise power spectral density N0.
     """
-    mean = _mean_snr_coef_hz(devices, path_loss, carrier_ghz, noise_psd_dbm_per_hz, "static")
+    mean = mean_snr_coef_hz(devices, path_loss, carrier_ghz, noise_psd_dbm_per_hz, "static")
     signals = PiecewiseSignals.constant(mean)
     return SignalChannel(signals, large_scale=signals)
 
 
-def rayleigh_channel(
-    devices: tuple[DeviceSpec, ...],
-    path_loss: str,
-    carrier_ghz: float,
-    coherence_s: float,
-    duration_s: float,
-    noise_psd_dbm_per_hz: float,
-    rng: np.random.Generator,
-) -> SignalChannel:
-    """Path loss times Rayleigh block fading, ``|h|² ~ Exp(1)`` i.i.d. per ``coherence_s``.
-
-    Args:
-        devices: the resolved devices (distance and transmit power are used).
-        path_loss: a model of :func:`desim.world.pathloss.path_loss_db`.
-        carrier_ghz: carrier frequency f_c.
-        coherence_s: length of one fading block.
-        duration_s: length of the realisation, which then loops.
-        noise_psd_dbm_per_hz: receiver noise power spectral density N0.
-        rng: the run's ``channel`` stream.
-    """
-    mean = _mean_snr_coef_hz(devices, path_loss, carrier_ghz, noise_psd_dbm_per_hz, "rayleigh")
-    steps = max(1, int(np.ceil(duration_s / coherence_s)))
-    fading = rng.exponential(1.0, size=(len(devices), steps))
-    times = np.arange(steps) * coherence_s
-    return SignalChannel(
-        PiecewiseSignals(times, mean[:, None] * fading, steps * coherence_s, "loop"),
-        large_scale=PiecewiseSignals.constant(mean),
-        fading_k=PiecewiseSignals.constant(np.zeros(len(devices))),
-    )
-
-
-def mobility_channel(
-    devices: tuple[DeviceSpec, ...],
-    params: MobilityChannelParams,
-    noise_psd_dbm_per_hz: float,
-    rng: np.random.Generator,
-) -> SignalChannel:
-    """The TR 38.901 mobility model of :func:`generate_gain_db`, from each ``distance_m``.
-
-    The distance range is widened to hold every device's starting distance.
-
-    Args:
-        devices: the resolved devices (distance and transmit power are used).
-        params: the generator's parameters.
-        noise_psd_dbm_per_hz: receiver noise power spectral density N0.
-        rng: the run's ``channel`` stream.
-
-    Returns:
-        A :class:`SignalChannel` that loops after ``params.duration_s`` (whole steps).
-    """
-    dist = np.array([d.distance_m for d in devices])
-    p_dbm = np.array([d.tx_power_dbm for d in devices])
-    params = replace(
-        params,
-        min_distance_m=min(params.min_distance_m, float(dist.min())),
-        max_distance_m=max(params.max_distance_m, float(dist.max())),
-    )
-    times, gain_db, los, large_db = generate_gain_parts_db(params, dist, rng)
-    _check_generated_gain(gain_db, devices, "generated", noise_psd_dbm_per_hz)
-    coef = snr_coef_from_gain_db(gain_db, p_dbm, noise_psd_dbm_per_hz)
-    end = times.size * params.step_s
-    large = snr_coef_from_gain_db(large_db, p_dbm, noise_psd_dbm_per_hz)
-    fading = (None if params.fading == "none" else
-              PiecewiseSignals(times, rician_k_factor(params, los), end, "loop"))
-    return SignalChannel(PiecewiseSignals(times, coef, end, "loop"),
-                         large_scale=PiecewiseSignals(times, large, end, "loop"),
-                         fading_k=fading)
-
-
-def _mean_snr_coef_hz(
+def mean_snr_coef_hz(
     devices: tuple[DeviceSpec, ...], path_loss: str, carrier_ghz: float,
     noise_psd_dbm_per_hz: float, kind: str,
 ) -> np.ndarray:
     """``p g / N0`` ``(K,)`` from path loss alone, checked as a generated gain of ``kind``."""
     dist = np.array([d.distance_m for d in devices])
     loss_db = path_loss_db(path_loss, dist, carrier_ghz)
-    _check_generated_gain(-loss_db[:, None], devices, kind, noise_psd_dbm_per_hz)
+    check_generated_gain(-loss_db[:, None], devices, kind, noise_psd_dbm_per_hz)
     p_w = dbm_to_w(np.array([d.tx_power_dbm for d in devices]))
     n0 = float(dbm_to_w(noise_psd_dbm_per_hz))
     return p_w * 10.0 ** (-loss_db / 10.0) / n0
@@ -257,13 +181,20 @@ def check_snr_db(
         )
 
 
-def _check_generated_gain(
+def check_generated_gain(
     gain_db: np.ndarray,
     devices: tuple[DeviceSpec, ...],
     kind: str,
     noise_psd_dbm_per_hz: float,
 ) -> None:
-    """Refuse an unrepresentable SNR, and warn about a generated gain above 0 dB."""
+    """Refuse an unrepresentable SNR, and warn about a generated gain above 0 dB.
+
+    Args:
+        gain_db: channel gains in dB ``(K, T)`` (generated, or a bound of them).
+        devices: the devices of the rows.
+        kind: the channel kind, for the messages.
+        noise_psd_dbm_per_hz: receiver noise power spectral density N0.
+    """
     p_dbm = np.array([d.tx_power_dbm for d in devices])
     peak = gain_db.max(axis=1)
     where = f"channel (kind = {kind!r})"

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field
 
 from desim.registry import Params, Registry
 from desim.scenario.devices import DeviceSpec
-from desim.world.channel import Channel, mobility_channel, rayleigh_channel, static_channel
+from desim.world.channel import Channel, static_channel
 from desim.world.channel_trace import trace_channel
+from desim.world.generated import mobility_channel, rayleigh_channel
 from desim.world.mobility import MobilityChannelParams
 from desim.world.replay import TraceReplayParams
 from desim.world.traces import Trace
@@ -26,7 +27,10 @@ from desim.world.traces import Trace
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Distance = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
-MAX_GENERATED_STEPS = 1e7
+Chunk = Annotated[int, Field(ge=1, le=4096)]
+PERIOD = ("Period after which the realisation repeats; unset: it never repeats (generated "
+          "on demand for any length).")
+CHUNK = "Segments generated per chunk (speed and memory only: results do not depend on it)."
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,8 @@ class RayleighParams(StaticParams):
     coherence_s: PositiveFloat = Field(
         default=0.1, description="Coherence time of the Rayleigh block fading."
     )
-    duration_s: PositiveFloat = Field(
-        default=3600.0, description="Length of a generated realisation, which then loops."
-    )
+    duration_s: PositiveFloat | None = Field(default=None, description=PERIOD)
+    chunk_segments: Chunk = Field(default=64, description=CHUNK)
 
 
 class GeneratedParams(Params):
@@ -85,12 +88,8 @@ class GeneratedParams(Params):
     speed_kmh: NonNegFloat = Field(
         default=3.0, description="Walking or driving speed of the devices."
     )
-    duration_s: PositiveFloat = Field(
-        default=3600.0, description="Length of a generated realisation, which then loops."
-    )
-    step_s: PositiveFloat = Field(
-        default=0.1, validate_default=True, description="Sampling step of the generator."
-    )
+    duration_s: PositiveFloat | None = Field(default=None, description=PERIOD)
+    step_s: PositiveFloat = Field(default=0.1, description="Sampling step of the generator.")
     fading: Literal["auto", "rayleigh", "rician", "none"] = Field(
         default="auto", description="Fast fading (`auto`: Rician in LOS, Rayleigh in NLOS)."
     )
@@ -106,14 +105,7 @@ class GeneratedParams(Params):
     max_distance_m: Distance = Field(
         default=1000.0, description="Farthest distance to the base station; walks reflect there."
     )
-
-    @field_validator("step_s")
-    @classmethod
-    def _bounded_steps(cls, step_s: float, info: ValidationInfo) -> float:
-        duration = info.data.get("duration_s")  # absent when it failed its own check
-        if duration is not None and duration / step_s > MAX_GENERATED_STEPS:
-            raise ValueError("duration_s / step_s exceeds 10 million samples")
-        return step_s
+    chunk_segments: Chunk = Field(default=64, description=CHUNK)
 
 
 class TraceChannelParams(TraceReplayParams):
@@ -128,10 +120,10 @@ class TraceChannelParams(TraceReplayParams):
     "rayleigh", "path loss × Rayleigh block fading i.i.d. per coherence_s", RayleighParams
 )
 def rayleigh(params: RayleighParams, ctx: ChannelContext) -> Channel:
-    """Path loss times Rayleigh block fading, looping after ``duration_s``."""
+    """Path loss times Rayleigh block fading, generated on demand (periodic with duration_s)."""
     return rayleigh_channel(
         ctx.devices, params.path_loss, params.carrier_ghz, params.coherence_s,
-        params.duration_s, ctx.noise_psd_dbm_per_hz, ctx.rng,
+        params.duration_s, ctx.noise_psd_dbm_per_hz, ctx.rng, params.chunk_segments,
     )
 
 
@@ -149,9 +141,11 @@ def static(params: StaticParams, ctx: ChannelContext) -> Channel:
     GeneratedParams,
 )
 def generated(params: GeneratedParams, ctx: ChannelContext) -> Channel:
-    """The TR 38.901 generator started at each device's ``distance_m``."""
-    mobility = MobilityChannelParams(**params.model_dump())
-    return mobility_channel(ctx.devices, mobility, ctx.noise_psd_dbm_per_hz, ctx.rng)
+    """The TR 38.901 generator started at each device's ``distance_m``, generated on demand."""
+    values = params.model_dump()
+    chunk = values.pop("chunk_segments")
+    mobility = MobilityChannelParams(**values)
+    return mobility_channel(ctx.devices, mobility, ctx.noise_psd_dbm_per_hz, ctx.rng, chunk)
 
 
 @CHANNEL_KINDS.register("trace", "replay a tidy channel trace file", TraceChannelParams)

@@ -10,9 +10,14 @@ trace's ``speed_factor`` is ``ρ_k(t)``, multiplying the device's static ``σ_k`
 generator: a background-load process (load levels ``~ Beta`` with a given mean, each held for an
 exponential time, ``ρ = 1 - load``) and on/off availability as an alternating renewal process with
 exponential up and down times (like FedScale's device behaviour traces), starting in its
-stationary state. Assumption: a device that goes unavailable mid-round pauses its work (its
-effective speed is ``ρ · available``) and resumes when it returns; allocators only give blocks to
-devices available at the round start.
+stationary state. :func:`generate_compute` samples a whole horizon from a passed-in generator
+(``desim traces generate compute`` writes it); a scenario's ``generated`` kind builds the same
+processes window by window from counter-based draws (:mod:`desim.world.renewal`,
+:func:`desim.world.generated.generated_timeline`).
+
+Assumption: a device that goes unavailable mid-round pauses its work (its effective speed is
+``ρ · available``) and resumes when it returns; allocators only give blocks to devices available
+at the round start.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from desim.errors import TraceError
 from desim.world.piecewise import EndPolicy, PiecewiseSignals
 from desim.world.replay import TraceMapping, map_devices, replay_signals
+from desim.world.signals import Signals
 from desim.world.traces import Trace
 
 
@@ -48,10 +54,15 @@ class ComputeTimeline(Protocol):
 
 @dataclass(frozen=True, eq=False)
 class SignalTimeline:
-    """A compute timeline from piecewise-constant speed and availability signals."""
+    """A compute timeline from piecewise-constant speed and availability signals.
 
-    speed_signals: PiecewiseSignals
-    available_signals: PiecewiseSignals
+    Attributes:
+        speed_signals: the effective speed ``ρ_k(t) · available`` (work pauses offline).
+        available_signals: availability, 1 or 0.
+    """
+
+    speed_signals: Signals
+    available_signals: Signals
 
     @classmethod
     def constant(cls, num_devices: int) -> SignalTimeline:
@@ -79,7 +90,8 @@ class ComputeTimelineParams:
     """Parameters of the generated compute timeline (see :func:`generate_compute`).
 
     Attributes:
-        duration_s: length of the realisation (it then loops).
+        duration_s: length of the realisation, which then loops (``None``: generated on
+            demand, it never repeats; :func:`generate_compute` needs a length).
         load_mean: mean background load in ``[0, 1)``; ``0`` disables the load process.
         load_concentration: ``a + b`` of the Beta load distribution (larger: less spread).
         load_hold_s: mean time a load level is held (exponential).
@@ -88,7 +100,7 @@ class ComputeTimelineParams:
         mean_down_s: mean unavailable period (exponential); ``0``: always available.
     """
 
-    duration_s: float = 3600.0
+    duration_s: float | None = 3600.0
     load_mean: float = 0.3
     load_concentration: float = 4.0
     load_hold_s: float = 60.0
@@ -122,10 +134,13 @@ def generate_compute(
         For each device, ``(times_s, speed_factor, available)`` on its own breakpoints.
     """
     p = params
+    if p.duration_s is None:
+        raise ValueError("a whole-horizon compute timeline needs duration_s")
+    duration = p.duration_s
     out = []
     for _ in range(num_devices):
         if p.load_mean > 0:
-            lt = _renewal_times(p.load_hold_s, p.duration_s, rng)
+            lt = _renewal_times(p.load_hold_s, duration, rng)
             a = p.load_mean * p.load_concentration
             b = (1.0 - p.load_mean) * p.load_concentration
             speed = np.maximum(1.0 - rng.beta(a, b, lt.size), p.min_speed)
@@ -136,7 +151,7 @@ def generate_compute(
             at, state, t = [0.0], [up], 0.0
             while True:
                 t += float(rng.exponential(p.mean_up_s if state[-1] else p.mean_down_s))
-                if t >= p.duration_s:
+                if t >= duration:
                     break
                 at.append(t)
                 state.append(not state[-1])

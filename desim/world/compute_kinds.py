@@ -20,12 +20,11 @@ from desim.world.compute import (
     ComputeTimeline,
     ComputeTimelineParams,
     SignalTimeline,
-    generate_compute,
     trace_timeline,
 )
+from desim.world.generated import generated_timeline
 from desim.world.replay import TraceReplayParams
-from desim.world.tidy import tidy_frame, trace_from_frame
-from desim.world.traces import Trace, TraceMeta
+from desim.world.traces import Trace
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -52,10 +51,12 @@ COMPUTE_KINDS: Registry[ComputeBuilder] = Registry("compute kind")
 
 
 class GeneratedComputeParams(Params):
-    """Parameters of ``generated``: background load and on/off availability, looping."""
+    """Parameters of ``generated``: background load and on/off availability, on demand."""
 
-    duration_s: PositiveFloat = Field(
-        default=3600.0, description="Length of a generated timeline, which then loops."
+    duration_s: PositiveFloat | None = Field(
+        default=None,
+        description=("Period after which the timeline repeats; unset: it never repeats "
+                     "(generated on demand for any length)."),
     )
     load_mean: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
         default=0.3,
@@ -77,6 +78,11 @@ class GeneratedComputeParams(Params):
         default=120.0,
         description="Mean (exponential) time a device stays offline; 0: always available.",
     )
+    chunk_segments: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=4,
+        description=("Windows of the processes generated per chunk (speed and memory only: "
+                     "results do not depend on it)."),
+    )
 
 
 class TraceComputeParams(TraceReplayParams):
@@ -95,17 +101,10 @@ def constant(params: NoParams, ctx: ComputeContext) -> ComputeTimeline:
     "generated", "background load and on/off availability, drawn per run", GeneratedComputeParams
 )
 def generated(params: GeneratedComputeParams, ctx: ComputeContext) -> ComputeTimeline:
-    """Beta load levels held for exponential times and exponential up and down periods."""
-    timeline = ComputeTimelineParams(**params.model_dump())
-    series = generate_compute(timeline, len(ctx.names), ctx.rng)
-    frame = tidy_frame(
-        ctx.names,
-        [s[0] for s in series],
-        {"speed_factor": [s[1] for s in series], "available": [s[2] for s in series]},
-    )
-    meta = TraceMeta(end_policy="loop", duration_s=params.duration_s)
-    trace = trace_from_frame(frame, "generated compute timeline", meta)
-    return trace_timeline(trace, ctx.names, ctx.rng)
+    """Beta load levels held for exponential times, exponential up and down periods."""
+    values = params.model_dump()
+    chunk = values.pop("chunk_segments")
+    return generated_timeline(ComputeTimelineParams(**values), len(ctx.names), ctx.rng, chunk)
 
 
 @COMPUTE_KINDS.register("trace", "replay a tidy compute trace file", TraceComputeParams)

@@ -2,14 +2,20 @@
 
 ``h(t) = M^{-1/2} Σ exp(j(2π f_D cos α_m t + φ_m))`` with random arrival angles and phases has
 mean power exactly 1 and autocorrelation ``E[h(t) h*(t+τ)] = J0(2π f_D τ)``. A Rician channel adds
-a specular component of power ``K/(K+1)``. Random draws come from a passed-in
-:class:`numpy.random.Generator`.
+a specular component of power ``K/(K+1)``. :func:`jakes_fading` and :func:`rician_fading` draw
+from a passed-in :class:`numpy.random.Generator` and sample a whole horizon;
+:class:`SumOfSinusoids` draws each link's angles and phases once from counter-based draws
+(:mod:`desim.world.draws`) and then evaluates the same sum at any time, so a generated channel
+can be produced chunk by chunk.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from desim.world.draws import CounterDraws
 from desim.world.pathloss import SPEED_OF_LIGHT_M_PER_S
 
 # TR 38.901 Table 7.5-6: Ricean K factor mean in LOS (dB)
@@ -85,3 +91,56 @@ def rician_fading(
     phi = rng.uniform(0.0, 2.0 * np.pi, links)[:, None]
     specular = np.exp(1j * (2.0 * np.pi * doppler * np.cos(theta) * t[None, :] + phi))
     return np.sqrt(kf / (kf + 1.0)) * specular + np.sqrt(1.0 / (kf + 1.0)) * scattered
+
+
+@dataclass(frozen=True, eq=False)
+class SumOfSinusoids:
+    """Rician fading of ``K`` links with Jakes' spectrum, a deterministic function of time.
+
+    ``h_k(t) = sqrt(K/(K+1)) e^{j(ω_k t + ψ_k)} + sqrt(1/(K+1)) M^{-1/2} Σ_m e^{j(ω_km t + φ_km)}``
+    with ``ω = 2π f_D cos α``; the angles and phases are drawn once per link.
+
+    Attributes:
+        omega: angular Doppler shifts ``2π f_D cos α_km`` ``(K, M)`` in rad/s.
+        phase: phases ``φ_km`` ``(K, M)``.
+        los_omega: the specular component's ``2π f_D cos θ_k`` ``(K,)``.
+        los_phase: its phase ``ψ_k`` ``(K,)``.
+    """
+
+    omega: np.ndarray
+    phase: np.ndarray
+    los_omega: np.ndarray
+    los_phase: np.ndarray
+
+    @classmethod
+    def draw(cls, draws: CounterDraws, num_links: int, doppler: float, sinusoids: int,
+             component: int) -> SumOfSinusoids:
+        """Angles and phases ``U(0, 2π)`` of every link from the counter-based ``draws``."""
+        rows = np.arange(num_links)
+        two_pi = 2.0 * np.pi
+        w = two_pi * doppler
+        alpha = two_pi * draws.uniform(rows, range(sinusoids), 0, component)
+        phi = two_pi * draws.uniform(rows, range(sinusoids), 1, component)
+        theta = two_pi * draws.uniform(rows, [0], 2, component)[:, 0]
+        psi = two_pi * draws.uniform(rows, [0], 3, component)[:, 0]
+        return cls(w * np.cos(alpha), phi, w * np.cos(theta), psi)
+
+    def power(self, rows: np.ndarray, times_s: np.ndarray, k_factor: np.ndarray) -> np.ndarray:
+        """``|h|²`` ``(r, n)`` of links ``rows`` at ``times_s`` ``(n,)``, K factors ``(r, n)``.
+
+        The sinusoids are added one by one, so each value is the same float whatever else is
+        evaluated with it.
+        """
+        t = np.asarray(times_s, dtype=float)[None, :]
+        omega, phase = self.omega[rows], self.phase[rows]
+        re = np.zeros((rows.size, t.shape[1]))
+        im = np.zeros_like(re)
+        for m in range(omega.shape[1]):
+            arg = omega[:, m, None] * t + phase[:, m, None]
+            re += np.cos(arg)
+            im += np.sin(arg)
+        scale = 1.0 / np.sqrt(omega.shape[1])
+        los = self.los_omega[rows, None] * t + self.los_phase[rows, None]
+        a = np.sqrt(k_factor / (k_factor + 1.0))
+        b = np.sqrt(1.0 / (k_factor + 1.0)) * scale
+        return (a * np.cos(los) + b * re) ** 2 + (a * np.sin(los) + b * im) ** 2

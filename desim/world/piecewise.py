@@ -352,7 +352,15 @@ class PiecewiseSignals:
         rate_fn: RateFn | None = None,
     ) -> np.ndarray:
         """``∫_{start}^{end} rate(v_row(t)) dt`` for each query ``(m,)``, exact per piece."""
-        dur, values = self.segments_between(rows, start_s, end_s)
-        m = dur.shape[0]
-        rate = values if rate_fn is None else rate_fn(values, np.arange(m))
-        return np.sum(np.where(dur > 0, rate * dur, 0.0), axis=1)
+        return integral_of_pieces(*self.segments_between(rows, start_s, end_s), rate_fn)
+
+
+def integral_of_pieces(durations: np.ndarray, values: np.ndarray,
+                       rate_fn: RateFn | None = None) -> np.ndarray:
+    """``Σ rate(value) · duration`` per row of ``segments_between``'s pieces ``(m, W)``.
+
+    The one integral every signal type (:class:`PiecewiseSignals`, the ragged and the chunked
+    signals) answers ``integrate_between`` with; empty pieces add nothing.
+    """
+    rate = values if rate_fn is None else rate_fn(values, np.arange(durations.shape[0]))
+    return np.sum(np.where(durations > 0, rate * durations, 0.0), axis=1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from desim.world.piecewise import EndPolicy, PiecewiseSignals, RateFn
+from desim.world.piecewise import EndPolicy, PiecewiseSignals, RateFn, integral_of_pieces
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,10 +135,7 @@ class RaggedSignals:
         rate_fn: RateFn | None = None,
     ) -> np.ndarray:
         """``∫_{start}^{end} rate(v_row(t)) dt`` for each query ``(m,)``, exact per piece."""
-        dur, values = self.segments_between(rows, start_s, end_s)
-        m = dur.shape[0]
-        rate = values if rate_fn is None else rate_fn(values, np.arange(m))
-        return np.sum(np.where(dur > 0, rate * dur, 0.0), axis=1)
+        return integral_of_pieces(*self.segments_between(rows, start_s, end_s), rate_fn)
 
 
 def _within(rate_fn: RateFn, queries: np.ndarray) -> RateFn:
