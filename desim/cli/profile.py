@@ -16,6 +16,8 @@ from desim.cli.consoles import err, out
 from desim.errors import InputError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from desim.profiling import ProfileRequest
 
 # the options of `desim profile` that take several lines, named here so that the command's
@@ -75,6 +77,12 @@ _CountFlops = Annotated[
     typer.Option("--count-flops", help="Count the flops column of this profile (times "
                  "untouched); writes --out, or the file itself."),
 ]
+_Sets = Annotated[
+    str | None,
+    typer.Option("--sets", help="Sets of blocks trained in one backward pass, e.g. "
+                 "'1,2;1,12;3,7,11;1-6': measure them (with --validate: against the "
+                 "single-block composition; default point 8x128)."),
+]
 _KrScores = Annotated[
     bool,
     typer.Option("--kr-scores", help="Measure Kill-and-Revive gradient-norm scores of the "
@@ -101,14 +109,19 @@ def profile(
     count_flops: _CountFlops = None,
     kr_scores: _KrScores = False,
     steps: Annotated[int, typer.Option(help="Training steps of --kr-scores.")] = 20,
+    sets: _Sets = None,
 ) -> None:
     """Measure per-block training costs (--validate: the fit's error; --calibrate: its speed)."""
-    from desim.profiling import ProfileRequest, require_profiling
+    from desim.profiling import ProfileRequest, parse_block_sets, require_profiling
 
     require_profiling()
     depths = _int_list(blocks, "--blocks") if blocks else ()
+    groups = parse_block_sets(sets) if sets else ()
+    if groups and (calibrate is not None or count_flops is not None or kr_scores):
+        raise InputError("--sets: only to measure sets, or with --validate")
     if validate is not None:
-        _profile_validate(validate, model, method, points, depths, repeats, threads, out_path)
+        _profile_validate(validate, model, method, points, depths, repeats, threads, out_path,
+                          groups)
         return
     if calibrate is not None:
         _profile_calibrate(calibrate, model, method, points, depths, repeats, threads, out_path)
@@ -129,6 +142,7 @@ def profile(
         raise InputError("--blocks: only with --validate or --calibrate (a profile needs every "
                          "block)")
     request = ProfileRequest(
+        sets=groups,
         model=model,
         method=method or "lora",
         batches=_int_list(batch, "--batch"),
@@ -146,12 +160,16 @@ def profile(
 
 def _profile_grid(request: ProfileRequest, out_path: Path) -> None:
     """Profile every grid point of ``request`` and write the table to ``out_path``."""
+    from desim.io.atomic import write_report_csv
     from desim.io.calibration import write_profile
     from desim.profiling import run_profile
 
     with _profile_progress(f"profiling {request.model} {request.method}") as tick:
         table = run_profile(request, on_progress=tick)
-    write_profile(table, out_path)
+    if request.sets:  # a set table: its own columns (desim.profiling.sets.SET_COLUMNS)
+        write_report_csv(table, out_path)
+    else:
+        write_profile(table, out_path)
     out.print(f"{len(table)} rows written to {out_path}")
 
 
@@ -192,6 +210,7 @@ def _points(text: str) -> tuple[tuple[int, int], ...]:
 def _profile_validate(
     validate: Path, model: str | None, method: str | None, points: str | None,
     blocks: tuple[int, ...], repeats: int, threads: int | None, out_path: Path | None,
+    sets: tuple[tuple[int, ...], ...] = (),
 ) -> None:
     from desim.io.atomic import write_report_csv
     from desim.io.calibration import load_profile, read_profile
@@ -210,6 +229,10 @@ def _profile_validate(
                   f"{speed:.4g}, {threads or 'the table'} thread(s))")
     else:
         table = read_profile(validate)
+    if sets:
+        _profile_validate_sets(validate, table, model, points, sets, repeats, threads, speed,
+                               out_path)
+        return
     with _profile_progress("validating") as tick:
         report = run_validation(
             table, _points(points) if points else None, repeats=repeats,
@@ -224,6 +247,39 @@ def _profile_validate(
     write_report_csv(report.violations, stem.with_name(stem.name + "-monotonicity.csv"))
     out.print(f"MAPE table written to {target} (per-block rows: {stem.name}-rows.csv, "
               f"depth violations: {stem.name}-monotonicity.csv)")
+
+
+def _profile_validate_sets(
+    validate: Path, table: pd.DataFrame, model: str | None, points: str | None,
+    sets: tuple[tuple[int, ...], ...], repeats: int, threads: int | None, speed: float,
+    out_path: Path | None,
+) -> None:
+    """Measure ``sets`` for every table of the profile and compare with the composition."""
+    from desim.io.atomic import write_report_csv
+    from desim.profiling import ProfileRequest, run_set_validation
+    from desim.profiling.set_validation import SetValidation, print_set_validation
+
+    reports = []
+    for (hardware, name, method), rows in table.groupby(["hardware", "model", "method"]):
+        first = rows.iloc[0]
+        request = ProfileRequest(
+            model=model or str(name), method=str(method), batches=(1,), seq_lens=(1,),
+            points=_points(points) if points else ((8, 128),), device=str(first["device"]),
+            repeats=repeats, threads=threads or int(first["threads"]) or None,
+            hardware=str(hardware), lora_rank=int(first["lora_rank"]) or 8,
+            target_len=int(first["target_len"]) or None, sets=sets,
+        )
+        with _profile_progress(f"measuring sets of {name} {method}") as tick:
+            reports.append(run_set_validation(request, rows, on_progress=tick, speed=speed))
+    report = SetValidation.concat(reports)
+    print_set_validation(report, out)
+    target = out_path or validate.with_name(validate.stem + "-sets-validation.csv")
+    write_report_csv(report.summary, target)
+    stem = target.with_suffix("")
+    write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
+    write_report_csv(report.measured, stem.with_name(stem.name + "-measured.csv"))
+    out.print(f"MAPE table written to {target} (per-set rows: {stem.name}-rows.csv, the "
+              f"measured set table: {stem.name}-measured.csv)")
 
 
 def _profile_calibrate(

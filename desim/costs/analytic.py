@@ -45,6 +45,7 @@ from pydantic import Field
 from desim.costs.base import BlockCosts, Workload
 from desim.costs.flops import step_flops
 from desim.costs.methods import method_rules, trainable_values, upload_bits
+from desim.costs.multiblock import analytic_extras
 from desim.costs.registry import COST_MODELS, CostInputs, CostParams
 from desim.costs.transformer import (
     adapter_activation_bytes,
@@ -150,7 +151,8 @@ class AnalyticCostModel:
     """FLOP- and byte-count cost model (the fallback when unprofiled; :func:`analytic_costs`).
 
     ``w_n = FLOPs_n / flops_per_s``: the counted FLOPs of block ``n``'s training step at a
-    sustained throughput. Memory and upload bits are those of :func:`analytic_costs`.
+    sustained throughput. Memory and upload bits are those of :func:`analytic_costs`; what a
+    block adds to a set of blocks is :func:`desim.costs.multiblock.analytic_extras`.
 
     Attributes:
         flops_per_s: sustained training FLOP/s of the reference hardware class.
@@ -170,11 +172,14 @@ class AnalyticCostModel:
                 f"unknown hardware class {hardware!r}; known: {', '.join(sorted(speeds))}"
             )
         flops, memory, bits = analytic_costs(workload)
-        compute_s = flops / (self.flops_per_s * speeds[hardware])
+        rate = self.flops_per_s * speeds[hardware]
+        compute_s = flops / rate
         # QLoRA's memory is an estimate (see analytic_costs); the source says so in results
         estimate = method_rules(workload.method).estimate
         source = f"{self.name}-estimate" if estimate else self.name
-        return BlockCosts(compute_s, memory, bits, source=source, flops=flops)
+        extra_s, extra_bytes = analytic_extras(workload, rate)
+        return BlockCosts(compute_s, memory, bits, source=source, flops=flops,
+                          extra_compute_s=extra_s, extra_memory_bytes=extra_bytes)
 
 
 class AnalyticParams(CostParams):

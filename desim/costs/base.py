@@ -21,7 +21,7 @@ rules of the fine-tuning methods (what trains, what is uploaded) sit in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -86,6 +86,10 @@ class Workload:
         return self.seq_len + self.decoder_len
 
 
+#: marks an extra cost a model did not give (:class:`BlockCosts` fills zeros)
+_UNSET = np.zeros(0)
+
+
 @dataclass(frozen=True, eq=False)
 class BlockCosts:
     """Per-block costs on one hardware class, arrays of shape ``(N,)`` indexed by ``n - 1``.
@@ -104,6 +108,13 @@ class BlockCosts:
             when its rows were measured, the speed applied and any calibration
             (:meth:`desim.costs.profiled.ProfiledCostModel.block_costs`); ``None`` when
             nothing was measured.
+        extra_compute_s: seconds at speed factor 1 that block ``n`` adds to a device's step
+            when it trains in a set of blocks above the set's deepest block (its weight
+            gradients and update; :mod:`desim.costs.multiblock`, whose
+            :func:`~desim.costs.multiblock.set_cost` composes a set's cost). Zeros when not
+            given (a model that does not price sets).
+        extra_memory_bytes: bytes block ``n`` then adds (its gradients, optimizer state and
+            the activations its weight gradients keep). Zeros when not given.
     """
 
     compute_s: np.ndarray
@@ -113,6 +124,13 @@ class BlockCosts:
     flops: np.ndarray | None = None
     flops_source: str = "analytic"
     provenance: Mapping[str, Any] | None = None
+    extra_compute_s: np.ndarray = field(default_factory=lambda: _UNSET)
+    extra_memory_bytes: np.ndarray = field(default_factory=lambda: _UNSET)
+
+    def __post_init__(self) -> None:
+        for name in ("extra_compute_s", "extra_memory_bytes"):
+            if getattr(self, name) is _UNSET:
+                object.__setattr__(self, name, np.zeros(np.shape(self.compute_s)))
 
 
 class CostModel(Protocol):

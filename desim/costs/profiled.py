@@ -22,6 +22,7 @@ from desim.costs.analytic import AnalyticCostModel, analytic_flops
 from desim.costs.base import BlockCosts, CostModel, Workload
 from desim.costs.fit import ProfileFit, fit_profile
 from desim.costs.methods import METHODS, upload_bits
+from desim.costs.multiblock import profiled_extras
 from desim.costs.registry import COST_MODELS, CostInputs, CostParams
 from desim.errors import ScenarioError, UnknownNameError
 from desim.io.hosts import PROVENANCE_COLUMNS
@@ -73,7 +74,9 @@ class ProfiledCostModel:
     engine divides by each device's speed factor and timeline factor. Upload bits follow the
     method's rule (:func:`upload_bits`) on the block's measured trainable values. FLOPs come
     from the table's ``flops`` column (torch's FLOP counter) when every row has one, else from
-    :func:`analytic_flops` (``BlockCosts.flops_source`` says which).
+    :func:`analytic_flops` (``BlockCosts.flops_source`` says which). What a block adds to a
+    set of blocks trained in one pass is derived from the same table
+    (:func:`desim.costs.multiblock.profiled_extras`).
 
     Attributes:
         profiles: hardware class → profile table.
@@ -160,6 +163,7 @@ class ProfiledCostModel:
         prov = self._provenance(hardware, workload, speed, rows)
         if transfer is not None:
             prov["transfer"] = transfer
+        extra_s, extra_bytes = profiled_extras(workload, rows, compute_s, counted)
         return BlockCosts(
             compute_s=compute_s / speed,
             memory_bytes=fit.memory_bytes(n, b, s),
@@ -169,6 +173,8 @@ class ProfiledCostModel:
             flops=counted,
             flops_source="analytic" if flops is None else "profiled",
             provenance=prov,
+            extra_compute_s=extra_s / speed,
+            extra_memory_bytes=extra_bytes,
         )
 
     def _roofline_speed(self, hardware: str, workload: Workload, flops: np.ndarray,

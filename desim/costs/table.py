@@ -24,6 +24,9 @@ class TableCostModel:
         memory_bytes: ``(N,)`` peak bytes.
         upload_bits: ``(N,)`` upload bits.
         flops: ``(N,)`` counted FLOPs (``None``: :func:`analytic_flops` of the workload).
+        extra_compute_s: ``(N,)`` seconds block ``n`` adds to a set of blocks above its
+            deepest (``None``: zeros; :mod:`desim.costs.multiblock`).
+        extra_memory_bytes: ``(N,)`` bytes it then adds (``None``: zeros).
     """
 
     compute_s: np.ndarray
@@ -31,19 +34,23 @@ class TableCostModel:
     upload_bits: np.ndarray
     name: str = "table"
     flops: np.ndarray | None = None
+    extra_compute_s: np.ndarray | None = None
+    extra_memory_bytes: np.ndarray | None = None
 
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
         """Return the stored arrays (their length must equal ``workload.num_blocks``)."""
-        given = (self.compute_s, self.memory_bytes, self.upload_bits,
+        n = workload.num_blocks
+        extras = [np.zeros(n) if x is None else x
+                  for x in (self.extra_compute_s, self.extra_memory_bytes)]
+        given = (self.compute_s, self.memory_bytes, self.upload_bits, *extras,
                  *(() if self.flops is None else (self.flops,)))
         arrays = [np.asarray(x, dtype=float) for x in given]
-        if any(x.shape != (workload.num_blocks,) for x in arrays):
-            raise ScenarioError(
-                f"cost table has {arrays[0].shape} entries, expected {workload.num_blocks} blocks"
-            )
-        compute_s, memory_bytes, upload_bits = arrays[:3]
-        if self.flops is None:
-            return BlockCosts(compute_s, memory_bytes, upload_bits, source=self.name,
-                              flops=analytic_flops(workload))
+        bad = [x.shape for x in arrays if x.shape != (n,)]
+        if bad:
+            raise ScenarioError(f"cost table has {bad[0]} entries, expected {n} blocks")
+        compute_s, memory_bytes, upload_bits, extra_s, extra_bytes = arrays[:5]
+        flops, source = ((analytic_flops(workload), "analytic") if self.flops is None
+                         else (arrays[5], self.name))
         return BlockCosts(compute_s, memory_bytes, upload_bits, source=self.name,
-                          flops=arrays[3], flops_source=self.name)
+                          flops=flops, flops_source=source, extra_compute_s=extra_s,
+                          extra_memory_bytes=extra_bytes)

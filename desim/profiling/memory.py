@@ -32,7 +32,7 @@ import resource
 import sys
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -156,17 +156,21 @@ class LiveTensorTracker(MemTracker):
 
 
 def live_peak_bytes(
-    step: Callable[[], Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+    step: Callable[[], Any], model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
 ) -> int:
     """Peak bytes of live tensors while ``step()`` runs, summed over devices.
 
     Args:
         step: one training step (forward, backward, optimizer step, or a MeZO step).
         model: its parameters and buffers count from the start.
-        optimizer: its state counts from the start (``None`` for MeZO).
+        optimizer: its state counts from the start (``None`` for MeZO; several for a step
+            that trains several blocks).
     """
     tracker = LiveTensorTracker()
-    tracker.track_external(model, *([optimizer] if optimizer is not None else []))
+    optimizers = [] if optimizer is None else (
+        [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer))
+    tracker.track_external(model, *optimizers)
     with tracker, warnings.catch_warnings():
         # the module tracker notes backward hooks of modules already freed (harmless)
         warnings.filterwarnings("ignore", message="Module is None", category=UserWarning)

@@ -60,6 +60,9 @@ class ProfileRequest:
             32 for T5; encoder-only models take none).
         blocks: the depths to time (empty: every block); the table then holds their rows only.
             The forward pass is the same whichever depths are timed.
+        sets: sets of blocks, each trained in one backward pass (several blocks per device;
+            :mod:`desim.profiling.sets`), 1-based and ascending (:func:`parse_block_sets`);
+            when given, the request measures these sets instead of single blocks.
     """
 
     model: str
@@ -77,6 +80,7 @@ class ProfileRequest:
     points: tuple[tuple[int, int], ...] = ()
     target_len: int | None = None
     blocks: tuple[int, ...] = ()
+    sets: tuple[tuple[int, ...], ...] = ()
 
     @property
     def grid(self) -> list[tuple[int, int]]:
@@ -110,5 +114,37 @@ class ProfileRequest:
             raise InputError(f"--target-len: must be at least 1 (got {self.target_len})")
         if any(n < 1 for n in self.blocks) or len(set(self.blocks)) != len(self.blocks):
             raise InputError(f"--blocks: expected distinct depths from 1 (got {self.blocks})")
+        for group in self.sets:
+            if not group or any(n < 1 for n in group) or list(group) != sorted(set(group)):
+                raise InputError(f"--sets: expected ascending distinct blocks from 1 (got {group})")
         if self.lora_rank < 1 or self.adapter_size < 1:
             raise InputError("lora_rank and adapter_size must be positive")
+
+
+def parse_block_sets(text: str) -> tuple[tuple[int, ...], ...]:
+    """Sets of blocks from ``"1,2;1,12;3,7,11;1-6"``: ``;`` between sets, ``a-b`` a range.
+
+    Each set comes back sorted and without repeats, in the order given.
+
+    Raises:
+        InputError: a set that is empty or holds something other than positive integers.
+    """
+    sets = []
+    for item in text.split(";"):
+        blocks: set[int] = set()
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            lo, dash, hi = part.partition("-")
+            try:
+                first, last = int(lo), int(hi) if dash else int(lo)
+            except ValueError:
+                raise InputError(
+                    f"--sets: expected blocks like 1,2;3-6, got {part!r} in {item!r}"
+                ) from None
+            if first < 1 or last < first:
+                raise InputError(f"--sets: expected blocks from 1 and ranges a-b with a <= b, "
+                                 f"got {part!r}")
+            blocks.update(range(first, last + 1))
+        if not blocks:
+            raise InputError(f"--sets: an empty set in {text!r}")
+        sets.append(tuple(sorted(blocks)))
+    return tuple(sets)
