@@ -98,7 +98,7 @@ def test_the_plan_has_two_stages_and_per_block_rows():
     rows = plan.rows
     assert rows.participant.tolist() == [0, 0] and rows.block.tolist() == [1, 2]
     assert rows.samples.tolist() == [2.0, 2.0]  # N = 2 mini-batches of 1 sample
-    assert rows.memory_bytes.tolist() == [1e9, 2e9]  # one mini-batch at a time
+    assert rows.memory_bytes.tolist() == [2e9, 2e9]  # the trainer's peak, one mini-batch at a time
     assert rows.planned_compute_s.tolist() == [4.0, 4.0]
     assert ctx.round_latency_s(alloc) == plan.planned_latency_s == alloc.estimated_latency_s
 

@@ -8,7 +8,7 @@ eligible device; these four DEFT baselines split bandwidth with a named split (d
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -128,9 +128,10 @@ class SingleDeviceAllocator(Allocator):
     """One device trains every block in one backward pass (a ``grouped`` allocation).
 
     Backpropagating to the deepest block passes through every block, so the device computes
-    as long as its deepest block (``ĉ_{k,N}``; the weight gradients of the shallower blocks are
-    ignored, which is tiny for LoRA), needs the deepest block's memory, and uploads all blocks'
-    bits with the whole band ``B``. The device with the least such latency is chosen.
+    as long as its deepest block plus the shallower blocks' extra weight-gradient work
+    (``ĉ_{k,N} + Σ_{n<N} e_{k,n}``, :meth:`RoundContext.all_blocks_cost`), needs the deepest
+    block's memory plus the others' extra bytes, and uploads all blocks' bits with the whole
+    band ``B``. The device with the least such latency is chosen.
 
     ``data = "own"`` trains on the device's own mini-batch only: a round consumes one
     mini-batch where DEFT consumes ``N``, one on each block's device. ``data = "pooled"``
@@ -142,11 +143,13 @@ class SingleDeviceAllocator(Allocator):
         data: ``own`` (one mini-batch a round) or ``pooled`` (``N`` mini-batches a round).
     """
 
+    places_block_sets: ClassVar[bool] = True
     data: Literal["own", "pooled"] = "own"
 
     def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
         """Pick the fastest device able to hold the deepest block."""
-        ok = ctx.eligible()[:, -1]
+        compute, memory = ctx.all_blocks_cost()
+        ok = ctx.eligible()[:, -1] & (memory <= ctx.memory_budget_bytes)
         if not ok.any():
             raise infeasible(ctx, ctx.num_blocks, distinct=False)
         if self.data == "pooled":
@@ -155,7 +158,7 @@ class SingleDeviceAllocator(Allocator):
                                   np.arange(ctx.num_devices))
         bits = float(ctx.upload_bits.sum())
         with np.errstate(divide="ignore"):
-            t = np.where(ok, ctx.compute_s[:, -1] + (bits / rate if bits > 0 else 0.0), np.inf)
+            t = np.where(ok, compute + (bits / rate if bits > 0 else 0.0), np.inf)
         k = int(np.argmin(t))
         if not np.isfinite(t[k]):
             raise _muted(ctx, ok, bits)
@@ -183,7 +186,8 @@ def _transfer_s(bits: float, rate_bps: float) -> float:
 def pooled_timing_s(ctx: RoundContext, k: int, senders: np.ndarray) -> tuple[float, ...]:
     """Planned phases of a pooled single-device round: trainer ``k``, uploaders ``senders``.
 
-    With ``M = senders.size`` (``N - 1``), ``ĉ = ĉ_{k,N}``, ``s`` the mini-batch bits and
+    With ``M = senders.size`` (``N - 1``), ``ĉ`` the trainer's all-block compute
+    (:meth:`RoundContext.all_blocks_cost`), ``s`` the mini-batch bits and
     ``D = Σ_n D_n``: stage 1 lasts ``max(ĉ, max_j s / r_j(B/M))`` (the trainer starts on its
     own mini-batch while the others upload on equal shares); stage 2 is the relay
     ``M s / r_k(B)`` (the server forwards the batches over the reciprocal downlink), ``M ĉ``
@@ -194,7 +198,7 @@ def pooled_timing_s(ctx: RoundContext, k: int, senders: np.ndarray) -> tuple[flo
         the relay, the trainer's total compute (``N ĉ``), its gradient upload and the round.
     """
     B, M, s = ctx.total_bandwidth_hz, senders.size, ctx.sample_bits
-    c = float(ctx.compute_s[k, -1])
+    c = float(ctx.all_blocks_cost()[0][k])
     rate = float(ctx.rates.rate_bps(np.array([B]), np.array([k]))[0])
     data = 0.0
     if M:
@@ -253,7 +257,8 @@ def _pooled_plan(ctx: RoundContext, k: int, senders: np.ndarray, latency: float)
     """The two-stage plan of :func:`pooled_allocation` (participant 0 is the trainer)."""
     N, M, s = ctx.num_blocks, senders.size, ctx.sample_bits
     _, _, compute, upload, _ = pooled_timing_s(ctx, k, senders)
-    work = float((ctx.work_s if ctx.work_s.size else ctx.compute_s)[k, -1])
+    extra = ctx.extra_work_s if ctx.extra_work_s.size else ctx.set_extras()[0]
+    work = float((ctx.work_s if ctx.work_s.size else ctx.compute_s)[k, -1] + extra[k, :-1].sum())
     flops = float(ctx.block_flops[k, -1]) if ctx.block_flops.size else float("nan")
     batch = float("nan") if ctx.workload is None else float(ctx.workload.batch_size)
 
@@ -274,7 +279,7 @@ def _pooled_plan(ctx: RoundContext, k: int, senders: np.ndarray, latency: float)
         barrier_s=(0.0, ctx.aggregation_s),
         rows=PlanRows(
             participant=np.zeros(N, dtype=np.intp), block=blocks,
-            upload_bits=ctx.upload_bits, memory_bytes=ctx.memory_bytes,
+            upload_bits=ctx.upload_bits, memory_bytes=np.full(N, ctx.all_blocks_cost()[1]),
             flops=np.full(N, N * flops), samples=np.full(N, N * batch),
             planned_compute_s=np.full(N, compute), planned_upload_s=np.full(N, upload),
         ),

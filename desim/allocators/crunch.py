@@ -12,12 +12,17 @@ ineligible pairs.
 - :func:`bottleneck_match`: no monotonicity assumed; binary search on the candidate thresholds
   with a maximum bipartite matching per probe.
 
+With fewer devices than blocks (``K < N``) no one-block-per-device placement exists; both
+allocators then place block sets with ``crunch-multi`` (:mod:`desim.allocators.crunch_multi`)
+and say so in the diagnostics (``fallback``).
+
 Both prune each block to its ``N`` smallest-latency devices first: a bottleneck- or sum-optimal
 matching can always be rearranged to use only those (an unused one of them is never worse).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -27,6 +32,7 @@ from scipy.sparse.csgraph import maximum_bipartite_matching
 
 from desim.allocators.bandwidth import SplitAllocator, bandwidth_split, planned_latency_matrix_s
 from desim.allocators.base import Allocation, RoundContext, infeasible
+from desim.allocators.crunch_multi import CrunchMultiAllocator
 from desim.allocators.registry import register
 
 
@@ -185,8 +191,16 @@ class P1Allocator(SplitAllocator):
     method: ClassVar[Literal["crunch", "matching"]]
     min_sum: bool = False
 
+    #: with fewer devices than blocks it places block sets (``crunch-multi``) instead
+    places_block_sets: ClassVar[bool] = True
+
     def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
-        """Match blocks to devices, then split bandwidth."""
+        """Match blocks to devices, then split bandwidth (``K < N``: ``crunch-multi``)."""
+        if ctx.num_devices < ctx.num_blocks:
+            alloc = CrunchMultiAllocator(bandwidth=self.bandwidth).allocate(ctx, rng)
+            note = (f"crunch-multi: {ctx.num_devices} devices for {ctx.num_blocks} blocks, so "
+                    f"devices train several blocks ({self.registry_name} needs K >= N)")
+            return replace(alloc, diagnostics={"fallback": note, **alloc.diagnostics})
         t = planned_latency_matrix_s(ctx, self.bandwidth)
         block_device, _, diag = solve_p1(ctx, t, self.method, self.min_sum)
         return split_allocation(ctx, block_device, self.bandwidth, diag)

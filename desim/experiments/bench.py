@@ -227,8 +227,10 @@ def bench_allocator_times(
     Instances come from :func:`desim.allocators.instances.random_context` (memory cuts, 10%
     unavailable devices). ``milp`` is skipped above ``milp_max_devices`` (and said so in the
     ``note`` column) and timed once (HiGHS takes seconds). A ``jbba-exact`` row at
-    ``K = 200, N = 24`` is added for its target, and ``oracle-exact`` rows at ``K = 20, N = 12``
-    and ``K = 200, N = 24`` with a time-varying true future (:func:`_with_fading_future`).
+    ``K = 200, N = 24`` is added for its target, ``oracle-exact`` rows at ``K = 20, N = 12``
+    and ``K = 200, N = 24`` with a time-varying true future (:func:`_with_fading_future`), and
+    ``crunch-multi`` rows at ``K = 8`` and ``100``, ``N = 24``
+    (:func:`desim.experiments.bench_sets.crunch_multi_times`).
 
     Returns:
         DataFrame with ``allocator, devices, blocks, solve_ms, note``.
@@ -258,6 +260,9 @@ def bench_allocator_times(
     ctx = random_context(np.random.default_rng([seed, 200, 24]), 200, 24)
     secs = _best_solve_s(make_allocator("jbba-exact"), ctx, repeats)
     rows.append(("jbba-exact", 200, 24, secs * 1e3, ""))
+    from desim.experiments.bench_sets import crunch_multi_times
+
+    rows.extend(crunch_multi_times(seed, lambda a, c: _best_solve_s(a, c, repeats)))
     for k, n in ((20, 12), (200, 24)):  # the genie bound needs the true future world
         ctx = _with_fading_future(random_context(np.random.default_rng([seed, k, n]), k, n), seed)
         secs = _best_solve_s(make_allocator("oracle-exact"), ctx, repeats)
