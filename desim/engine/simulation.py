@@ -15,15 +15,15 @@ Every round of every scheme is the same four steps (DESIGN §2, "One round"):
 
 Lost work follows the scheme's loss policy: DEFT re-plans lost blocks
 (:class:`~desim.engine.losses.ReplanLost`), a scheme drops lost participants. The engine writes
-no files.
+no files. One round of the loop is :meth:`RoundDriver.step <desim.engine.driver.RoundDriver.step>`:
+:meth:`Simulation.run` steps it to the end, the Gymnasium environment (:mod:`desim.gym`) one
+round per action.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from functools import partial
-from time import perf_counter
 from typing import Any
 
 import numpy as np
@@ -33,15 +33,14 @@ from desim.allocators.base import Allocator, RoundContext
 from desim.costs.analytic import analytic_flops
 from desim.costs.base import CostModel, Workload
 from desim.engine.csi import Csi, planner_view
+from desim.engine.driver import RoundDriver
+from desim.engine.driver import oracle_bound_s as oracle_bound_s  # re-exported (its old home)
 from desim.engine.faults import FaultModel, RoundDraws, offline_time
-from desim.engine.losses import ReplanLost, ReplanSetup
-from desim.engine.realise import Realisation, World, constants, realise_with_losses
-from desim.engine.recording import Devices, RoundFacts, record_round, record_skip
+from desim.engine.losses import ReplanSetup
+from desim.engine.realise import World, constants
+from desim.engine.recording import Devices
 from desim.engine.records import RoundRecord
-from desim.engine.rng import rng_streams
-from desim.engine.uplink import SharedUplink
-from desim.errors import DesimError, InfeasibleError, ScenarioError
-from desim.plan import RoundPlan
+from desim.errors import DesimError, ScenarioError
 from desim.results import RunResult
 from desim.scenario.devices import DeviceSpec
 from desim.scenario.model import HardwarePower, RunSpec, ServerSpec
@@ -102,9 +101,11 @@ class Simulation:
     def __post_init__(self) -> None:
         K, N = len(self.devices), self.workload.num_blocks
         self.planner: Scheme = DeftScheme(self.allocator) if self.scheme is None else self.scheme
-        if self.planner.one_device_per_block and K < N:
+        sets = getattr(getattr(self.planner, "allocator", None), "places_block_sets", False)
+        if self.planner.one_device_per_block and K < N and not sets:
             raise ScenarioError(
-                f"devices: {K} devices for {N} blocks; every block needs its own device"
+                f"devices: {K} devices for {N} blocks; every block needs its own device "
+                "(crunch-multi, crunch and single-device let a device train several blocks)"
             )
         by_class = {}
         for hw in sorted({d.hardware for d in self.devices}):
@@ -114,8 +115,12 @@ class Simulation:
         self._work_s = (
             np.stack([by_class[d.hardware].compute_s for d in self.devices]) / sigma[:, None]
         )
+        # what a block adds to a device's set when not its deepest (desim.costs.multiblock)
+        self._extra_work_s = np.stack(
+            [by_class[d.hardware].extra_compute_s for d in self.devices]) / sigma[:, None]
         # memory and bits are a property of the block; with several classes take the worst case
         self._memory = np.max([c.memory_bytes for c in by_class.values()], axis=0)
+        self._extra_memory = np.max([c.extra_memory_bytes for c in by_class.values()], axis=0)
         self._bits = np.max([c.upload_bits for c in by_class.values()], axis=0)
         self._budget = np.array([d.memory_bytes for d in self.devices])
         self._names = tuple(d.name for d in self.devices)
@@ -165,8 +170,9 @@ class Simulation:
         """
         ts = t0 if state_s is None else state_s
         speed = self.compute.speed(ts)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):
             compute_s = self._work_s / speed[:, None]
+            extra_s = self._extra_work_s / speed[:, None]
         available = self._available(ts, t0)
         ctx = RoundContext(
             round_index=round_index,
@@ -186,6 +192,9 @@ class Simulation:
             speed=speed,
             block_flops=self._flops,
             workload=self.workload,
+            extra_compute_s=extra_s,
+            extra_work_s=self._extra_work_s,
+            extra_memory_bytes=self._extra_memory,
         )
         if self.csi.mode == "snapshot":
             return ctx
@@ -194,7 +203,7 @@ class Simulation:
                             self.world.held_at(ts) if held else self.world)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
-        """Simulate all rounds.
+        """Simulate all rounds (a :class:`~desim.engine.driver.RoundDriver` stepped to the end).
 
         Args:
             on_round: called with each finished round's record (progress bars).
@@ -202,111 +211,12 @@ class Simulation:
         Returns:
             The records and metadata of the run.
         """
-        env = simpy.Environment()
-        result = RunResult(metadata={**self.metadata, "cost_model": self.cost_source,
-                                     "flops_source": self.flops_source})
-        if self.power is not None:
-            from desim.costs.energy import device_power_table
-
-            result.device_power = device_power_table(self.devices, self.power)
-        if self.policy.oracle_bound:
-            if not isinstance(self.planner, DeftScheme):
-                raise ScenarioError("run.oracle_bound: the oracle-exact bound is of a DEFT "
-                                    "round (scheme.name = \"deft\")")
-            result.oracle_bound_s = []
-        rng = rng_streams(self.seed)[self.planner.rng_stream]
-        env.run(env.process(self._rounds(env, result, rng, on_round)))
-        return result
-
-    def _rounds(self, env: simpy.Environment, result: RunResult, rng: np.random.Generator,
-                on_round: Callable[[RoundRecord], None] | None) -> Process:
-        """The server process: snapshot, plan, realise on the event clock, record."""
-        scheme, K = self.planner, len(self.devices)
-        state = scheme.new_state(K, rng)
-        uplink = self._uplink(result)
-        for r in range(self.rounds):
-            t0 = env.now
-            draws = self.faults.draw(K) if self.faults is not None else None
-            state_s = self.state_time(r, t0)
-            ctx = self.context(r, t0, state_s)
-            tic = perf_counter()
-            try:
-                plan = scheme.plan(ctx, state, rng)
-            except InfeasibleError as exc:
-                if result.oracle_bound_s is not None:
-                    result.oracle_bound_s.append(float("nan"))
-                rec = self._skip(ctx, str(exc), perf_counter() - tic, result)
-                yield env.timeout(self.policy.retry_after_s)
-                if on_round is not None:
-                    on_round(rec)
-                continue
-            solve_wall_s = perf_counter() - tic
-            held = self.policy.block_fading_s is not None
-            world = self.world.held_at(state_s) if held else self.world
-            if result.oracle_bound_s is not None:
-                result.oracle_bound_s.append(oracle_bound_s(ctx, world))
-            if uplink is not None:
-                world = World(world.compute, world.channel, world.device_names, uplink)
-            failures = partial(self._failures, draws=draws, compute=world.compute)
-            real = realise_with_losses(plan, t0, world, r, failures, self.deadline_at(t0))
-            facts = RoundFacts(r, t0, solve_wall_s, int(ctx.available.sum()))
-            if scheme.on_loss == "replan" and real.lost.any():
-                losses = ReplanLost(self._replan_setup(world, state_s), env, ctx, rng, failures,
-                                    self.deadline_at(t0))
-                done = yield from losses.run(plan, real)
-                real = done.parts[0][1]  # a shared uplink re-times it when blocks are re-planned
-                rec = record_round(result, done.parts, self._devices, facts, env.now,
-                                   order=done.order, reassigned=done.reassigned,
-                                   reason=done.skipped_reason)
-            else:
-                yield from self._play(env, plan, real)
-                rec = record_round(result, [(plan, real)], self._devices, facts, env.now)
-            self._diagnose(result, r, plan, real)
+        driver = RoundDriver(self)
+        while not driver.done:
+            rec = driver.step()
             if on_round is not None:
                 on_round(rec)
-
-    def _play(self, env: simpy.Environment, plan: RoundPlan, real: Realisation) -> Process:
-        """Play a realised plan's stages: one timeout to each barrier, then the server's time.
-
-        Every phase end is already exact (:func:`~desim.engine.realise.realise`) and no other
-        event can touch a round without losses, so a process per participant would only
-        re-sort known times: the barrier is the last participant's end. ``max(e) - now`` is
-        the largest of the ``e - now`` such processes would wait (float subtraction is
-        monotone), so the clock reads the same to the last bit.
-
-        On a reclaiming uplink each event of the shared band (an upload starting or ending, a
-        participant lost) changes the others' rates, so each is a timeout of its own on the
-        way to the barrier (the times are still exact; only the clock's sums may round).
-        """
-        steps = real.bandwidth_steps
-        events = [] if steps is None else np.unique(steps.time_s).tolist()
-        i = 0
-        for stage_end, tail in zip(real.stage_ends, plan.barrier_s):
-            if stage_end.size:
-                barrier = float(stage_end.max())
-                while i < len(events) and events[i] < barrier:
-                    if events[i] > env.now:
-                        yield env.timeout(events[i] - env.now)
-                    i += 1
-                yield env.timeout(barrier - env.now)
-            yield env.timeout(tail)
-
-    def _uplink(self, result: RunResult) -> SharedUplink | None:
-        """The run's reclaiming uplink (``None``: ``fixed``), recorded in run.json."""
-        mode = self.server.uplink
-        result.metadata["uplink"] = {"mode": mode, **({"reclaim": self.server.reclaim}
-                                                        if mode == "reclaim" else {})}
-        if mode != "reclaim":
-            return None
-        result.bandwidth_steps = []
-        return SharedUplink(self.server.total_bandwidth_hz, self.server.reclaim)
-
-    def _diagnose(self, result: RunResult, r: int, plan: RoundPlan, real: Realisation) -> None:
-        diagnostics = self.planner.realised(plan, real.counts)
-        if diagnostics:  # JBBA's iteration trace, CRUNCH's fallbacks, FedAvg weights (run.json)
-            result.metadata.setdefault(self.planner.diagnostics_key, []).append(
-                {"round": r, **diagnostics}
-            )
+        return driver.result
 
     def _replan_setup(self, world: World, state_s: float) -> ReplanSetup:
         """What DEFT's re-planning of lost blocks needs of the run (the round's world)."""
@@ -339,15 +249,6 @@ class Simulation:
             return constants(off.size).inf, constants(off.size).no_kind
         return off, np.where(offline, "offline", "")
 
-    def _skip(self, ctx: RoundContext, reason: str, solve_wall_s: float,
-              result: RunResult) -> RoundRecord:
-        """Record an infeasible round as skipped, or stop if the policy says ``error``."""
-        if self.policy.on_infeasible == "error":
-            raise InfeasibleError(reason)
-        return record_skip(result, round_index=ctx.round_index, start_s=ctx.time_s,
-                           wait_s=self.policy.retry_after_s, solve_wall_s=solve_wall_s,
-                           available=int(ctx.available.sum()), reason=reason)
-
     @property
     def block_memory_bytes(self) -> np.ndarray:
         """``(N,)`` peak bytes of training block ``n`` (the worst case over hardware classes)."""
@@ -359,21 +260,6 @@ class Simulation:
         return self._budget
 
 
-def oracle_bound_s(ctx: RoundContext, world: World) -> float:
-    """The ``oracle-exact`` bound of a round: its least realisable latency (``nan``: none)."""
-    from dataclasses import replace
-
-    from desim.allocators.oracle import OracleExactAllocator
-
-    try:
-        alloc = OracleExactAllocator().allocate(replace(ctx, future=world),
-                                                np.random.default_rng(0))
-    except InfeasibleError:
-        return float("nan")
-    assert alloc.estimated_latency_s is not None
-    return float(alloc.estimated_latency_s)
-
-
 def bare_event_loop(compute_s: np.ndarray, upload_s: np.ndarray, aggregation_s: float) -> float:
     """Run the engine's event structure with no modelling work; return the end time.
 
@@ -381,7 +267,7 @@ def bare_event_loop(compute_s: np.ndarray, upload_s: np.ndarray, aggregation_s: 
     device, an ``all_of`` barrier, an aggregation timeout), with durations given as ``(R, N)``
     arrays. ``desim bench engine`` compares the engine's wall time against this loop. The
     engine itself needs fewer events: with every phase end computed exactly, a round without
-    losses is one timeout to each barrier (:meth:`Simulation._play`).
+    losses is one timeout to each barrier (:func:`desim.engine.driver.play`).
     """
     env = simpy.Environment()
 
