@@ -91,6 +91,60 @@ def bench_overhead_cmd(
     out.print(phases)
 
 
+@bench_app.command("scale")
+def bench_scale_cmd(
+    quick: Annotated[bool, typer.Option(help="A small grid (seconds), for a smoke test.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Write the log-log plots to this PNG (plot extra).")
+    ] = None,
+    out_json: Annotated[
+        Path | None, typer.Option("--out", help="Write the measured points to this JSON.")
+    ] = None,
+    from_json: Annotated[
+        Path | None, typer.Option("--from", help="Report and plot stored points, no measuring.")
+    ] = None,
+) -> None:
+    """Wall time and peak memory against K (10 to 10^4), N (12, 24) and rounds (10 to 10^4)."""
+    from desim.experiments.bench_scale import (
+        PHASES,
+        bench_scale,
+        fitted_exponents,
+        load_points,
+        plot_scale,
+        save_points,
+    )
+
+    points = load_points(str(from_json)) if from_json else bench_scale(quick=quick)
+    if out_json is not None:
+        save_points(points, str(out_json))
+    table = Table(title="desim bench scale (each point a fresh process)", show_header=True)
+    for col in ("axis", "K", "N", "rounds", "wall (s)", "peak RSS (MB)", "dominant"):
+        table.add_column(col, justify="right")
+    for p in points:
+        table.add_row(p.axis, str(p.devices), str(p.blocks), str(p.rounds), f"{p.wall_s:.2f}",
+                      f"{p.peak_rss_bytes / 1e6:,.0f}", p.dominant)
+    out.print(table)
+    phases = Table(title="seconds by phase (build, then the run's parts)", show_header=True)
+    for col in ("axis", "K", "N", "rounds", *PHASES):
+        phases.add_column(col, justify="right")
+    for p in points:
+        phases.add_row(p.axis, str(p.devices), str(p.blocks), str(p.rounds),
+                       *(f"{p.phases_s[k]:.3f}" for k in PHASES))
+    out.print(phases)
+    fits = Table(title="fitted log-log exponents", show_header=True)
+    for col in ("axis", "wall", "run (no build)", "peak memory"):
+        fits.add_column(col, justify="right")
+    for axis, f in fitted_exponents(points).items():
+        fits.add_row(axis, f"{f['wall']:.2f}", f"{f['run']:.2f}", f"{f['memory']:.2f}")
+    out.print(fits)
+    if plot is not None:
+        from desim.experiments.paper_figures.base import require_matplotlib
+
+        require_matplotlib()
+        plot_scale(points, str(plot))
+        out.print(f"plots written to {plot}")
+
+
 @bench_app.command("allocators")
 def bench_allocators_cmd(
     quick: Annotated[
