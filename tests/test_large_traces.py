@@ -20,7 +20,8 @@ from desim.io.trace_columns import read_columns
 from desim.io.traces import _read_trace, _read_trace_frame, read_trace, write_trace
 from desim.scenario.devices import DeviceSpec
 from desim.world.channel import SignalChannel
-from desim.world.channel_trace import RaggedChannel, trace_channel
+from desim.world.channel_trace import trace_channel
+from desim.world.piecewise import PiecewiseSignals
 from desim.world.ragged import RaggedSignals
 from desim.world.tidy import tidy_frame
 from desim.world.traces import TraceMeta
@@ -123,7 +124,8 @@ def channels(trace, monkeypatch, mapping, end_policy=None, seed=3):
         m.setattr(replay, "DENSE_MAX_CELLS", 0)
         ragged = trace_channel(trace, DEVICES, -174.0, np.random.default_rng(seed), mapping,
                                end_policy)
-    assert isinstance(shared, SignalChannel) and isinstance(ragged, RaggedChannel)
+    assert isinstance(shared.signals, PiecewiseSignals)
+    assert isinstance(ragged, SignalChannel) and isinstance(ragged.signals, RaggedSignals)
     return shared, ragged
 
 
@@ -202,7 +204,7 @@ def test_a_run_on_per_device_grids_matches_the_shared_grid(tmp_path, monkeypatch
     with monkeypatch.context() as m:
         m.setattr(replay, "DENSE_MAX_CELLS", 0)
         ragged = build_simulation(load_scenario(None, over))
-    assert isinstance(ragged.channel, RaggedChannel)
+    assert isinstance(ragged.channel.signals, RaggedSignals)
     a = shared.run().tables()["device_rounds"]
     b = ragged.run().tables()["device_rounds"]
     assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0

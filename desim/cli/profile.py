@@ -212,7 +212,6 @@ def _profile_validate(
     blocks: tuple[int, ...], repeats: int, threads: int | None, out_path: Path | None,
     sets: tuple[tuple[int, ...], ...] = (),
 ) -> None:
-    from desim.io.atomic import write_report_csv
     from desim.io.calibration import load_profile, read_profile
     from desim.io.hosts import read_class_file
     from desim.profiling import run_validation
@@ -240,13 +239,23 @@ def _profile_validate(
             blocks=blocks,
         )
     print_validation(report, out)
-    target = out_path or validate.with_name(validate.stem + "-validation.csv")
-    write_report_csv(report.summary, target)
+    _write_reports(out_path or validate.with_name(validate.stem + "-validation.csv"),
+                   report.summary, {"rows": ("per-block rows", report.rows),
+                                    "monotonicity": ("depth violations", report.violations)})
+
+
+def _write_reports(target: Path, summary: pd.DataFrame,
+                   parts: dict[str, tuple[str, pd.DataFrame]]) -> None:
+    """Write a MAPE table to ``target`` and each part beside it as ``<stem>-<suffix>.csv``."""
+    from desim.io.atomic import write_report_csv
+
+    write_report_csv(summary, target)
     stem = target.with_suffix("")
-    write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
-    write_report_csv(report.violations, stem.with_name(stem.name + "-monotonicity.csv"))
-    out.print(f"MAPE table written to {target} (per-block rows: {stem.name}-rows.csv, "
-              f"depth violations: {stem.name}-monotonicity.csv)")
+    named = []
+    for suffix, (what, frame) in parts.items():
+        write_report_csv(frame, stem.with_name(f"{stem.name}-{suffix}.csv"))
+        named.append(f"{what}: {stem.name}-{suffix}.csv")
+    out.print(f"MAPE table written to {target} ({', '.join(named)})")
 
 
 def _profile_validate_sets(
@@ -255,7 +264,6 @@ def _profile_validate_sets(
     out_path: Path | None,
 ) -> None:
     """Measure ``sets`` for every table of the profile and compare with the composition."""
-    from desim.io.atomic import write_report_csv
     from desim.profiling import ProfileRequest, run_set_validation
     from desim.profiling.set_validation import SetValidation, print_set_validation
 
@@ -273,13 +281,9 @@ def _profile_validate_sets(
             reports.append(run_set_validation(request, rows, on_progress=tick, speed=speed))
     report = SetValidation.concat(reports)
     print_set_validation(report, out)
-    target = out_path or validate.with_name(validate.stem + "-sets-validation.csv")
-    write_report_csv(report.summary, target)
-    stem = target.with_suffix("")
-    write_report_csv(report.rows, stem.with_name(stem.name + "-rows.csv"))
-    write_report_csv(report.measured, stem.with_name(stem.name + "-measured.csv"))
-    out.print(f"MAPE table written to {target} (per-set rows: {stem.name}-rows.csv, the "
-              f"measured set table: {stem.name}-measured.csv)")
+    _write_reports(out_path or validate.with_name(validate.stem + "-sets-validation.csv"),
+                   report.summary, {"rows": ("per-set rows", report.rows),
+                                    "measured": ("the measured set table", report.measured)})
 
 
 def _profile_calibrate(

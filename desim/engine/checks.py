@@ -81,7 +81,6 @@ def resolved_scenario(scenario: Scenario) -> dict[str, Any]:
     for section, (selector, name, params) in resolved.items():
         out[section] = {selector: name, **params.model_dump(mode="json")}
     # the planner's channel knowledge sits beside the allocator's parameters
-    out["allocator"] = {"name": sc.allocator.name, "csi": sc.allocator.csi,
-                        "csi_window_s": sc.allocator.csi_window_s,
-                        **{k: v for k, v in out["allocator"].items() if k != "name"}}
+    declared = {k: getattr(sc.allocator, k) for k in type(sc.allocator).model_fields}
+    out["allocator"] = {**declared, **{k: v for k, v in out["allocator"].items() if k != "name"}}
     return out

@@ -198,9 +198,11 @@ class Simulation:
         )
         if self.csi.mode == "snapshot":
             return ctx
-        held = self.policy.block_fading_s is not None
-        return planner_view(ctx, self.channel, ts, self.csi,
-                            self.world.held_at(ts) if held else self.world)
+        future = None
+        if self.csi.mode == "oracle":  # only the genie is handed the true world
+            held = self.policy.block_fading_s is not None
+            future = self.world.held_at(ts) if held else self.world
+        return planner_view(ctx, self.channel, ts, self.csi, future)
 
     def run(self, on_round: Callable[[RoundRecord], None] | None = None) -> RunResult:
         """Simulate all rounds (a :class:`~desim.engine.driver.RoundDriver` stepped to the end).

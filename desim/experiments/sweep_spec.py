@@ -39,6 +39,7 @@ from desim.io.scenario import apply_overrides, read_toml, resolve_override, reso
 from desim.io.shipped import SHIPPED_PREFIX, default_scenario_path
 from desim.io.traces import trace_sidecar
 from desim.scenario.base import format_validation_error
+from desim.scenario.components import AllocatorSpec
 from desim.scenario.model import Scenario, validate_scenario
 
 MAX_RUNS = 100_000
@@ -241,8 +242,8 @@ def varied_components(spec: SweepSpec) -> dict[str, set[str]]:
     return out
 
 
-PLANNER_KEYS = ("csi", "csi_window_s")
-"""Keys of ``[allocator]`` that are not an allocator's parameters (:class:`AllocatorSpec`)."""
+PLANNER_KEYS = tuple(k for k in AllocatorSpec.model_fields if k != "name")
+"""Keys of ``[allocator]`` that are not an allocator's parameters (``csi``, ``csi_window_s``)."""
 
 
 def iter_runs(spec: SweepSpec, spec_dir: Path = Path(".")) -> Iterator[Run]:

@@ -40,6 +40,7 @@ from desim.io.model_configs import model_config_data
 from desim.profiling.measure import (
     Blocks,
     Inputs,
+    MetaCounter,
     block_optimizers,
     device_sync,
     step_clock,
@@ -339,17 +340,12 @@ def _time_columns(rounds: list[tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]
             "compute_min_s": parts["compute"].min(axis=0)}
 
 
-class _MetaSets:
+class _MetaSets(MetaCounter):
     """The meta-device twin of the measured model: FLOPs and bytes of each set by shape."""
 
     def __init__(self, data: dict[str, Any], request: ProfileRequest) -> None:
-        method = "lora" if request.method == "qlora" else request.method
-        self.model, self.blocks = build_model(
-            data, method, device="meta", seed=request.seed,
-            lora_rank=request.lora_rank, adapter_size=request.adapter_size,
-        )
-        self.optimizers = block_optimizers(self.blocks, request.method)
-        self.method, self.sets = request.method, request.sets
+        super().__init__(data, request)
+        self.sets = request.sets
 
     def flops(self, inputs: Inputs) -> np.ndarray:
         """``(Q,)`` counted FLOPs of each set's step (:func:`flops_of_sets`)."""

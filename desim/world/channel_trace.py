@@ -5,13 +5,12 @@ replays it; an ``snr_db`` trace over its ``ref_bandwidth_hz`` ``B_ref`` gives ``
 a measured throughput ``R`` at ``B_ref`` gives the effective ``a = (2^(R/B_ref) - 1) B_ref``, whose
 Shannon rate at ``B_ref`` is exactly ``R`` (DESIGN §2). Scenario devices are mapped onto trace
 devices and replayed by :mod:`desim.world.replay`, from the trace's own rows: a large trace
-whose devices have their own timestamps becomes a :class:`RaggedChannel`, each device on its own
-grid, instead of every device on the union of all the timestamps.
+whose devices have their own timestamps becomes a channel on
+:class:`~desim.world.ragged.RaggedSignals`, each device on its own grid, instead of every
+device on the union of all the timestamps.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,48 +24,10 @@ from desim.world.channel import (
     snr_coef_from_snr_db,
     snr_coef_from_throughput,
 )
-from desim.world.piecewise import EndPolicy, PiecewiseSignals
-from desim.world.ragged import RaggedSignals
+from desim.world.piecewise import EndPolicy
 from desim.world.rates import shannon_rate_bps
 from desim.world.replay import TraceMapping, map_devices, replay_rows
 from desim.world.traces import Trace
-
-
-@dataclass(frozen=True, eq=False)
-class RaggedChannel:
-    """A replayed channel whose devices keep their own time grids (a large trace).
-
-    The same channel as :class:`~desim.world.channel.SignalChannel`, on
-    :class:`~desim.world.ragged.RaggedSignals` (one grid per trace device and offset).
-    """
-
-    signals: RaggedSignals
-
-    def snr_coef_hz(self, t_s: float) -> np.ndarray:
-        """SNR coefficients at ``t_s``, shape ``(K,)``."""
-        return self.signals.at(t_s)
-
-    def transfer_end_s(
-        self, devices: np.ndarray, start_s: np.ndarray, bits: np.ndarray, bandwidth_hz: np.ndarray
-    ) -> np.ndarray:
-        """Integrate ``B log2(1 + a(t)/B)`` from each start until the bits are sent.
-
-        Args:
-            devices: device index of each upload ``(m,)``.
-            start_s: upload start times ``(m,)``.
-            bits: bits to send ``(m,)``.
-            bandwidth_hz: bandwidth share of each upload ``(m,)``, > 0 where bits > 0.
-
-        Returns:
-            Completion times ``(m,)``; ``inf`` if the rate stays zero for the rest of the trace.
-        """
-        bw = np.asarray(bandwidth_hz, dtype=float)
-
-        def rate(values: np.ndarray, which: np.ndarray) -> np.ndarray:
-            b = bw[which][:, None]
-            return b * np.log2(1.0 + values / b)
-
-        return self.signals.integrate_until(devices, start_s, bits, rate)
 
 
 def _check_trace_gain(
@@ -198,8 +159,9 @@ def trace_channel(
         throughput_scale: factor applied to a throughput trace's rates.
 
     Returns:
-        A :class:`SignalChannel` with one row per scenario device, or a :class:`RaggedChannel`
-        when one grid shared by every device would be large
+        A :class:`SignalChannel` with one row per scenario device; its signals are ragged
+        (:class:`~desim.world.ragged.RaggedSignals`) when one grid shared by every device would be
+        large
         (:data:`desim.world.replay.DENSE_MAX_CELLS`).
     """
     if trace.kind != "channel":
@@ -212,10 +174,8 @@ def trace_channel(
     coef = row_snr_coef_hz(trace, noise_psd_dbm_per_hz, throughput_scale)
     # transmit power belongs to the scenario device
     power = 10.0 ** (p_dbm / 10.0) if trace.quantity == "gain_db" else None
-    signals = replay_rows(trace, coef, rows, offsets, end_policy, power)
-    if isinstance(signals, PiecewiseSignals):
-        return SignalChannel(signals)
-    return RaggedChannel(signals)
+    # a PiecewiseSignals on the shared grid, or per-device RaggedSignals for a large trace
+    return SignalChannel(replay_rows(trace, coef, rows, offsets, end_policy, power))
 
 
 def trace_rate_bps(
