@@ -33,14 +33,17 @@ def replay(overrides: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def library_versions() -> dict[str, str]:
-    """The numeric libraries whose last-bit rounding the fixtures depend on."""
+    """The numeric libraries, and numpy's SIMD targets, whose last-bit rounding the fixtures
+    depend on (numpy's sums dispatch on the CPU: AVX-512 and AVX2 round some differently)."""
     import platform
 
     import numpy
     import scipy
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
+    simd = ",".join(t for t in __cpu_dispatch__ if __cpu_features__.get(t))
     return {"python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "pandas": pd.__version__}
+            "scipy": scipy.__version__, "pandas": pd.__version__, "numpy_simd": simd}
 
 
 def same_up_to_rounding(expected: pd.DataFrame, got: pd.DataFrame, rtol: float = 1e-12) -> str:
