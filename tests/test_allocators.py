@@ -1,5 +1,7 @@
 """Allocators against exact oracles (brute force, MILP) and their documented properties."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -223,10 +225,27 @@ def test_infeasible_instance_names_the_block(name):
         make_allocator(name).allocate(ctx, np.random.default_rng(0))
 
 
-def test_offload_needs_enough_available_devices():
-    ctx = tiny_ctx(available=(False, False, True))
-    with pytest.raises(InfeasibleError, match="block 1"):
+def test_offload_needs_an_available_device():
+    ctx = replace(tiny_ctx(), available=np.zeros(3, dtype=bool))
+    with pytest.raises(InfeasibleError, match=r"block 1 cannot be placed: 0 of 3 devices"):
         make_allocator("offload").allocate(ctx, np.random.default_rng(0))
+
+
+def test_offload_with_fewer_devices_than_blocks_spreads_the_mini_batches():
+    # only C is available: it uploads both mini-batches (512 bits) with the whole 2 MHz band
+    # (log2(1 + 15/2) bit/s per Hz); the server still trains 2 mini-batches: 0.8 s
+    ctx = tiny_ctx(available=(False, False, True))
+    lat, alloc = latency("offload", ctx)
+    assert alloc.mode == "offload" and alloc.block_device.tolist() == [2, 2]
+    assert alloc.bandwidth_hz.tolist() == [0.0, 0.0, 2e6]
+    assert lat == pytest.approx(512 / (2e6 * np.log2(1 + 7.5)) + 0.8, rel=1e-12)
+    # three mini-batches on two devices: the better channel (C, 15e6) takes the extra one
+    three = replace(tiny_ctx(available=(True, False, True)), compute_s=np.ones((3, 3)),
+                    memory_bytes=np.ones(3), upload_bits=np.ones(3),
+                    server_compute_s=np.ones(3))
+    alloc = make_allocator("offload").allocate(three, np.random.default_rng(0))
+    assert sorted(alloc.block_device.tolist()) == [0, 2, 2]
+    check_allocation(three, alloc)
 
 
 def test_offload_uploads_mini_batches_then_the_server_trains():

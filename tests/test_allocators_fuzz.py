@@ -87,8 +87,10 @@ def may_refuse(name, ctx):
         return not has_perfect_matching(eligible)
     if name == "single-device":
         return not (eligible[:, -1] & talks[:, 0]).any()
-    if name == "offload":  # distinct uploaders with an uplink, no memory needed
-        return int((ctx.available & (ctx.snr_coef_hz > 0)).sum()) < ctx.num_blocks
+    if name == "offload":  # the min(N, available) best-channel devices need an uplink
+        avail = np.flatnonzero(ctx.available)
+        best = avail[np.argsort(-ctx.snr_coef_hz[avail], kind="stable")][:ctx.num_blocks]
+        return avail.size == 0 or (ctx.sample_bits > 0 and bool((ctx.snr_coef_hz[best] <= 0).any()))
     raise AssertionError(f"no feasibility oracle for allocator {name!r}; add one")
 
 
@@ -200,9 +202,10 @@ def test_brute_force_refuses_when_every_map_has_a_muted_uplink():
 
 def test_offload_names_the_counts():
     ctx = random_context(np.random.default_rng(5), 2, 3, unavailable=0.0)
+    ctx = replace(ctx, snr_coef_hz=np.array([1e6, 0.0]), sample_bits=256.0)
     with pytest.raises(
         InfeasibleError,
-        match=r"^round 0: block 1 cannot be placed: 2 of 2 devices available for 3 blocks; "
-        r"offload needs 3 distinct devices, each uploading one mini-batch$",
+        match=r"^round 0: block 1 cannot be placed: offload spreads 3 mini-batches over the 2 "
+        r"best-channel available devices, but only 1 of them have nonzero channel gain$",
     ):
         make_allocator("offload").allocate(ctx, np.random.default_rng(0))

@@ -8,6 +8,9 @@ bandwidths in Hz summing to at most ``B``; idle devices get 0. Splits:
 - ``minmax``: the split that minimises the largest planned latency for the fixed assignment
   (:func:`minmax_latency_s`: the root of Σβ(T) = B with least bandwidths β).
 
+:func:`sets_split` and :func:`sets_allocation` split ``B`` for a placement of block *sets*
+(``crunch-multi``, where a device may train several blocks).
+
 Rates come from the snapshot's rate model (:attr:`RoundContext.rates`: the Shannon rate of the
 round-start SNR unless ``allocator.csi`` says otherwise). ``least_bandwidth_hz`` is the Shannon
 kernel, DESIGN §2's exact P2 reference formula
@@ -17,11 +20,12 @@ kernel, DESIGN §2's exact P2 reference formula
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import field_validator
 
-from desim.allocators.base import Allocator, RoundContext
+from desim.allocators.base import Allocation, Allocator, RoundContext
 from desim.errors import UnknownNameError
 from desim.world.rates import RateModel
 from desim.world.rates import (  # noqa: F401  (the Shannon kernel, under its old name)
@@ -210,3 +214,40 @@ class SplitAllocator(Allocator):
                 f"unknown bandwidth split {name!r}; known: {', '.join(sorted(SPLITS))}"
             )
         return name
+
+
+def sets_split(ctx: RoundContext, block_device: np.ndarray, split: str) -> np.ndarray:
+    """``(K,)`` bandwidths of a block-set placement under ``split``.
+
+    ``equal`` among the devices used, ``proportional`` to each device's bits, or the optimal
+    ``minmax`` split of the placement (each device's composed compute and summed bits).
+    """
+    devices = np.unique(block_device)
+    bw = np.zeros(ctx.num_devices)
+    B = ctx.total_bandwidth_hz
+    bits = np.bincount(block_device, weights=ctx.upload_bits, minlength=ctx.num_devices)
+    if split == "minmax":
+        n = np.arange(block_device.size)
+        deepest, added = ctx.set_deepest_and_extra(block_device,
+                                                   ctx.set_extras()[0][block_device, n])
+        compute = ctx.compute_s[devices, deepest[devices]] + added[devices]
+        _, beta = minmax_latency_s(compute[None], bits[devices], ctx.rates, devices[None], B)
+        bw[devices] = beta[0]
+    elif split == "proportional" and bits.sum() > 0:
+        bw[devices] = B * bits[devices] / bits.sum()
+    else:
+        bw[devices] = B / devices.size
+    return bw
+
+
+def sets_allocation(ctx: RoundContext, block_device: np.ndarray, split: str,
+                    diagnostics: dict[str, Any]) -> Allocation:
+    """The allocation of a placement: ``deft`` if one block per device, else ``grouped``."""
+    mode: Literal["deft", "grouped"] = (
+        "deft" if np.bincount(block_device).max() <= 1 else "grouped")
+    bw = sets_split(ctx, block_device, split)
+    est = ctx.round_latency_s(Allocation(block_device, bw, mode=mode))
+    counts = np.bincount(block_device)
+    diag = {**diagnostics, "devices_used": int((counts > 0).sum()),
+            "most_blocks_on_a_device": int(counts.max())}
+    return Allocation(block_device, bw, est, diag, mode=mode)

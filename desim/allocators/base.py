@@ -73,7 +73,7 @@ def check_allocation(ctx: RoundContext, alloc: Allocation) -> None:
         ok = (ctx.available[bd] & np.isfinite(ctx.compute_s[bd, blocks])
               & (ctx.set_memory_bytes(alloc) <= ctx.memory_budget_bytes[bd])
               & ((ctx.upload_bits <= 0) | (bw[bd] > 0)))
-    shared = alloc.mode != "grouped" and np.bincount(bd, minlength=K).max() > 1
+    shared = alloc.mode == "deft" and np.bincount(bd, minlength=K).max() > 1
     if shared or not ok.all():
         _explain_bad_pairs(ctx, alloc)
     server_s = alloc.server_compute_s
@@ -97,7 +97,7 @@ def _explain_bad_pairs(ctx: RoundContext, alloc: Allocation) -> None:
     memory = ctx.set_memory_bytes(alloc)
     for n, k in enumerate(alloc.block_device.tolist(), start=1):
         name = ctx.device_names[k]
-        if k in seen and alloc.mode != "grouped":
+        if k in seen and alloc.mode == "deft":
             raise AllocationError(
                 f"round {r}: device {name} got blocks {seen[k]} and {n}; at most one per device"
             )
@@ -198,7 +198,7 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
         up = np.bincount(row_of, weights=ctx.upload_bits, minlength=devices.size)
         row_flops = flops[devices, deepest[devices]][row_of]
         if alloc.mode == "offload":
-            work, up = np.zeros(devices.size), np.full(devices.size, ctx.sample_bits)
+            work, up = np.zeros(devices.size), ctx.sample_bits * np.bincount(row_of).astype(float)
             memory, row_flops = np.zeros(N), np.zeros(N)
     est = alloc.estimated_latency_s
     offload = alloc.mode == "offload"

@@ -297,44 +297,48 @@ def _pooled_plan(ctx: RoundContext, k: int, senders: np.ndarray, latency: float)
 class OffloadAllocator(Allocator):
     """Traditional computation offloading, the reference DEFT is compared against.
 
-    The ``N`` available devices with the best channels each upload one mini-batch (equal
-    shares of ``B``); the server then trains all blocks in one backward pass over the pooled
-    mini-batches, taking ``uploads × (its deepest-block time) / server_speed_factor`` (time is
-    linear in the batch). There is no aggregation: the server holds the model.
+    ``N`` mini-batches a round, as DEFT consumes: the ``min(N, available)`` available devices
+    with the best channels upload them (equal shares of ``B``), one each when ``K ≥ N``;
+    with fewer devices than blocks the mini-batches are spread as evenly as possible, the
+    better channels taking the extra ones. The server then trains all blocks in one backward
+    pass over the pooled mini-batches, taking ``N × (its deepest-block time) /
+    server_speed_factor`` (time is linear in the batch). There is no aggregation: the server
+    holds the model.
 
     Attributes:
         server_speed_factor: server speed relative to its hardware class profile.
     """
 
+    places_block_sets: ClassVar[bool] = True  # plans K < N: a device uploads several batches
     server_speed_factor: float = Field(default=10.0, gt=0)
 
     def allocate(self, ctx: RoundContext, rng: np.random.Generator) -> Allocation:
         """Choose the uploaders and price the server's training."""
         avail = np.flatnonzero(ctx.available)
-        if avail.size < ctx.num_blocks:
+        N = ctx.num_blocks
+        if avail.size == 0:
             raise InfeasibleError(
-                f"round {ctx.round_index}: block 1 cannot be placed: {avail.size} of "
-                f"{ctx.num_devices} devices available for {ctx.num_blocks} blocks; offload "
-                f"needs {ctx.num_blocks} distinct devices, each uploading one mini-batch"
-            )
+                f"round {ctx.round_index}: block 1 cannot be placed: 0 of {ctx.num_devices} "
+                f"devices available to upload the {N} mini-batches offload needs")
         if ctx.server_compute_s is None:
             raise InfeasibleError(
                 f"round {ctx.round_index}: offload needs the server's block costs, but the cost "
                 "model does not price the server's hardware class"
             )
         coef = ctx.rates.mean_coef_hz  # ranks the uploaders by channel
-        order = avail[np.argsort(-coef[avail], kind="stable")][: ctx.num_blocks]
-        heard = int((coef[avail] > 0).sum())
-        if ctx.sample_bits > 0 and heard < ctx.num_blocks:
+        order = avail[np.argsort(-coef[avail], kind="stable")][:N]
+        heard = int((coef[order] > 0).sum())
+        if ctx.sample_bits > 0 and heard < order.size:
             raise InfeasibleError(
-                f"round {ctx.round_index}: block 1 cannot be placed: offload needs "
-                f"{ctx.num_blocks} distinct devices, each uploading one mini-batch, but only "
-                f"{heard} of the {avail.size} available devices have nonzero channel gain"
-            )
+                f"round {ctx.round_index}: block 1 cannot be placed: offload spreads {N} "
+                f"mini-batches over the {order.size} best-channel available devices, but only "
+                f"{heard} of them have nonzero channel gain")
+        # N mini-batches over the uploaders, the better channels taking the extra ones
+        uploads = np.repeat(order, N // order.size + (np.arange(order.size) < N % order.size))
         bw = np.zeros(ctx.num_devices)
         bw[order] = ctx.total_bandwidth_hz / order.size
-        server_s = order.size * float(ctx.server_compute_s[-1]) / self.server_speed_factor
-        alloc = Allocation(order, bw, mode="offload", server_compute_s=server_s)
+        server_s = N * float(ctx.server_compute_s[-1]) / self.server_speed_factor
+        alloc = Allocation(uploads, bw, mode="offload", server_compute_s=server_s)
         return Allocation(
-            order, bw, ctx.round_latency_s(alloc), mode="offload", server_compute_s=server_s
+            uploads, bw, ctx.round_latency_s(alloc), mode="offload", server_compute_s=server_s
         )

@@ -24,22 +24,24 @@ optimum; when the bracket does not close, the general MILP runs inside it
 costs not monotone in depth**: the general MILP alone
 (:func:`~desim.allocators.multi_exact.solve_sets_milp`, ``method = "milp"``).
 
-Bandwidth: ``equal`` plans every device at ``B / min(N, usable devices)`` (``B/N`` as
-``crunch`` when ``K ≥ N``) and then splits ``B`` equally among the devices used;
+Bandwidth: ``equal`` splits ``B`` equally among the devices a placement uses, and plans
+exactly that: for every ``u = 1..min(N, usable devices)`` it solves the problem with at most
+``u`` devices, each at ``B/u``, and keeps the best (:func:`solve_sets`), so one device with the
+whole band (``single-device``) and ``N`` devices at ``B/N`` (``crunch``) are both candidates;
 ``proportional`` gives a device ``B·D(S)/ΣD`` (``m·B/N`` with uniform blocks; planned at
-equal shares otherwise); ``minmax`` plans at equal shares, then re-splits optimally for the
+equal shares otherwise); ``minmax`` plans as ``equal``, then re-splits optimally for the
 placement (:func:`~desim.allocators.bandwidth.minmax_latency_s` with each device's summed bits).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field
 
-from desim.allocators.bandwidth import SplitAllocator, minmax_latency_s
+from desim.allocators.bandwidth import SplitAllocator, sets_allocation
 from desim.allocators.base import Allocation, RoundContext
 from desim.allocators.multi_exact import solve_sets_milp
 from desim.allocators.ranges import Ranges, covering_ranges
@@ -70,21 +72,28 @@ def uniform_extras(ctx: RoundContext) -> bool:
     return bool(np.all(e == e[:, :1]) and np.all(extra_b[:-1] == extra_b[0]))
 
 
-def planned_share_hz(ctx: RoundContext) -> float:
-    """Every device's planned bandwidth under ``equal``: ``B / min(N, usable devices)``."""
-    usable = int(ctx.eligible().any(axis=1).sum())
-    return ctx.total_bandwidth_hz / max(1, min(ctx.num_blocks, usable))
+def most_devices(ctx: RoundContext) -> int:
+    """The most devices a placement can use: ``min(N, usable devices)`` (at least 1)."""
+    return max(1, min(ctx.num_blocks, int(ctx.eligible().any(axis=1).sum())))
 
 
-def count_upload_s(ctx: RoundContext, split: str) -> np.ndarray:
+def planned_share_hz(ctx: RoundContext, devices: int | None = None) -> float:
+    """A device's planned bandwidth under ``equal`` when ``devices`` devices share ``B``.
+
+    ``devices`` defaults to :func:`most_devices` (``B/N`` as ``crunch`` when ``K ≥ N``).
+    """
+    return ctx.total_bandwidth_hz / (most_devices(ctx) if devices is None else devices)
+
+
+def count_upload_s(ctx: RoundContext, split: str, devices: int | None = None) -> np.ndarray:
     """``(K, N)`` seconds for device ``k`` to upload ``m = 1..N`` uniform blocks (``[k, m-1]``).
 
-    ``proportional``: at ``m·B/N``; otherwise at :func:`planned_share_hz`.
+    ``proportional``: at ``m·B/N``; otherwise at ``planned_share_hz(ctx, devices)``.
     """
     K, N = ctx.num_devices, ctx.num_blocks
     m = np.arange(1, N + 1)
     share = (ctx.total_bandwidth_hz * m / N if split == "proportional"
-             else np.full(N, planned_share_hz(ctx)))
+             else np.full(N, planned_share_hz(ctx, devices)))
     rate = ctx.rates.rate_bps(np.broadcast_to(share, (K, N)),
                               np.broadcast_to(np.arange(K)[:, None], (K, N)))
     bits = float(ctx.upload_bits[0])
@@ -92,7 +101,7 @@ def count_upload_s(ctx: RoundContext, split: str) -> np.ndarray:
         return np.where(bits > 0, m * bits / rate, 0.0)
 
 
-def set_latency_s(ctx: RoundContext, split: str) -> np.ndarray:
+def set_latency_s(ctx: RoundContext, split: str, devices: int | None = None) -> np.ndarray:
     """``(K, N, N)`` planned ``f_k(d, m)`` at ``[k, d-1, m-1]`` for uniform blocks.
 
     ``ĉ_{k,d} + (m−1)·e_k + g_k(m)`` with ``g`` the upload of ``m`` blocks
@@ -106,7 +115,7 @@ def set_latency_s(ctx: RoundContext, split: str) -> np.ndarray:
     more = np.arange(N)  # m - 1
     with np.errstate(invalid="ignore"):
         f = (ctx.compute_s[:, :, None] + more * e[:, None, None]
-             + count_upload_s(ctx, split)[:, None, :])
+             + count_upload_s(ctx, split, devices)[:, None, :])
     fits = ctx.memory_bytes[None, :, None] + more * x <= ctx.memory_budget_bytes[:, None, None]
     ok = fits & (more[None, None, :] <= more[None, :, None]) & ctx.eligible()[:, :, None]
     return np.where(ok, f, np.inf)
@@ -121,27 +130,106 @@ def solve_sets(ctx: RoundContext, split: str, node_budget: int,
                time_limit_s: float) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Exact P1 with block sets at the planned shares of ``split``.
 
+    ``equal`` (and ``minmax``, which plans as ``equal``): the used devices share ``B``
+    equally, so a placement's shares depend on how many devices it uses. For each
+    ``u = 1..min(N, usable)`` the problem with at most ``u`` devices at ``B/u`` each is solved;
+    the least is the optimum, since a placement using ``v`` devices is priced at ``B/v`` when
+    ``u = v`` and no better at any ``u > v``. Branch and bound over ``u``: first every ``u``'s
+    cheap bounds (:func:`_bound_at`, exact for uniform blocks), skipping a ``u`` whose lower
+    bound is not below the best placement so far; then, in order of lower bound, HiGHS closes
+    only the brackets that open below the best placement of all.
+
     Returns:
         ``(N,)`` device per block, the optimal planned bottleneck (no aggregation) and
-        diagnostics (``method``: ``ranges``, ``ranges+milp`` or ``milp``).
+        diagnostics (``method``: ``ranges``, ``ranges+milp`` or ``milp``; ``planned_devices``).
 
     Raises:
         InfeasibleError: no placement exists (memory, availability).
     """
+    counts: list[int | None] = ([None] if split == "proportional"
+                                else list(range(1, most_devices(ctx) + 1)))
+    bounds: list[_Bound] = []
+    for u in counts:
+        top = min((b.latency for b in bounds), default=np.inf)
+        try:
+            bounds.append(_bound_at(ctx, split, node_budget, time_limit_s, u, top))
+        except InfeasibleError:  # none with u devices, or none below the best so far
+            continue
+    if not bounds:
+        raise _no_placement(ctx)
+    best = min(bounds, key=lambda b: b.latency)
+    found = (best.block_device, best.latency, best.diag)
+    for b in sorted(bounds, key=lambda b: b.low):
+        if b.table is None or not b.low < found[1]:
+            continue  # closed (its incumbent is its optimum), or it cannot beat the best
+        solved = solve_sets_milp(ctx, b.table, time_limit_s, (b.low, found[1]), b.devices)
+        diag = {**b.diag, "method": "ranges+milp"}
+        if solved is not None:
+            latency = placement_latency_s(ctx, solved[0], b.table)
+            if latency < found[1]:
+                found = (solved[0], latency, {**diag, "threshold_s": latency})
+                continue
+        if found[2] is b.diag:
+            found = (found[0], found[1], diag)  # HiGHS proved the incumbent optimal
+    if not np.isfinite(found[1]):
+        raise _no_placement(ctx)  # no bracket's placement fits, nor does any
+    return found
+
+
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """One device count's bracket on its optimum, and its best placement so far.
+
+    Attributes:
+        devices: at most this many devices, each at ``B/devices`` (``None``: ``split``'s own
+            shares, any number).
+        low: a lower bound on the optimum (the optimum itself when closed).
+        latency: the placement's true planned latency (``inf`` if it does not fit).
+        block_device: ``(N,)`` device per block.
+        diag: diagnostics of the placement.
+        table: the upload table HiGHS prices the bracket with (:func:`count_upload_s`);
+            ``None`` when closed.
+    """
+
+    devices: int | None
+    low: float
+    latency: float
+    block_device: np.ndarray
+    diag: dict[str, Any]
+    table: np.ndarray | None = None
+
+
+def _bound_at(ctx: RoundContext, split: str, node_budget: int, time_limit_s: float,
+              devices: int | None, below: float) -> _Bound:
+    """The bracket with at most ``devices`` devices at ``B/devices``, if it opens below ``below``.
+
+    Raises:
+        InfeasibleError: no such placement below ``below``.
+    """
     usable = ctx.eligible().any(axis=1)
-    table = count_upload_s(ctx, split)
+    table = count_upload_s(ctx, split, devices)
     if not structured(ctx) or np.any(table[usable, 1:] < table[usable, :-1]):
-        return _general(ctx, split, time_limit_s)
-    if uniform_extras(ctx):
-        return _ranges(ctx, split, node_budget, time_limit_s)
-    return _bracketed(ctx, split, table, node_budget, time_limit_s)
+        bd, tau, diag = _general(ctx, split, time_limit_s, devices, below)
+        bound = _Bound(devices, tau, tau, bd, diag)
+    elif uniform_extras(ctx):
+        bd, tau, diag = _ranges(ctx, split, node_budget, time_limit_s, devices, below)
+        bound = _Bound(devices, tau, tau, bd, diag)
+    else:
+        bound = _bracketed(ctx, split, table, node_budget, time_limit_s, devices, below)
+    if devices is not None:
+        bound.diag["planned_devices"] = devices
+    return bound
 
 
-def _ranges(ctx: RoundContext, split: str, node_budget: int,
-            time_limit_s: float) -> tuple[np.ndarray, float, dict[str, Any]]:
+def _ranges(ctx: RoundContext, split: str, node_budget: int, time_limit_s: float,
+            devices: int | None = None,
+            below: float = np.inf) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Uniform blocks: bisection on the values ``f_k(d, m)``, each tested by the range walk."""
-    f = set_latency_s(ctx, split)
+    f = set_latency_s(ctx, split, devices)
     values = np.unique(f[np.isfinite(f)])
+    values = values[values < below]
     deepest = f[:, -1, 0]
     if values.size == 0 or not np.isfinite(deepest).any():
         raise _no_placement(ctx)
@@ -151,12 +239,13 @@ def _ranges(ctx: RoundContext, split: str, node_budget: int,
 
     def probe(i: int) -> Ranges | None:
         nonlocal probes, nodes, milp_probes
-        ranges, info = covering_ranges(caps_at(f, values[i]), node_budget, time_limit_s)
+        ranges, info = covering_ranges(caps_at(f, values[i]), node_budget, time_limit_s,
+                                       devices)
         probes, nodes = probes + 1, nodes + info["search_nodes"]
         milp_probes += info["decided_by"] == "milp"
         return ranges
 
-    best = probe(hi)
+    best = probe(hi) if lo <= hi else None
     if best is None:
         raise _no_placement(ctx)
     while lo < hi:
@@ -176,13 +265,17 @@ def _ranges(ctx: RoundContext, split: str, node_budget: int,
 
 
 def _bracketed(ctx: RoundContext, split: str, table: np.ndarray, node_budget: int,
-               time_limit_s: float) -> tuple[np.ndarray, float, dict[str, Any]]:
-    """Extras that differ by block: uniform bounds bracket the optimum, HiGHS closes the gap.
+               time_limit_s: float, devices: int | None, below: float) -> _Bound:
+    """Extras that differ by block: uniform bounds bracket the optimum (HiGHS may close it).
 
     Every block priced at its device's least extra (seconds and bytes) is a relaxation, so its
     range optimum ``τ_lo`` is a lower bound; at the largest extra every set costs at least its
     true cost, so that optimum's true latency is an upper bound. If a bound's placement costs
-    ``τ_lo`` truly it is optimal; otherwise the general MILP runs between the bounds.
+    ``τ_lo`` truly it is optimal (closed); otherwise :func:`solve_sets` runs the general MILP
+    between the bounds if the bracket can still beat its best placement.
+
+    Raises:
+        InfeasibleError: the relaxation has no placement below ``below`` (so none has).
     """
     extra_s, extra_b = ctx.set_extras()
 
@@ -193,27 +286,19 @@ def _bracketed(ctx: RoundContext, split: str, table: np.ndarray, node_budget: in
         return replace(ctx, extra_compute_s=np.repeat(e[:, None], ctx.num_blocks, axis=1),
                        extra_memory_bytes=x)
 
-    # the relaxation: with no placement there, the instance has none either (raises)
-    first, low, _ = _ranges(uniform_at(np.min), split, node_budget, time_limit_s)
+    first, low, _ = _ranges(uniform_at(np.min), split, node_budget, time_limit_s, devices,
+                            below)
     placements = [first]
     try:
-        placements.append(_ranges(uniform_at(np.max), split, node_budget, time_limit_s)[0])
+        placements.append(_ranges(uniform_at(np.max), split, node_budget, time_limit_s,
+                                  devices)[0])
     except InfeasibleError:
         pass
     true = [placement_latency_s(ctx, bd, table) for bd in placements]
     best = int(np.argmin(true))
     diag = {"method": "ranges", "threshold_s": true[best], "lower_bound_s": low}
-    if true[best] <= low:
-        return placements[best], true[best], diag
-    solved = solve_sets_milp(ctx, table, time_limit_s, (low, true[best]))
-    if solved is None and not np.isfinite(true[best]):
-        raise _no_placement(ctx)  # the relaxation's placement does not fit, nor does any
-    if solved is None:  # the incumbent is optimal to HiGHS's tolerance
-        return placements[best], true[best], {**diag, "method": "ranges+milp"}
-    latency = placement_latency_s(ctx, solved[0], table)
-    if latency >= true[best]:
-        return placements[best], true[best], {**diag, "method": "ranges+milp"}
-    return solved[0], latency, {**diag, "method": "ranges+milp", "threshold_s": latency}
+    closed = true[best] <= low
+    return _Bound(devices, low, true[best], placements[best], diag, None if closed else table)
 
 
 def placement_latency_s(ctx: RoundContext, block_device: np.ndarray,
@@ -243,12 +328,12 @@ def placement_latency_s(ctx: RoundContext, block_device: np.ndarray,
     return float(np.max(np.where(fits, ctx.compute_s[dev, d] + added[dev] + up, np.inf)))
 
 
-def _general(ctx: RoundContext, split: str,
-             time_limit_s: float) -> tuple[np.ndarray, float, dict[str, Any]]:
+def _general(ctx: RoundContext, split: str, time_limit_s: float, devices: int | None = None,
+             below: float = np.inf) -> tuple[np.ndarray, float, dict[str, Any]]:
     """Non-uniform bits or non-monotone costs: the general MILP at equal planned shares."""
     K = ctx.num_devices
-    rate = ctx.rates.rate_bps(np.full(K, planned_share_hz(ctx)), np.arange(K))
-    solved = solve_sets_milp(ctx, rate, time_limit_s)
+    rate = ctx.rates.rate_bps(np.full(K, planned_share_hz(ctx, devices)), np.arange(K))
+    solved = solve_sets_milp(ctx, rate, time_limit_s, (0.0, below), devices)
     if solved is None:
         raise _no_placement(ctx)
     block_device = solved[0]
@@ -256,6 +341,8 @@ def _general(ctx: RoundContext, split: str,
     if not np.isfinite(tau):
         raise InputError("crunch-multi: HiGHS returned a placement that exceeds a memory "
                          "budget within its tolerance")
+    if not tau < below:
+        raise _no_placement(ctx)
     diag: dict[str, Any] = {"method": "milp", "threshold_s": tau, "fallback": (
         "general MILP: bits differ by block or costs are not monotone in depth, so a "
         "device's best set need not be a range (the problem contains bin packing)")}
@@ -281,43 +368,6 @@ def _no_placement(ctx: RoundContext) -> InfeasibleError:
         f"{head}{ctx.block_name(1)} cannot be placed: the {usable} usable devices (of "
         f"{ctx.num_devices}) cannot cover all {ctx.num_blocks} blocks even with several blocks "
         "each (memory budgets, or no uplink)")
-
-
-def sets_split(ctx: RoundContext, block_device: np.ndarray, split: str) -> np.ndarray:
-    """``(K,)`` bandwidths of a block-set placement under ``split``.
-
-    ``equal`` among the devices used, ``proportional`` to each device's bits, or the optimal
-    ``minmax`` split of the placement (each device's composed compute and summed bits).
-    """
-    devices = np.unique(block_device)
-    bw = np.zeros(ctx.num_devices)
-    B = ctx.total_bandwidth_hz
-    bits = np.bincount(block_device, weights=ctx.upload_bits, minlength=ctx.num_devices)
-    if split == "minmax":
-        n = np.arange(block_device.size)
-        deepest, added = ctx.set_deepest_and_extra(block_device,
-                                                   ctx.set_extras()[0][block_device, n])
-        compute = ctx.compute_s[devices, deepest[devices]] + added[devices]
-        _, beta = minmax_latency_s(compute[None], bits[devices], ctx.rates, devices[None], B)
-        bw[devices] = beta[0]
-    elif split == "proportional" and bits.sum() > 0:
-        bw[devices] = B * bits[devices] / bits.sum()
-    else:
-        bw[devices] = B / devices.size
-    return bw
-
-
-def sets_allocation(ctx: RoundContext, block_device: np.ndarray, split: str,
-                    diagnostics: dict[str, Any]) -> Allocation:
-    """The allocation of a placement: ``deft`` if one block per device, else ``grouped``."""
-    mode: Literal["deft", "grouped"] = (
-        "deft" if np.bincount(block_device).max() <= 1 else "grouped")
-    bw = sets_split(ctx, block_device, split)
-    est = ctx.round_latency_s(Allocation(block_device, bw, mode=mode))
-    counts = np.bincount(block_device)
-    diag = {**diagnostics, "devices_used": int((counts > 0).sum()),
-            "most_blocks_on_a_device": int(counts.max())}
-    return Allocation(block_device, bw, est, diag, mode=mode)
 
 
 @register(

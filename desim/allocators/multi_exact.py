@@ -27,12 +27,13 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from desim.allocators.base import RoundContext
+from desim.allocators.ranges import undominated
 from desim.errors import InputError
 
 
 def solve_sets_milp(
     ctx: RoundContext, upload: np.ndarray, time_limit_s: float,
-    bounds_s: tuple[float, float] = (0.0, np.inf),
+    bounds_s: tuple[float, float] = (0.0, np.inf), max_devices: int | None = None,
 ) -> tuple[np.ndarray, float] | None:
     """The exact P1-with-sets optimum by MILP.
 
@@ -45,6 +46,7 @@ def solve_sets_milp(
         bounds_s: known bounds on the optimum (with non-negative extras): blocks that cannot
             be a set's deepest within the upper one are left out as such, and both bound the
             bottleneck variable.
+        max_devices: use at most this many devices (``None``: any number).
 
     Returns:
         ``(N,)`` device per block and the optimal bottleneck (no aggregation), or ``None``
@@ -61,6 +63,8 @@ def solve_sets_milp(
         up = (np.broadcast_to(upload[:, :1], (K, N)) if by_count else
               np.where(ctx.upload_bits > 0, ctx.upload_bits / upload[:, None], 0.0))
         alone = ctx.compute_s + up  # a set deepest at n costs at least this (extras ≥ 0)
+    usable = _undominated_devices(ctx, usable, extra_s, upload if by_count else up,
+                                  N if max_devices is None else min(N, max_devices))
     z_ok = usable[:, None] & np.isfinite(up)
     d_ok = z_ok & (ctx.memory_bytes[None, :] <= ctx.memory_budget_bytes[:, None])
     d_ok &= alone <= bounds_s[1]
@@ -70,7 +74,8 @@ def solve_sets_milp(
         return None
     kz, nz = np.nonzero(z_ok)
     kd, nd = np.nonzero(d_ok)
-    ky, my = np.nonzero(np.isfinite(upload) if by_count else np.zeros((K, N), dtype=bool))
+    ky, my = np.nonzero(_counts_within(ctx, upload, extra_s, extra_b, bounds_s[1]) if by_count
+                        else np.zeros((K, N), dtype=bool))
     nzv, ndv, nyv = kz.size, kd.size, ky.size
     zc, dc, yc, tau = np.arange(nzv), nzv + np.arange(ndv), nzv + ndv + np.arange(nyv), \
         nzv + ndv + nyv
@@ -81,6 +86,8 @@ def solve_sets_milp(
     m.add(np.r_[np.arange(ndv), np.arange(ndv)], np.r_[dc, iz[kd, nd]],  # δ ≤ z
           np.r_[np.ones(ndv), -np.ones(ndv)], ndv, -np.inf, 0.0)
     m.add(kd, dc, 1.0, K, -np.inf, 1.0)  # one deepest block per device
+    if max_devices is not None:  # a used device has exactly one deepest block
+        m.add(np.zeros(ndv, dtype=np.intp), dc, 1.0, 1, -np.inf, float(max_devices))
     # z_{k,n} − Σ_{n' ≥ n} δ_{k,n'} ≤ 0: pairs (z at n, δ at n' ≥ n) of the same device
     zi, di = np.nonzero((kz[:, None] == kd[None, :]) & (nd[None, :] >= nz[:, None]))
     m.add(np.r_[np.arange(nzv), zi], np.r_[zc, dc[di]],
@@ -110,6 +117,44 @@ def solve_sets_milp(
     out = np.empty(N, dtype=np.intp)
     out[nz[chosen]] = kz[chosen]
     return out, float(res.x[tau])
+
+
+def _counts_within(ctx: RoundContext, upload: np.ndarray, extra_s: np.ndarray,
+                   extra_b: np.ndarray, top: float) -> np.ndarray:
+    """``(K, N)`` counts a device may take within ``top`` seconds (``m`` blocks at ``[k, m-1]``).
+
+    A set of ``m`` blocks is deepest at some ``d ≥ m`` and carries ``m − 1`` passengers' extras
+    (blocks below ``N``) of at least the device's least, so its latency is at least
+    ``min_{d ≥ m} ĉ_{k,d} + (m − 1)·min e_k + upload(m)`` and its memory at least
+    ``min_{d ≥ m} m_d + (m − 1)·min x``: a count past either can be left out (extras ≥ 0).
+    """
+    N = ctx.num_blocks
+    more = np.arange(N)  # m - 1
+    with np.errstate(invalid="ignore"):
+        compute = np.flip(np.fmin.accumulate(np.flip(ctx.compute_s, axis=1), axis=1), axis=1)
+        memory = np.flip(np.minimum.accumulate(np.flip(ctx.memory_bytes)))
+        e = np.fmin.reduce(extra_s[:, :-1], axis=1) if N > 1 else np.zeros(ctx.num_devices)
+        least = compute + more * e[:, None] + upload
+    x = float(np.min(extra_b[:-1])) if N > 1 else 0.0
+    fits = memory + more * x <= ctx.memory_budget_bytes[:, None]
+    return np.isfinite(upload) & fits & ~(least > top)
+
+
+def _undominated_devices(ctx: RoundContext, usable: np.ndarray, extra_s: np.ndarray,
+                         upload: np.ndarray, limit: int) -> np.ndarray:
+    """``usable`` less the devices some optimum with at most ``limit`` devices never needs.
+
+    ``a`` dominates ``b`` when it is no slower on every block's compute and extra, no slower
+    to upload (``upload``: seconds by block or by set size) and has no less memory: ``a`` can
+    then take any set of ``b``'s at no more cost (:func:`~desim.allocators.ranges.undominated`).
+    """
+    with np.errstate(invalid="ignore"):
+        merit = np.nan_to_num(-np.hstack([ctx.compute_s, extra_s, upload,
+                                          -ctx.memory_budget_bytes[:, None]]),
+                              nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    keep = np.zeros_like(usable)
+    keep[undominated(merit, np.flatnonzero(usable), limit)] = True
+    return keep
 
 
 class _Rows:
@@ -142,13 +187,14 @@ class _Rows:
 
 
 def brute_force_sets(
-    ctx: RoundContext, upload_s: Callable[[int, float], float], max_maps: int = 300_000
+    ctx: RoundContext, upload_s: Callable[[int, float, int], float], max_maps: int = 300_000
 ) -> tuple[float, np.ndarray | None]:
     """Every block→device map (``K^N``), priced with the set costs directly (a test oracle).
 
     Args:
         ctx: the snapshot.
-        upload_s: seconds for device ``k`` to upload ``D(S)`` bits, as ``upload_s(k, bits)``.
+        upload_s: seconds for device ``k`` to upload ``D(S)`` bits when the placement uses
+            ``used`` devices, as ``upload_s(k, bits, used)``.
         max_maps: refuse larger instances.
 
     Returns:
@@ -163,7 +209,7 @@ def brute_force_sets(
     extra_s, extra_b = ctx.set_extras()
     best, arg = np.inf, None
     for bd in itertools.product(range(K), repeat=N):
-        worst = 0.0
+        worst, used = 0.0, len(set(bd))
         for k in set(bd):
             s = [n for n in range(N) if bd[n] == k]
             d, others = s[-1], s[:-1]
@@ -173,7 +219,7 @@ def brute_force_sets(
                 worst = np.inf
                 break
             compute = ctx.compute_s[k, d] + extra_s[k, others].sum()
-            worst = max(worst, compute + upload_s(k, float(ctx.upload_bits[s].sum())))
+            worst = max(worst, compute + upload_s(k, float(ctx.upload_bits[s].sum()), used))
         if worst < best:
             best, arg = worst, np.array(bd, dtype=np.intp)
     return best, arg

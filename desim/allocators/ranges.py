@@ -27,21 +27,23 @@ class _OverBudget(Exception):
     """The search ran past its node budget (HiGHS decides instead)."""
 
 
-def covering_ranges(cap: np.ndarray, node_budget: int,
-                    time_limit_s: float) -> tuple[Ranges | None, dict[str, Any]]:
+def covering_ranges(cap: np.ndarray, node_budget: int, time_limit_s: float,
+                    max_devices: int | None = None) -> tuple[Ranges | None, dict[str, Any]]:
     """Exactly decide whether distinct devices' ranges cover blocks ``1..N`` at these caps.
 
     Args:
         cap: ``(K, N)`` ``cap_k(p)`` at ``[k, p-1]`` (non-increasing in ``p``, at most ``p``).
         node_budget: search nodes before HiGHS decides instead.
         time_limit_s: HiGHS time limit.
+        max_devices: use at most this many devices (``None``: any number).
 
     Returns:
         ``(device, deepest block, count)`` from block ``N`` down (``None``: infeasible), and
         what decided it (``search_nodes``, ``decided_by``).
     """
     K, N = cap.shape
-    keep = _undominated(cap)
+    limit = N if max_devices is None else min(N, max_devices)
+    keep = _undominated(cap, limit)
     groups, group_of = np.unique(cap[keep], axis=0, return_inverse=True)
     members = [keep[group_of.ravel() == g].tolist() for g in range(groups.shape[0])]
     size = np.array([len(m) for m in members])
@@ -52,10 +54,12 @@ def covering_ranges(cap: np.ndarray, node_budget: int,
     failed: set[tuple[int, bytes]] = set()
     nodes = 0
 
-    def search(p: int, used: np.ndarray) -> list[tuple[int, int]] | None:
+    def search(p: int, used: np.ndarray, depth: int) -> list[tuple[int, int]] | None:
         nonlocal nodes
         if p <= 0:
             return []
+        if depth >= limit:
+            return None
         key = (p, used.tobytes())
         if key in failed:
             return None
@@ -68,7 +72,7 @@ def covering_ranges(cap: np.ndarray, node_budget: int,
             for g in np.flatnonzero((left > 0) & (jump > 0))[np.argsort(
                     -jump[(left > 0) & (jump > 0)], kind="stable")].tolist():
                 used[g] += 1
-                rest = search(p - int(jump[g]), used)
+                rest = search(p - int(jump[g]), used, depth + 1)
                 used[g] -= 1
                 if rest is not None:
                     return [(g, p), *rest]
@@ -76,9 +80,10 @@ def covering_ranges(cap: np.ndarray, node_budget: int,
         return None
 
     try:
-        found = search(N, np.zeros(len(members), dtype=np.intp))
+        found = search(N, np.zeros(len(members), dtype=np.intp), 0)
     except _OverBudget:
-        return cover_milp(cap, time_limit_s), {"search_nodes": nodes, "decided_by": "milp"}
+        return (cover_milp(cap, time_limit_s, limit),
+                {"search_nodes": nodes, "decided_by": "milp"})
     info = {"search_nodes": nodes, "decided_by": "search"}
     if found is None:
         return None, info
@@ -90,23 +95,32 @@ def covering_ranges(cap: np.ndarray, node_budget: int,
     return ranges, info
 
 
-def _undominated(cap: np.ndarray) -> np.ndarray:
-    """Devices that can take a block, less those with ``N`` or more dominators (never needed).
+def _undominated(cap: np.ndarray, limit: int) -> np.ndarray:
+    """Devices that can take a block, less those with ``limit`` or more dominators.
 
-    ``a`` dominates ``b`` if ``cap_a ≥ cap_b`` everywhere (ties broken by index). A placement
-    uses at most ``N`` devices, so a device with ``N`` dominators can be swapped for an unused
-    one of them; repeating ends, since domination is a strict order.
+    ``a`` dominates ``b`` if ``cap_a ≥ cap_b`` everywhere (:func:`undominated`).
     """
-    K, N = cap.shape
-    live = np.flatnonzero(cap.any(axis=1))
-    if live.size <= N or live.size > 2000:
+    return undominated(cap, np.flatnonzero(cap.any(axis=1)), limit)
+
+
+def undominated(merit: np.ndarray, live: np.ndarray, limit: int) -> np.ndarray:
+    """The ``live`` devices (indices) less those with ``limit`` or more dominators.
+
+    ``a`` dominates ``b`` if ``merit[a] ≥ merit[b]`` in every column (ties broken by index).
+    When a placement uses at most ``limit`` devices and a dominator can always take its
+    dominated device's set at no more cost, a used device with ``limit`` dominators can be
+    swapped for an unused one of them; repeating ends, since domination is a strict order, so
+    some optimum uses none of the dropped devices. Above 2,000 devices nothing is dropped (the
+    pairwise test's memory).
+    """
+    if live.size <= limit or live.size > 2000:
         return live
-    c = cap[live]
+    c = merit[live]
     geq = (c[:, None, :] >= c[None, :, :]).all(axis=2)  # [a, b]: a ≥ b everywhere
     same = geq & geq.T
     order = np.arange(live.size)
     dominates = geq & (~same | (order[:, None] < order[None, :]))
-    return live[dominates.sum(axis=0) < N]
+    return live[dominates.sum(axis=0) < limit]
 
 
 def _hall_bound(groups: np.ndarray, size: np.ndarray, N: int) -> bool:
@@ -121,13 +135,15 @@ def _hall_bound(groups: np.ndarray, size: np.ndarray, N: int) -> bool:
     return bool(np.all((size[:, None] * most).sum(axis=0) >= N - qs))
 
 
-def cover_milp(cap: np.ndarray, time_limit_s: float) -> list[tuple[int, int, int]] | None:
+def cover_milp(cap: np.ndarray, time_limit_s: float,
+               max_devices: int | None = None) -> list[tuple[int, int, int]] | None:
     """Whether distinct devices' ranges can cover blocks ``1..N`` (HiGHS), and how.
 
     Args:
         cap: ``(K, N)`` most blocks device ``k`` may take with deepest block ``p``
             (``cap[k, p - 1]``, non-increasing in ``p``, at most ``p``).
         time_limit_s: HiGHS time limit.
+        max_devices: use at most this many devices (``None``: any number).
 
     Returns:
         ``(device, deepest block, count)`` from the deepest range down, or ``None``.
@@ -145,11 +161,12 @@ def cover_milp(cap: np.ndarray, time_limit_s: float) -> list[tuple[int, int, int
     blocks = np.arange(1, N + 1)
     covers = (blocks[:, None] >= low[None, :]) & (blocks[:, None] <= top[None, :])
     rn, cn = np.nonzero(covers)
-    a = coo_matrix((np.ones(rn.size + m), (np.concatenate([rn, N + ks]),
-                                           np.concatenate([cn, np.arange(m)]))),
-                   shape=(N + K, m)).tocsr()
-    lb = np.concatenate([np.ones(N), np.zeros(K)])
-    ub = np.concatenate([np.full(N, np.inf), np.ones(K)])
+    limit = N if max_devices is None else max_devices  # the last row: Σ x ≤ limit
+    a = coo_matrix((np.ones(rn.size + 2 * m), (np.concatenate([rn, N + ks, np.full(m, N + K)]),
+                                               np.concatenate([cn, np.arange(m), np.arange(m)]))),
+                   shape=(N + K + 1, m)).tocsr()
+    lb = np.concatenate([np.ones(N), np.zeros(K + 1)])
+    ub = np.concatenate([np.full(N, np.inf), np.ones(K), [limit]])
     res = milp(np.zeros(m), constraints=LinearConstraint(a, lb, ub), integrality=np.ones(m),
                bounds=Bounds(0, 1), options={"time_limit": time_limit_s})
     if res.status == 2:

@@ -169,12 +169,12 @@ class RoundContext:
         ``deft``: the block's own cost. ``grouped``: a device trains all its blocks in one
         backward pass, so it computes as long as its deepest block plus the other blocks'
         :attr:`extra_compute_s`, and uploads the sum of their bits. ``offload``: no device
-        compute, one mini-batch upload.
+        compute, the device's mini-batches upload (one each unless it is listed several times).
         """
         k = allocation.block_device
         n = np.arange(self.num_blocks)
         if allocation.mode == "offload":
-            return np.zeros(self.num_blocks), np.full(self.num_blocks, self.sample_bits)
+            return np.zeros(self.num_blocks), self.sample_bits * np.bincount(k)[k].astype(float)
         if allocation.mode == "grouped":
             deepest, added = self.set_deepest_and_extra(k, self.set_extras()[0][k, n])
             bits = np.bincount(k, weights=self.upload_bits, minlength=self.num_devices)
@@ -234,9 +234,10 @@ class Allocation:
       ``crunch-multi``): it computes as long as its deepest block plus the others' extra
       compute, needs the deepest block's memory plus the others' extra bytes, and uploads
       the sum of its blocks' bits.
-    - ``offload``: ``block_device`` lists the (distinct) devices that upload one mini-batch
-      (``sample_bits``) each; after the last upload the edge server trains every block for
-      ``server_compute_s`` (``offload``, traditional computation offloading).
+    - ``offload``: ``block_device`` lists the device that uploads each of the ``N``
+      mini-batches (``sample_bits`` each; a device listed ``c`` times uploads ``c`` of them,
+      as with fewer devices than blocks); after the last upload the edge server trains every
+      block for ``server_compute_s`` (``offload``, traditional computation offloading).
 
     Attributes:
         block_device: ``(N,)`` device index of block ``n`` (at index ``n - 1``).

@@ -105,7 +105,8 @@ class Simulation:
         if self.planner.one_device_per_block and K < N and not sets:
             raise ScenarioError(
                 f"devices: {K} devices for {N} blocks; every block needs its own device "
-                "(crunch-multi, crunch and single-device let a device train several blocks)"
+                "(crunch-multi, crunch and single-device let a device train several blocks; "
+                "offload lets a device upload several mini-batches)"
             )
         by_class = {}
         for hw in sorted({d.hardware for d in self.devices}):
