@@ -3,7 +3,8 @@
 Importing this package registers every figure. Each family module registers its figures with
 :func:`~desim.experiments.paper_figures.base.figure`, in the order ``desim figures`` draws them
 and the docs gallery lists them: :mod:`.paper` (the paper's setting, p-*), :mod:`.trends`
-(a)–(e), :mod:`.runs` (f)–(i), :mod:`.comparisons` (j), ``schemes`` and ``dlora-kr``.
+(a)–(e), :mod:`.runs` (f)–(i), :mod:`.comparisons` (j), ``schemes``, ``dlora-kr``,
+:mod:`.beyond` (the beyond-the-snapshot figures) and :mod:`.small` (``k-sweep``).
 ``experiments/README.md`` maps each figure to its sweep spec. (The package is not called
 ``figures``: ``.gitignore`` ignores every ``figures/`` folder, where figures are written.)
 """
@@ -28,3 +29,6 @@ from desim.experiments.paper_figures import regime as _regime  # noqa: F401  (re
 
 # isort: split
 from desim.experiments.paper_figures import beyond as _beyond  # noqa: F401  (registers)
+
+# isort: split
+from desim.experiments.paper_figures import small as _small  # noqa: F401  (registers)

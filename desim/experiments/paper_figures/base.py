@@ -353,6 +353,8 @@ _STYLES: dict[str, tuple[str, Any, float]] = {
     "offload": ("P", (0, (1, 2)), 6.0),
     "bottleneck-exact": ("*", "--", 7.0),
     "milp": ("+", "-.", 7.0),
+    "crunch-multi": ("o", "-", 7.0),
+    "single-device": ("D", "--", 5.0),
 }
 _COLOURS = {name: f"C{i}" for i, name in enumerate(_STYLES)}
 
