@@ -8,13 +8,18 @@ columns of :mod:`desim.costs.energy` there, so the records themselves stay plain
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from desim.costs.energy import add_device_energy, round_metrics
+from desim.costs.energy import (
+    DEVICE_ENERGY_COLUMNS,
+    Columns,
+    add_device_energy,
+    round_metrics,
+)
 from desim.engine.records import (
     WALL_CLOCK_COLUMNS,
     BandwidthSteps,
@@ -24,22 +29,24 @@ from desim.engine.records import (
 )
 
 
+def _record_columns(rows: list[Any], cls: type) -> dict[str, Any]:
+    """The columns of records ``rows`` of dataclass ``cls`` (lists, as pandas infers them)."""
+    return {f.name: [getattr(r, f.name) for r in rows] for f in fields(cls)}
+
+
 def _frame(rows: list[Any], cls: type) -> pd.DataFrame:
-    cols = [f.name for f in fields(cls)]
-    if not rows:
-        return pd.DataFrame({c: [] for c in cols})
-    return pd.DataFrame([asdict(r) for r in rows], columns=cols)
+    return pd.DataFrame(_record_columns(rows, cls))
 
 
-def _batch_frame(batches: list[DeviceRounds]) -> pd.DataFrame:
+def _batch_columns(batches: list[DeviceRounds]) -> Columns:
+    """The per-device-round columns of ``batches``, with the frame-time defaults."""
     cols = [f.name for f in fields(DeviceRounds)]
-    if not batches:
-        return pd.DataFrame({c: [] for c in cols})
-    data = {
+    if not batches:  # float64, as pandas makes an empty list
+        return {c: np.empty(0) for c in cols}
+    return {
         "round": np.concatenate([np.full(len(b.block), b.round) for b in batches]),
         **{c: np.concatenate([b.filled(c) for b in batches]) for c in cols[1:]},
     }
-    return pd.DataFrame(data, columns=cols)
 
 
 @dataclass
@@ -69,12 +76,18 @@ class RunResult:
 
         ``device_rounds``: :meth:`device_rounds_frame`, when the caller already built it.
         """
-        rounds = _frame(self.rounds, RoundRecord)
+        devices = None if device_rounds is None else {
+            c: device_rounds[c].to_numpy() for c in device_rounds.columns}
+        return pd.DataFrame(self._round_columns(devices))
+
+    def _round_columns(self, devices: Columns | None = None) -> dict[str, Any]:
+        """The rounds table's columns; ``devices``: :meth:`_device_columns`, if built."""
+        rounds = _record_columns(self.rounds, RoundRecord)
         if self.oracle_bound_s is not None:  # run.oracle_bound
             rounds["oracle_bound_s"] = np.asarray(self.oracle_bound_s, dtype=float)
         if self.device_power is None:
             return rounds
-        devices = self.device_rounds_frame() if device_rounds is None else device_rounds
+        devices = self._device_columns() if devices is None else devices
         return round_metrics(rounds, devices, self.device_power)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -82,15 +95,17 @@ class RunResult:
 
         ``rounds`` and ``device_rounds`` are pure functions of the scenario and seed (byte-
         identical on every rerun and backend); the wall-clock columns go to ``timing``. A run
-        on a reclaiming uplink adds ``bandwidth_steps``.
+        on a reclaiming uplink adds ``bandwidth_steps``. Each table is built from its columns
+        in one go.
         """
-        devices = self.device_rounds_frame()
-        rounds = self.rounds_frame(devices)
+        device_columns = self._device_columns()
+        rounds = self._round_columns(device_columns)
         tables = {
-            "rounds": rounds.drop(columns=list(WALL_CLOCK_COLUMNS)),
-            "device_rounds": devices,
+            "rounds": pd.DataFrame({k: v for k, v in rounds.items()
+                                    if k not in WALL_CLOCK_COLUMNS}),
+            "device_rounds": pd.DataFrame(device_columns),
             "fault_events": self.fault_events_frame(),
-            "timing": rounds[["round", *WALL_CLOCK_COLUMNS]],
+            "timing": pd.DataFrame({k: rounds[k] for k in ("round", *WALL_CLOCK_COLUMNS)}),
         }
         if self.bandwidth_steps is not None:
             tables["bandwidth_steps"] = self.bandwidth_steps_frame()
@@ -114,11 +129,22 @@ class RunResult:
 
     def device_rounds_frame(self) -> pd.DataFrame:
         """The per-device-round table (with energy columns when a power model is set)."""
-        frame = _batch_frame(self.device_rounds)
+        return pd.DataFrame(self._device_columns())
+
+    def _device_columns(self) -> Columns:
+        """The per-device-round table's columns (with energy when a power model is set)."""
+        columns = _batch_columns(self.device_rounds)
         if self.device_power is None:
-            return frame
-        bounds = _frame(self.rounds, RoundRecord)[["round", "start_s", "end_s"]]
-        return add_device_energy(frame, bounds, self.device_power)
+            return columns
+        if not self.device_rounds:
+            return {**columns, **{c: np.empty(0) for c in DEVICE_ENERGY_COLUMNS}}
+        rounds = _record_columns(self.rounds, RoundRecord)
+        index = pd.Index(rounds["round"])
+        first = ~index.duplicated()  # a round's first record gives its span
+        span = pd.Series(np.subtract(rounds["end_s"], rounds["start_s"])[first],
+                         index=index[first])
+        return add_device_energy(columns, span.reindex(columns["round"]).to_numpy(float),
+                                 self.device_power)
 
 
 def chrome_trace_events(result: RunResult) -> list[dict[str, Any]]:

@@ -77,10 +77,12 @@ def bench_overhead_cmd(
 
     b = bench_sweep_overhead(runs=runs)
     table = Table(title="desim bench overhead", show_header=True)
-    for col in ("runs", "sweep (s)", "one round (ms)", "overhead/run (ms)", "efficiency"):
+    for col in ("runs", "sweep (s)", "one round (ms)", "overhead/run (ms)", "setup",
+                "efficiency"):
         table.add_column(col, justify="right")
     table.add_row(str(b.runs), f"{b.sweep_wall_s:.2f}", f"{b.round_s * 1e3:.2f}",
-                  f"{b.overhead_per_run_s * 1e3:.1f}", f"{b.efficiency:.1%}")
+                  f"{b.overhead_per_run_s * 1e3:.1f}", f"{b.setup_share:.0%}",
+                  f"{b.efficiency:.1%}")
     out.print(table)
     total = sum(b.phases_s.values())
     phases = Table(title="per run, by phase (timed in-process on the same runs)")

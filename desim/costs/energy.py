@@ -52,47 +52,60 @@ def device_power_table(
 
     Devices of a class without a power entry get ``NaN`` (their energy is then ``NaN``).
     """
-    rows = []
+    columns: dict[str, list[float]] = {c: [] for c in POWER_COLUMNS}
     for d in devices:
         p = power.get(d.hardware)
         vals = [np.nan] * 5 if p is None else [getattr(p, c) for c in POWER_COLUMNS]
         vals[4] *= d.speed_factor
-        rows.append([d.name, *vals])
-    return pd.DataFrame(rows, columns=["device", *POWER_COLUMNS]).set_index("device")
+        for c, v in zip(POWER_COLUMNS, vals, strict=True):
+            columns[c].append(v)
+    return pd.DataFrame(columns, index=pd.Index([d.name for d in devices], name="device"))
 
 
-def add_device_energy(
-    device_rounds: pd.DataFrame, rounds: pd.DataFrame, power: pd.DataFrame
-) -> pd.DataFrame:
-    """Append energy and efficiency columns to the per-device-round table.
+Columns = dict[str, np.ndarray]
+"""A table as named ``(n,)`` columns (the result tables are built from them in one go)."""
+
+DEVICE_ENERGY_COLUMNS = ("compute_energy_j", "upload_energy_j", "download_energy_j",
+                         "idle_energy_j", "energy_j", "tokens_per_s_per_w", "mfu", "granularity")
+
+
+def first_rows(rounds: np.ndarray, devices: np.ndarray) -> np.ndarray:
+    """Whether each row is its device's first of its round (the row a device is charged on)."""
+    codes = pd.factorize(devices)[0].astype(np.int64)
+    key = rounds.astype(np.int64) * (int(codes.max(initial=0)) + 1) + codes
+    first = np.zeros(len(key), dtype=bool)
+    first[np.unique(key, return_index=True)[1]] = True
+    return first
+
+
+def _lookup(table: pd.DataFrame, columns: Sequence[str], index: np.ndarray) -> Columns:
+    """``table``'s ``columns`` at rows of the labels ``index`` (``NaN`` for a label it lacks)."""
+    rows = table.index.get_indexer(index)
+    return {c: np.append(table[c].to_numpy(float), np.nan)[rows] for c in columns}
+
+
+def add_device_energy(columns: Columns, span_s: np.ndarray, power: pd.DataFrame) -> Columns:
+    """Append energy and efficiency columns to the per-device-round table's columns.
 
     A device with several rows in a round (``grouped`` allocations) is charged once, on its
     first row; its other rows get zero energy, FLOPs, samples and tokens.
 
     Args:
-        device_rounds: the per-device-round table (busy-time columns included).
-        rounds: ``round, start_s, end_s`` of every round.
+        columns: the per-device-round table (busy-time columns included), at least one row.
+        span_s: each row's round latency (its round's end less its start).
         power: :func:`device_power_table`.
 
     Returns:
         A copy with ``compute_energy_j``, ``upload_energy_j``, ``download_energy_j``,
         ``idle_energy_j``, ``energy_j``, ``tokens_per_s_per_w``, ``mfu`` and ``granularity``.
     """
-    t = device_rounds.copy()
-    if t.empty:
-        for c in ("compute_energy_j", "upload_energy_j", "download_energy_j", "idle_energy_j",
-                  "energy_j", "tokens_per_s_per_w", "mfu", "granularity"):
-            t[c] = pd.Series(dtype=float)
-        return t
-    first = ~t.duplicated(["round", "device"])
-    p = power.reindex(t["device"].astype(str))
-    bounds = rounds.drop_duplicates("round").set_index("round")
-    span = (bounds["end_s"] - bounds["start_s"]).reindex(t["round"]).to_numpy(float)
-    comp, up, down = (t[c].to_numpy(float) for c in
+    t = dict(columns)
+    one = first_rows(t["round"], t["device"])
+    device = t["device"].astype(str)
+    comp, up, down = (t[c].astype(float) for c in
                       ("compute_busy_s", "upload_busy_s", "download_busy_s"))
-    idle = np.maximum(span - comp - up - down, 0.0)
-    one = first.to_numpy()
-    w = {c: p[c].to_numpy(float) for c in POWER_COLUMNS}
+    idle = np.maximum(span_s - comp - up - down, 0.0)
+    w = _lookup(power, POWER_COLUMNS, device)
     t["compute_energy_j"] = np.where(one, w["compute_w"] * comp, 0.0)
     t["upload_energy_j"] = np.where(one, w["transmit_w"] * up, 0.0)
     t["download_energy_j"] = np.where(one, w["receive_w"] * down, 0.0)
@@ -100,7 +113,7 @@ def add_device_energy(
     t["energy_j"] = (t["compute_energy_j"] + t["upload_energy_j"] + t["download_energy_j"]
                      + t["idle_energy_j"])
     for c in ("flops", "samples", "tokens"):
-        t[c] = np.where(one, t[c].to_numpy(float), 0.0)
+        t[c] = np.where(one, t[c].astype(float), 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t["tokens_per_s_per_w"] = np.where(one, t["tokens"] / t["energy_j"], np.nan)
         t["mfu"] = np.where(one & (comp > 0), t["flops"] / (comp * w["peak_flops_per_s"]), np.nan)
@@ -108,35 +121,33 @@ def add_device_energy(
     return t
 
 
-def round_metrics(rounds: pd.DataFrame, device_rounds: pd.DataFrame,
-                  power: pd.DataFrame) -> pd.DataFrame:
-    """Append per-round sums and efficiencies to the rounds table.
+def round_metrics(rounds: Columns, device_rounds: Columns, power: pd.DataFrame) -> Columns:
+    """Append per-round sums and efficiencies to the rounds table's columns.
 
     Adds ``energy_j`` (sum over the round's devices), ``upload_bits``, ``download_bits``,
     ``samples``, ``tokens``, ``flops``, ``peak_device_memory_bytes``, ``tokens_per_s_per_w``
     (tokens ÷ energy), ``mfu`` (FLOPs ÷ (latency × Σ peak of the round's devices)) and
-    ``granularity`` (Σ compute time ÷ Σ communication time).
+    ``granularity`` (Σ compute time ÷ Σ communication time). ``device_rounds`` carries
+    :func:`add_device_energy`'s columns (or none of its rows). Sums are pandas' grouped sums.
     """
-    out = rounds.copy()
-    d = device_rounds.copy()
-    first = ~d.duplicated(["round", "device"])
-    d["peak"] = np.where(first, power["peak_flops_per_s"].reindex(d["device"].astype(str))
-                         .to_numpy(float), 0.0)
-    d["comm_busy_s"] = d["upload_busy_s"] + d["download_busy_s"]
-    for c in ("compute_busy_s", "comm_busy_s", "upload_bits", "download_bits"):
-        d[c] = np.where(first, d[c], 0.0)
-    sums = d.groupby("round").agg(
-        energy_j=("energy_j", "sum"), upload_bits=("upload_bits", "sum"),
-        download_bits=("download_bits", "sum"), samples=("samples", "sum"),
-        tokens=("tokens", "sum"), flops=("flops", "sum"),
-        peak_device_memory_bytes=("memory_bytes", "max"), peak=("peak", "sum"),
-        compute=("compute_busy_s", "sum"), comm=("comm_busy_s", "sum"),
-    )
-    sums = sums.reindex(out["round"]).reset_index(drop=True)
+    out = dict(rounds)
+    d = device_rounds
+    first = first_rows(d["round"], d["device"])
+    per_row = {c: d[c] for c in ("energy_j", "samples", "tokens", "flops")}
+    for c in ("upload_bits", "download_bits"):
+        per_row[c] = np.where(first, d[c], 0.0)
+    peak = _lookup(power, ["peak_flops_per_s"], d["device"].astype(str))["peak_flops_per_s"]
+    per_row["peak"] = np.where(first, peak, 0.0)
+    per_row["compute"] = np.where(first, d["compute_busy_s"], 0.0)
+    per_row["comm"] = np.where(first, d["upload_busy_s"] + d["download_busy_s"], 0.0)
+    frame = pd.DataFrame(per_row)
+    sums = frame.groupby(d["round"]).sum()
+    sums["peak_device_memory_bytes"] = pd.Series(d["memory_bytes"]).groupby(d["round"]).max()
+    sums = sums.reindex(out["round"])
     for c in ("energy_j", "upload_bits", "download_bits", "samples", "tokens", "flops",
               "peak_device_memory_bytes"):
         out[c] = sums[c].to_numpy(float)
-    lat = out["latency_s"].to_numpy(float)
+    lat = np.asarray(out["latency_s"], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["tokens_per_s_per_w"] = out["tokens"] / out["energy_j"]
         out["mfu"] = out["flops"] / (lat * sums["peak"].to_numpy(float))

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from desim.costs.analytic import AnalyticCostModel, analytic_flops
 from desim.costs.base import BlockCosts, CostModel, Workload
+from desim.costs.cache import memoized
 from desim.costs.fit import ProfileFit, fit_profile
 from desim.costs.methods import METHODS, upload_bits
 from desim.costs.multiblock import profiled_extras
@@ -100,6 +101,9 @@ class ProfiledCostModel:
     _fits: dict[tuple[str, str, str, int], ProfileFit] = field(
         default_factory=dict, init=False, repr=False
     )
+    _costs: dict[tuple[Workload, str], BlockCosts] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def fit(self, hardware: str, model: str, method: str,
             decoder_layers: int = 0) -> ProfileFit | None:
@@ -119,11 +123,17 @@ class ProfiledCostModel:
     def block_costs(self, workload: Workload, hardware: str) -> BlockCosts:
         """Return ``(N,)`` compute seconds, peak bytes, upload bits and FLOPs of every block.
 
+        Priced once per workload and class (:func:`desim.costs.cache.memoized`).
+
         Raises:
             UnknownNameError: no profile for ``hardware`` or the workload, and no fallback.
             ScenarioError: the workload's block split, LoRA rank, adapter width or target
                 length differs from the profile's.
         """
+        return memoized(self._costs, (workload, hardware), lambda: self._price(workload, hardware))
+
+    def _price(self, workload: Workload, hardware: str) -> BlockCosts:
+        """:meth:`block_costs`, computed."""
         cfg = workload.config
         fit = None
         if hardware in self.profiles:

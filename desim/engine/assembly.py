@@ -7,6 +7,8 @@ compute timeline, allocator) and where the run's named random streams are handed
 from __future__ import annotations
 
 import platform
+from collections.abc import Hashable
+from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ import pandas as pd
 from desim import __version__
 from desim.allocators import Allocator, make_allocator
 from desim.costs.base import CostModel, Workload
+from desim.costs.cache import shared_cost_model
 from desim.costs.energy import merged_power
 from desim.costs.fit import depth_decreases
-from desim.costs.registry import CostInputs, ProfileReader, build_cost_model
+from desim.costs.registry import CostInputs, ProfileReader
 from desim.engine.checks import resolved_scenario
 from desim.engine.csi import Csi
 from desim.engine.faults import FaultModel
@@ -27,7 +30,7 @@ from desim.engine.records import SCHEMA_VERSION
 from desim.engine.rng import rng_stream, rng_streams
 from desim.engine.simulation import Simulation
 from desim.errors import ScenarioError, warn
-from desim.io.calibration import load_profile_files
+from desim.io.calibration import content_digest, load_profile_files, profile_fingerprint
 from desim.io.hosts import host_info, priced_with
 from desim.io.model_configs import load_model_config
 from desim.io.shipped import default_scenario_path
@@ -62,7 +65,13 @@ def workload_of(scenario: Scenario) -> Workload:
 
 
 def versions() -> dict[str, str]:
-    """Versions recorded with every run."""
+    """Versions recorded with every run (a fresh copy of :func:`_versions`)."""
+    return dict(_versions())
+
+
+@cache
+def _versions() -> dict[str, str]:
+    """The versions, read once per process."""
     import pandas
     import scipy
 
@@ -123,13 +132,24 @@ def make_cost_model(
     """The cost model a scenario's ``[cost]`` section describes (reads the profiles).
 
     The model is the registered one (:data:`desim.costs.registry.COST_MODELS`) with its own
-    validated parameters. With ``workload``, a profile file whose rows for it decrease with
-    depth gets a warning naming the file, the column and the blocks
-    (:func:`desim.costs.fit.depth_decreases`).
+    validated parameters, shared by the runs of this process while the files it read are
+    unchanged (:func:`desim.costs.cache.shared_cost_model`). With ``workload``, a profile file
+    whose rows for it decrease with depth gets a warning naming the file, the column and the
+    blocks (:func:`desim.costs.fit.depth_decreases`).
     """
     classes = tuple(sorted({d.hardware for d in devices}))
     inputs = CostInputs(classes, _profile_reader(workload))
-    return build_cost_model(spec.model, spec.params, inputs)
+    return shared_cost_model(spec.model, spec.params, inputs, workload, _fingerprint)
+
+
+def _fingerprint(kind: str, ref: str) -> Hashable | None:
+    """The content of what a cost model's reference names (:func:`shared_cost_model`)."""
+    if kind == "profile":
+        return profile_fingerprint(ref)
+    try:
+        return content_digest(Path(ref))
+    except OSError:
+        return None
 
 
 def _profile_reader(workload: Workload | None) -> ProfileReader:

@@ -151,6 +151,11 @@ class OverheadBench:
         """Rounds per second of the sweep over those of one long run (goal ≥ 50%)."""
         return self.runs * self.round_s / self.sweep_wall_s
 
+    @property
+    def setup_share(self) -> float:
+        """The share of the sweep's wall time spent in setup (the ``build`` phase)."""
+        return self.runs * self.phases_s["build"] / self.sweep_wall_s
+
 
 def bench_sweep_overhead(runs: int = 60, long_rounds: int = 200) -> OverheadBench:
     """Sweep ``runs`` one-round runs of the default scenario on one worker; split the cost.
@@ -186,7 +191,8 @@ def bench_sweep_overhead(runs: int = 60, long_rounds: int = 200) -> OverheadBenc
             t2 = perf_counter()
             tables = result.tables()
             t3 = perf_counter()
-            write_result_tables(tables, result.metadata, Path(tmp) / "phases" / run.key)
+            write_result_tables(tables, result.metadata, Path(tmp) / "phases" / run.key,
+                                atomic=False)  # as the sweep writes its staging folder
             t4 = perf_counter()
             for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 phases[name] += dt / len(todo)

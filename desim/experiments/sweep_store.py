@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from filelock import FileLock
 
 from desim.engine.records import WALL_CLOCK_COLUMNS
@@ -77,7 +78,8 @@ def store_outcome(outcome: RunOutcome, run: Run, out: Path, staging_root: Path) 
         "axes": run.axes,
         "allocator_label": run.allocator,
     }
-    write_result_tables(outcome.tables, meta, staging)
+    # the staging folder is renamed into place once complete: its files need no atomic writes
+    write_result_tables(outcome.tables, meta, staging, atomic=False)
     with _lock(out):
         if (final / "run.json").is_file():  # a twin was faster
             shutil.rmtree(staging)
@@ -127,6 +129,16 @@ def process_alive(pid: int) -> bool:
 
 SUMMARY_STATS = ("latency_s", "planned_latency_s")
 """Round columns the summary gives mean, median, 95th percentile and maximum of."""
+ROUND_SUMMARY_COLUMNS = ("status", *SUMMARY_STATS, "end_s", "min_memory_headroom_bytes",
+                         "dropouts")
+"""The columns of a stored rounds table the summary reads."""
+
+
+def _read_columns(path: Path, columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Columns of a stored Parquet table as arrays, as ``pandas.read_parquet`` gives them."""
+    with pq.ParquetFile(path) as file:  # no dataset machinery: one local file
+        table = file.read(columns=list(columns))
+    return {c: table.column(c).to_numpy() for c in columns}
 
 
 def summarize(runs: list[Run], out: Path) -> pd.DataFrame:
@@ -142,24 +154,25 @@ def summarize(runs: list[Run], out: Path) -> pd.DataFrame:
         stored = out / "runs" / run.key
         failure = out / "failures" / f"{run.key}.json"
         if (stored / "run.json").is_file():
-            rounds = pd.read_parquet(stored / "rounds.parquet")
+            rounds = _read_columns(stored / "rounds.parquet", ROUND_SUMMARY_COLUMNS)
             row["status"] = "ok"
-            row["rounds"] = len(rounds)
-            ok_rounds = rounds[rounds["status"] == "ok"]
+            row["rounds"] = len(rounds["status"])
+            ok = rounds["status"] == "ok"
             for col in SUMMARY_STATS:
-                x = ok_rounds[col].to_numpy(dtype=float)
+                x = rounds[col][ok].astype(float)
                 has = x.size > 0
                 row[f"{col}_mean"] = float(np.mean(x)) if has else float("nan")
                 row[f"{col}_p50"] = float(np.median(x)) if has else float("nan")
                 row[f"{col}_p95"] = float(np.percentile(x, 95)) if has else float("nan")
                 row[f"{col}_max"] = float(np.max(x)) if has else float("nan")
-            row["total_time_s"] = float(rounds["end_s"].iloc[-1])
-            row["min_memory_headroom_bytes"] = float(rounds["min_memory_headroom_bytes"].min())
-            row["skipped_rounds"] = int((rounds["status"] != "ok").sum())
-            row["dropouts"] = int(rounds["dropouts"].sum())
-            timing = pd.read_parquet(stored / "timing.parquet")
+            row["total_time_s"] = float(rounds["end_s"][-1])
+            row["min_memory_headroom_bytes"] = float(
+                pd.Series(rounds["min_memory_headroom_bytes"]).min())
+            row["skipped_rounds"] = int((~ok).sum())
+            row["dropouts"] = int(pd.Series(rounds["dropouts"]).sum())
+            timing = _read_columns(stored / "timing.parquet", WALL_CLOCK_COLUMNS)
             for col in WALL_CLOCK_COLUMNS:
-                row[f"{col}_mean"] = float(timing[col].mean())
+                row[f"{col}_mean"] = float(pd.Series(timing[col]).mean())
             row["error"] = ""
         elif failure.is_file():
             row["status"] = "failed"

@@ -116,7 +116,7 @@ def read_profile(path: str | Path) -> pd.DataFrame:
 def _shared_profile(p: Path) -> pd.DataFrame:
     """The cached table of :func:`read_profile` itself: callers must not modify it."""
     try:
-        digest = hashlib.blake2b(p.read_bytes(), digest_size=16).digest()
+        digest = content_digest(p)
     except OSError:
         return _read_profile(p)  # the reader names what is wrong with the path
     key = (str(p.resolve()), digest)
@@ -208,14 +208,9 @@ def load_profile_files(ref: str | Path) -> list[tuple[Path, pd.DataFrame]]:
         UnknownNameError: ``ref`` is neither a path nor a shipped hardware class.
         InputError: a file is malformed.
     """
-    p = Path(ref)
-    if p.is_dir():
-        files = sorted(p.glob("*.csv"))
-        if not files:
-            raise InputError(f"{p}: folder holds no profile .csv files")
+    files = _profile_paths(ref)
+    if files is not None:
         return [(f, read_profile(f)) for f in files]
-    if p.suffix == ".csv" or p.exists():
-        return [(p, read_profile(p))]
     shipped = [(f, _shared_profile(f)) for f in shipped_profiles()]
     key = (str(ref), tuple(id(t) for _, t in shipped))  # the cached tables stand for contents
     parts = _CLASS_ROWS.get(key)
@@ -232,6 +227,42 @@ def load_profile_files(ref: str | Path) -> list[tuple[Path, pd.DataFrame]]:
             f"(known: {', '.join(known) or 'none'})"
         )
     return [(f, t.copy()) for f, t in parts]
+
+
+def _profile_paths(ref: str | Path) -> list[Path] | None:
+    """The files a path reference names (a CSV, or a folder's CSVs); ``None``: a shipped name.
+
+    Raises:
+        InputError: a folder without profile CSVs.
+    """
+    p = Path(ref)
+    if p.is_dir():
+        files = sorted(p.glob("*.csv"))
+        if not files:
+            raise InputError(f"{p}: folder holds no profile .csv files")
+        return files
+    if p.suffix == ".csv" or p.exists():
+        return [p]
+    return None
+
+
+def profile_fingerprint(ref: str | Path) -> tuple[tuple[str, bytes], ...] | None:
+    """Each file a profile reference reads, resolved, with a hash of its content.
+
+    A shipped class name stands for every shipped profile. ``None`` when a file cannot be
+    read (then nothing built from the reference may be reused).
+    """
+    try:
+        files = _profile_paths(ref)
+        return tuple((str(f.resolve()), content_digest(f))
+                     for f in (shipped_profiles() if files is None else files))
+    except (OSError, InputError):
+        return None
+
+
+def content_digest(path: Path) -> bytes:
+    """A 16-byte BLAKE2b hash of a file's content (the key of what is parsed from it)."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
 
 
 #: a shipped class's rows of each shipped table, keyed by the class and the cached tables

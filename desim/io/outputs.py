@@ -14,15 +14,23 @@ from typing import Any
 import pandas as pd
 
 from desim.errors import InputError
+from desim.io.arrow import parquet_bytes
 from desim.io.atomic import atomic_write, write_json
 from desim.results import RunResult
 
 
-def write_table(frame: pd.DataFrame, path_stem: Path) -> list[Path]:
-    """Write ``frame`` as ``<stem>.parquet`` and ``<stem>.csv`` atomically."""
+def write_table(frame: pd.DataFrame, path_stem: Path, atomic: bool = True) -> list[Path]:
+    """Write ``frame`` as ``<stem>.parquet`` and ``<stem>.csv`` (each atomically if ``atomic``).
+
+    The Parquet file is the one ``frame.to_parquet(path, index=False)`` writes, byte for byte
+    (:func:`desim.io.arrow.parquet_bytes`). ``atomic = False`` is for a staging folder that is
+    itself renamed into place once complete (a sweep's run).
+    """
     pq, csv = path_stem.with_suffix(".parquet"), path_stem.with_suffix(".csv")
-    atomic_write(pq, lambda p: frame.to_parquet(p, index=False))
-    atomic_write(csv, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
+    data = parquet_bytes(frame)
+    write = atomic_write if atomic else (lambda path, fill: fill(path))
+    write(pq, lambda p: Path(p).write_bytes(data))
+    write(csv, lambda p: frame.to_csv(p, index=False, float_format="%.17g"))
     return [pq, csv]
 
 
@@ -32,9 +40,14 @@ def write_results(result: RunResult, out_dir: str | Path) -> list[Path]:
 
 
 def write_result_tables(
-    tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any], out_dir: str | Path
+    tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any], out_dir: str | Path,
+    atomic: bool = True,
 ) -> list[Path]:
-    """Write each table as Parquet and CSV, then ``run.json``; every file atomically."""
+    """Write each table as Parquet and CSV, then ``run.json`` (last, always atomically).
+
+    ``atomic``: every table file atomically too; ``False`` for a staging folder that is
+    renamed into place once complete.
+    """
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +58,7 @@ def write_result_tables(
         done.unlink()  # the directory is incomplete until run.json is rewritten
     paths = []
     for name, frame in tables.items():
-        paths += write_table(frame, out / name)
+        paths += write_table(frame, out / name, atomic)
     paths.append(write_json(metadata, done))
     return paths
 
