@@ -300,3 +300,21 @@ def test_the_example_runs_and_writes_its_learning_curve(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, check=True)
     assert "held-out seeds" in done.stdout and "cem" in done.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gymnasium_make_builds_the_registered_environment():
+    import gymnasium
+
+    from desim.gym import ENV_ID
+
+    env = gymnasium.make(ENV_ID, overrides=[*SMALL, 'allocator.name="crunch"'])
+    assert isinstance(env.unwrapped, DeftEnv)
+    assert env.spec is not None and env.spec.max_episode_steps is None
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    steps, done = 0, False
+    while not done:
+        _, _, done, truncated, _ = env.step(env.action_space.sample())
+        assert not truncated
+        steps += 1
+    assert steps == 3  # run.rounds
