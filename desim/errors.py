@@ -3,7 +3,9 @@
 The CLI turns these into one line on stderr and a documented exit code; anything else is a bug.
 """
 
+import difflib
 import warnings
+from collections.abc import Iterable
 
 
 class DesimError(Exception):
@@ -70,3 +72,24 @@ class DesimWarning(UserWarning):
 def warn(message: str) -> None:
     """Warn the user about suspicious but valid input (message names the key or file)."""
     warnings.warn(message, DesimWarning, stacklevel=2)
+
+
+def closest(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt ``name``, or ``None``.
+
+    Close means a :func:`difflib.get_close_matches` ratio of at least 0.7: ``rouds`` →
+    ``rounds`` (0.91), ``dropout`` → ``dropout_rate`` (0.74), but not ``roofline`` →
+    ``profiled`` (0.62).
+    """
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name (:func:`closest`), else ``""``.
+
+    Appended to an "unknown ..." message, after its list of known names, so the message still
+    starts the same.
+    """
+    close = closest(name, known)
+    return f"; did you mean {close!r}?" if close else ""

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from desim.errors import ScenarioError, UnknownNameError, warn
+from desim.errors import ScenarioError, UnknownNameError, did_you_mean, warn
 
 T = TypeVar("T")
 
@@ -85,6 +85,7 @@ class Registry(Mapping[str, Entry[T]]):
         except KeyError:
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}"
+                f"{did_you_mean(name, self._entries)}"
             ) from None
 
     def __iter__(self) -> Iterator[str]:
@@ -151,7 +152,9 @@ def format_errors(exc: ValidationError, entry: Entry[Any], where: str) -> str:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             known = ", ".join(entry.params.model_fields) or "none"
-            probs.append(f"{where}.{key}: unknown parameter of {entry.name!r} (known: {known})")
+            hint = did_you_mean(key, entry.params.model_fields)
+            probs.append(f"{where}.{key}: unknown parameter of {entry.name!r} "
+                         f"(known: {known}{hint})")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             probs.append(f"{where}.{key}: {msg} (got {err.get('input')!r})")

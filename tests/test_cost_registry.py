@@ -56,7 +56,7 @@ def test_an_unknown_model_lists_the_known_ones():
     ("cost.profiles.gpu=3", r"cost\.profiles\.gpu"),
     ("cost.flops_per_s=1e12",
      r"cost\.flops_per_s: unknown parameter of 'profiled' \(known: profiles, fallback, "
-     r"analytic_flops_per_s\)"),
+     r"analytic_flops_per_s; did you mean 'analytic_flops_per_s'\?\)"),
 ])
 def test_a_bad_parameter_is_refused_at_load_by_its_key(override, message):
     with pytest.raises(ScenarioError, match=r"^default scenario: .*" + message):

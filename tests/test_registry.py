@@ -44,7 +44,7 @@ def test_params_are_validated_by_the_components_own_model():
     with pytest.raises(ScenarioError, match=r"w.params.gain: Input should be greater than 0"):
         reg.validate("knobbed", {"gain": -1.0}, "w.params")
     with pytest.raises(ScenarioError, match=r"w.params.gian: unknown parameter of 'knobbed' "
-                                            r"\(known: gain\)"):
+                                            r"\(known: gain; did you mean 'gain'\?\)"):
         reg.validate("knobbed", {"gian": 2.0}, "w.params")
     with pytest.raises(ScenarioError, match=r"unknown parameter of 'plain' \(known: none\)"):
         reg.validate("plain", {"x": 1}, "w.params")

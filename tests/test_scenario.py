@@ -115,3 +115,37 @@ def test_results_are_written_with_run_json_last(tmp_path):
     assert meta["scenario"]["model"]["name"] == "roberta-base"
     assert len(pd.read_parquet(tmp_path / "out" / "rounds.parquet")) == 4
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run.rouds=5", "run.rouds: unknown key (did you mean 'rounds'?)"),
+        ("chanel.kind='rayleigh'", "chanel: unknown key (did you mean 'channel'?)"),
+        ("devices.population.cont=4", "population.cont: unknown key (did you mean 'count'?)"),
+        ("faults.dropout=0.1", "faults.dropout: unknown key (did you mean 'dropout_rate'?)"),
+        ("allocator.name='crunch-mult'", "; did you mean 'crunch-multi'?"),
+        ("allocator.bandwith='equal'", "(known: bandwidth; did you mean 'bandwidth'?)"),
+        ("channel.kind='raleigh'", "; did you mean 'rayleigh'?"),
+    ],
+)
+def test_a_misspelt_key_or_name_names_the_closest_known_one(override, message):
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(None, [override])
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("override", ["run.xyzzy=1", "allocator.name='zzzzzz'"])
+def test_nothing_is_suggested_when_no_known_name_is_close(override):
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(None, [override])
+    assert "did you mean" not in str(exc.value)
+
+
+def test_a_misspelt_sweep_spec_key_names_the_closest_known_one(tmp_path):
+    from desim.experiments.sweep_spec import load_sweep_spec
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "x"\nseed = [0]\n[[allocators]]\nname = "greedy"\n')
+    with pytest.raises(InputError, match=r"s\.toml: seed: unknown key \(did you mean 'seeds'\?\)"):
+        load_sweep_spec(spec)

@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import field_validator
 
 from desim.allocators.base import Allocation, Allocator, RoundContext
-from desim.errors import UnknownNameError
+from desim.errors import UnknownNameError, did_you_mean
 from desim.world.rates import RateModel
 from desim.world.rates import (  # noqa: F401  (the Shannon kernel, under its old name)
     shannon_least_bandwidth_hz as least_bandwidth_hz,
@@ -198,6 +198,7 @@ def bandwidth_split(name: str) -> BandwidthSplit:
     except KeyError:
         raise UnknownNameError(
             f"unknown bandwidth split {name!r}; known: {', '.join(sorted(SPLITS))}"
+                f"{did_you_mean(name, SPLITS)}"
         ) from None
 
 
@@ -212,6 +213,7 @@ class SplitAllocator(Allocator):
         if name not in SPLITS:
             raise ValueError(
                 f"unknown bandwidth split {name!r}; known: {', '.join(sorted(SPLITS))}"
+                f"{did_you_mean(name, SPLITS)}"
             )
         return name
 

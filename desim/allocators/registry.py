@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from desim.allocators.base import Allocator
-from desim.errors import DesimError, ScenarioError, UnknownNameError
+from desim.errors import DesimError, ScenarioError, UnknownNameError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ def allocator_info(name: str) -> AllocatorInfo:
     except KeyError:
         raise UnknownNameError(
             f"unknown allocator {name!r}; known: {', '.join(sorted(ALLOCATORS))}"
+            f"{did_you_mean(name, ALLOCATORS)}"
         ) from None
 
 
@@ -74,7 +75,9 @@ def make_allocator(name: str, params: Mapping[str, Any] | None = None) -> Alloca
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 known = ", ".join(info.cls.model_fields) or "none"
-                probs.append(f"allocator.{key}: unknown parameter of {name!r} (known: {known})")
+                hint = did_you_mean(key, info.cls.model_fields)
+                probs.append(f"allocator.{key}: unknown parameter of {name!r} "
+                             f"(known: {known}{hint})")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
                 probs.append(f"allocator.{key}: {msg} (got {err.get('input')!r})")

@@ -22,7 +22,7 @@ from desim.costs.transformer import (
     layer_ia3_values,
     layer_params,
 )
-from desim.errors import UnknownNameError
+from desim.errors import UnknownNameError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def method_rules(method: str) -> MethodRules:
     if method not in METHODS:
         raise UnknownNameError(
             f"model.method: unknown method {method!r}; known: {', '.join(ANALYTIC_METHODS)}"
+            f"{did_you_mean(method, ANALYTIC_METHODS)}"
         )
     return METHODS[method]
 

@@ -133,7 +133,7 @@ def load_sweep_spec(path: str | Path) -> tuple[SweepSpec, Path]:
     try:
         return SweepSpec.model_validate(data), p.parent
     except ValidationError as exc:
-        raise InputError(f"{p}: {format_validation_error(exc)}") from None
+        raise InputError(f"{p}: {format_validation_error(exc, model=SweepSpec)}") from None
 
 
 def run_key(scenario: Scenario) -> str:

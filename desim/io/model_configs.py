@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from desim.costs.transformer import TransformerConfig, config_from_mapping
-from desim.errors import InputError, UnknownNameError
+from desim.errors import InputError, UnknownNameError, did_you_mean
 from desim.io.shipped import data_file, shipped_models
 
 
@@ -31,7 +31,7 @@ def _read_model_json(name: str) -> tuple[Path, dict[str, Any]]:
         if name not in shipped_models():
             raise UnknownNameError(
                 f"model.name: unknown model {name!r}; known: {', '.join(shipped_models())} "
-                "or a path to a config .json"
+                f"or a path to a config .json{did_you_mean(name, shipped_models())}"
             )
         path = data_file("models", f"{name}.json")
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from desim.errors import DesimError, InputError, UnknownNameError
+from desim.errors import DesimError, InputError, UnknownNameError, did_you_mean
 
 INSTALL_HINT = 'pip install ".[profile]" "torch==2.13.0+cpu"'
 METHODS = ("lora", "adapter", "ia3", "full", "lora-checkpoint", "mezo", "qlora")
@@ -93,10 +93,12 @@ class ProfileRequest:
         if self.method not in METHODS:
             raise UnknownNameError(
                 f"--method: unknown method {self.method!r}; known: {', '.join(METHODS)}"
+                f"{did_you_mean(self.method, METHODS)}"
             )
         if self.device not in DEVICES:
             raise UnknownNameError(
                 f"--device: unknown device {self.device!r}; known: {', '.join(DEVICES)}"
+                f"{did_you_mean(self.device, DEVICES)}"
             )
         for label, values in (("--batch", self.batches), ("--seq-len", self.seq_lens)):
             if not values:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     BaseModel,
@@ -10,6 +10,8 @@ from pydantic import (
     Field,
     ValidationError,
 )
+
+from desim.errors import closest
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -46,17 +48,45 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a field's type can hold (through ``Annotated``, unions and ``None``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def keys_at(model: type[BaseModel], parents: list[str]) -> set[str]:
+    """The keys a scenario may hold at the dotted location ``parents`` of ``model``."""
+    models = [model]
+    for part in parents:
+        models = [inner for m in models if (f := m.model_fields.get(part)) is not None
+                  for inner in _models_in(f.annotation)]
+    return {f.alias or name for m in models for name, f in m.model_fields.items()}
+
+
+def _unknown_key(model: type[BaseModel] | None, loc: str) -> str:
+    """``unknown key``, with the closest key ``model`` knows at that location if any."""
+    *parents, key = loc.split(".")
+    close = None if model is None else closest(key, keys_at(model, parents))
+    return "unknown key" if close is None else f"unknown key (did you mean {close!r}?)"
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "",
+                            model: type[BaseModel] | None = None) -> str:
     """One readable part per problem key: ``dotted.field: message (got value)``.
 
     A value that fails every member of a union (a number or a distribution table) is one part
-    listing what each member expected.
+    listing what each member expected. With the validated ``model``, an unknown key names the
+    closest key it knows there (``run.rouds: unknown key (did you mean 'rounds'?)``).
     """
     by_key: dict[str, list[Any]] = {}
+    unknown: dict[str, str] = {}  # an unknown key's message by its location
     for err in exc.errors():
-        loc = _user_loc(err["loc"], key_last=err["type"] == "extra_forbidden")
+        own = loc = _user_loc(err["loc"], key_last=err["type"] == "extra_forbidden")
         if prefix:
             loc = f"{prefix}.{loc}" if loc else prefix
+        if err["type"] == "extra_forbidden":
+            unknown[loc] = _unknown_key(model, own)
         by_key.setdefault(loc or "<scenario>", []).append(err)
     lines = []
     for loc, errs in by_key.items():
@@ -64,7 +94,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         for err in errs:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key"
+                msg = unknown.get(loc, "unknown key")
             msg = "Input should be a table" if msg == _TABLE_MSG else msg
             if msg not in msgs:
                 msgs.append(msg)

@@ -272,4 +272,4 @@ def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenari
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(f"{source}: {format_validation_error(exc)}") from None
+        raise ScenarioError(f"{source}: {format_validation_error(exc, model=Scenario)}") from None
