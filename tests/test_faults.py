@@ -172,3 +172,22 @@ def test_unknown_fault_device_is_named():
 
     with pytest.raises(ScenarioError, match=r"faults.events.0.device: unknown device 'zz'"):
         build_simulation(_scenario('faults.events=[{device="zz", time_s=1.0}]'))
+
+
+@pytest.mark.parametrize("allocator", ["crunch-multi", "single-device"])
+def test_lost_sets_of_blocks_are_replanned_as_sets(allocator):
+    # four devices, twelve blocks: every placement is grouped, and so is every re-plan
+    sim = build_simulation(load_scenario(None, [
+        "run.rounds=20", f'allocator.name="{allocator}"', "devices.population.count=4",
+        "faults.dropout_rate=0.5", 'run.on_infeasible="skip"']))
+    result = sim.run()
+    rounds, dev = result.rounds_frame(), result.device_rounds_frame()
+    replanned = rounds[(rounds.status == "ok") & (rounds.reassigned_blocks > 0)]
+    assert len(replanned) >= 2
+    done = dev[dev.outcome == "done"]
+    for r in rounds[rounds.status == "ok"]["round"]:
+        assert sorted(done[done["round"] == r].block) == list(range(1, 13))  # each block once
+    # a re-plan put several lost blocks on one device, within that device's memory
+    later = done[done["round"].isin(replanned["round"])]
+    assert later.groupby(["round", "device", "compute_start_s"]).block.size().max() > 1
+    assert (done.memory_bytes <= done.memory_budget_bytes).all()

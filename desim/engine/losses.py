@@ -4,8 +4,10 @@ A scheme that drops lost participants needs nothing here: its realisation alread
 (:mod:`desim.engine.realise`). DEFT instead re-plans: when a task is lost (dropout, outage,
 upload timeout, or the straggler deadline), its blocks are re-planned by the same allocator
 over the devices that are idle and still online at that moment, with the bandwidth not held by
-running tasks. The round ends only when every block has arrived, or is recorded as skipped
-under ``on_infeasible = "skip"``.
+running tasks. The re-plan may put several lost blocks on one device (``grouped``, as
+``crunch-multi`` and ``single-device`` do), priced as a set on the lost blocks' own columns.
+The round ends only when every block has arrived, or is recorded as skipped under
+``on_infeasible = "skip"``.
 
 On a reclaiming uplink (:mod:`desim.engine.uplink`) every upload of the round shares the band,
 the re-planned ones too: a lost task's share goes to the uploads still running at its loss,
@@ -197,10 +199,11 @@ class ReplanLost:
         sub = self._sub_context(blocks)
         try:
             alloc = setup.allocator.allocate(sub, self.rng)
-            if alloc.mode != "deft":
+            if alloc.mode == "offload" or alloc.plan is not None:
                 raise InfeasibleError(
                     f"round {sub.round_index}: allocator {setup.allocator.registry_name!r} "
-                    "cannot reassign lost blocks (it does not place one block per device)"
+                    "cannot reassign lost blocks (it places mini-batches or a plan of its "
+                    "own, not blocks on devices)"
                 )
             check_allocation(sub, alloc)
         except InfeasibleError as exc:
