@@ -695,6 +695,9 @@ COLUMNS: dict[str, dict[str, str]] = {
         "round": "Round index.",
         "device": "Device name.",
         "block": "Block the task trained (1 is next to the output).",
+        "task": "The round's task the row belongs to, numbered in dispatch order: the rows of a "
+                "set of blocks trained in one pass share it, and a device given lost blocks "
+                "later in the round runs another task.",
         "bandwidth_hz": "Uplink bandwidth share `B_k`.",
         "compute_start_s": "Start of the computation.",
         "compute_end_s": "End of the computation.",

@@ -191,3 +191,21 @@ def test_lost_sets_of_blocks_are_replanned_as_sets(allocator):
     later = done[done["round"].isin(replanned["round"])]
     assert later.groupby(["round", "device", "compute_start_s"]).block.size().max() > 1
     assert (done.memory_bytes <= done.memory_budget_bytes).all()
+
+
+def test_a_device_with_two_tasks_in_a_round_is_charged_for_both():
+    sim = build_simulation(_scenario("faults.dropout_rate=0.2", "run.rounds=30"))
+    result = sim.run()
+    rounds, dev = result.rounds_frame(), result.device_rounds_frame()
+    tasks = dev.groupby(["round", "device"]).task.nunique()
+    assert (tasks > 1).sum() >= 5  # devices given lost blocks after their own
+    ok = rounds[rounds.status == "ok"]
+    # every block trained once on one mini-batch, and its gradient uploaded whole
+    assert (ok.samples == 12 * sim.workload.batch_size).all()
+    assert (ok.upload_bits >= sim.context(0, 0.0).upload_bits.sum()).all()
+    assert (dev.groupby("round").flops.sum()[ok["round"]].to_numpy() == ok.flops).all()
+    # each task's compute is charged at the class's power; idle once per device and round
+    power = result.device_power.loc[dev.device, "compute_w"].to_numpy()
+    np.testing.assert_allclose(dev.compute_energy_j, power * dev.compute_busy_s, rtol=1e-12)
+    assert (dev.groupby(["round", "device"]).idle_energy_j.apply(lambda e: (e > 0).sum())
+            <= 1).all()

@@ -323,3 +323,20 @@ def test_cli_measures_sets_and_validates_them(small_path, tmp_path, capsys):
     assert main(["profile", "--model", str(small_path), "--points", "2x16", "--sets",
                  "1,9", "--out", str(out)]) == 2
     assert "--sets: small has 4 blocks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_set_trained_in_one_pass_records_the_sets_counted_flops(method):
+    # the deepest block's step plus the others' weight gradients: the set's own count
+    from desim.engine.assembly import build_simulation
+    from desim.io.scenario import load_scenario
+
+    sim = build_simulation(load_scenario(None, [
+        "run.rounds=2", 'allocator.name="crunch-multi"', "devices.population.count=4",
+        f'model.method="{method}"']))
+    dev = sim.run().device_rounds_frame()
+    for _, task in dev.groupby(["round", "task"]):
+        want = set_step_flops(sim.workload, task.block.tolist())
+        assert task.flops.iloc[0] == pytest.approx(want, rel=1e-9)  # the profile's rounding
+        assert (task.flops.iloc[1:] == 0).all()
+    assert (dev.groupby(["round", "task"]).size() > 1).any()

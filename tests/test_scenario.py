@@ -111,7 +111,7 @@ def test_results_are_written_with_run_json_last(tmp_path):
     import pandas as pd
 
     meta = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert meta["schema_version"] == 1 and meta["seed"] == 0
+    assert meta["schema_version"] == 2 and meta["seed"] == 0
     assert meta["scenario"]["model"]["name"] == "roberta-base"
     assert len(pd.read_parquet(tmp_path / "out" / "rounds.parquet")) == 4
     assert not list((tmp_path / "out").glob("*.tmp"))

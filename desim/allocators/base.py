@@ -196,7 +196,11 @@ def plan_of(ctx: RoundContext, alloc: Allocation) -> RoundPlan:
         deepest, added = ctx.set_deepest_and_extra(k, extra_work[k, blocks])
         work = work_s[devices, deepest[devices]] + added[devices]
         up = np.bincount(row_of, weights=ctx.upload_bits, minlength=devices.size)
-        row_flops = flops[devices, deepest[devices]][row_of]
+        # a set's step: its deepest block's, plus the others' weight gradients
+        set_flops = flops[devices, deepest[devices]]
+        if ctx.extra_flops.size:
+            set_flops = set_flops + ctx.set_deepest_and_extra(k, ctx.extra_flops)[1][devices]
+        row_flops = set_flops[row_of]
         if alloc.mode == "offload":
             work, up = np.zeros(devices.size), ctx.sample_bits * np.bincount(row_of).astype(float)
             memory, row_flops = np.zeros(N), np.zeros(N)

@@ -260,6 +260,8 @@ def _pooled_plan(ctx: RoundContext, k: int, senders: np.ndarray, latency: float)
     extra = ctx.extra_work_s if ctx.extra_work_s.size else ctx.set_extras()[0]
     work = float((ctx.work_s if ctx.work_s.size else ctx.compute_s)[k, -1] + extra[k, :-1].sum())
     flops = float(ctx.block_flops[k, -1]) if ctx.block_flops.size else float("nan")
+    if ctx.extra_flops.size:  # the others' weight gradients in the same step
+        flops += float(ctx.extra_flops[:-1].sum())
     batch = float("nan") if ctx.workload is None else float(ctx.workload.batch_size)
 
     def trainer(amount: float) -> np.ndarray:  # the trainer does it, the uploaders do not

@@ -65,6 +65,8 @@ class RoundContext:
             empty: ``extra_compute_s``.
         extra_memory_bytes: ``(N,)`` bytes block ``n`` then adds to the set's peak; empty:
             zeros.
+        extra_flops: ``(N,)`` counted FLOPs block ``n`` then adds to the set's step (its
+            weight gradients, :func:`desim.costs.multiblock.extra_flops`); empty: zeros.
     """
 
     round_index: int
@@ -91,6 +93,7 @@ class RoundContext:
     extra_compute_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     extra_work_s: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     extra_memory_bytes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    extra_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @cached_property
     def rates(self) -> RateModel:

@@ -69,13 +69,22 @@ DEVICE_ENERGY_COLUMNS = ("compute_energy_j", "upload_energy_j", "download_energy
                          "idle_energy_j", "energy_j", "tokens_per_s_per_w", "mfu", "granularity")
 
 
-def first_rows(rounds: np.ndarray, devices: np.ndarray) -> np.ndarray:
-    """Whether each row is its device's first of its round (the row a device is charged on)."""
-    codes = pd.factorize(devices)[0].astype(np.int64)
+def _groups(rounds: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``(round, label)`` group (dense codes) and whether it is the group's first."""
+    codes = pd.factorize(labels)[0].astype(np.int64)
     key = rounds.astype(np.int64) * (int(codes.max(initial=0)) + 1) + codes
+    _, index, group = np.unique(key, return_index=True, return_inverse=True)
     first = np.zeros(len(key), dtype=bool)
-    first[np.unique(key, return_index=True)[1]] = True
-    return first
+    first[index] = True
+    return group, first
+
+
+def first_rows(rounds: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each row is the first of its ``(round, label)``.
+
+    ``labels``: the ``task`` column (a task's first row) or the ``device`` column (a device's).
+    """
+    return _groups(rounds, labels)[1]
 
 
 def _lookup(table: pd.DataFrame, columns: Sequence[str], index: np.ndarray) -> Columns:
@@ -87,8 +96,10 @@ def _lookup(table: pd.DataFrame, columns: Sequence[str], index: np.ndarray) -> C
 def add_device_energy(columns: Columns, span_s: np.ndarray, power: pd.DataFrame) -> Columns:
     """Append energy and efficiency columns to the per-device-round table's columns.
 
-    A device with several rows in a round (``grouped`` allocations) is charged once, on its
-    first row; its other rows get zero energy, FLOPs, samples and tokens.
+    A task with several rows (a set of blocks trained in one pass) is charged once, on its
+    first row; its other rows get zero energy, FLOPs, samples and tokens. A device that ran
+    several tasks in a round (lost blocks re-planned onto it) is charged for each, and idles
+    for the round's time none of its tasks was busy, charged on its first row.
 
     Args:
         columns: the per-device-round table (busy-time columns included), at least one row.
@@ -100,16 +111,19 @@ def add_device_energy(columns: Columns, span_s: np.ndarray, power: pd.DataFrame)
         ``idle_energy_j``, ``energy_j``, ``tokens_per_s_per_w``, ``mfu`` and ``granularity``.
     """
     t = dict(columns)
-    one = first_rows(t["round"], t["device"])
+    one = first_rows(t["round"], t["task"])
+    group, device_first = _groups(t["round"], t["device"])
     device = t["device"].astype(str)
     comp, up, down = (t[c].astype(float) for c in
                       ("compute_busy_s", "upload_busy_s", "download_busy_s"))
-    idle = np.maximum(span_s - comp - up - down, 0.0)
+    # each device's busy seconds over its tasks (one task: its own, to the bit)
+    busy = [np.bincount(group, weights=np.where(one, x, 0.0))[group] for x in (comp, up, down)]
+    idle = np.maximum(span_s - busy[0] - busy[1] - busy[2], 0.0)
     w = _lookup(power, POWER_COLUMNS, device)
     t["compute_energy_j"] = np.where(one, w["compute_w"] * comp, 0.0)
     t["upload_energy_j"] = np.where(one, w["transmit_w"] * up, 0.0)
     t["download_energy_j"] = np.where(one, w["receive_w"] * down, 0.0)
-    t["idle_energy_j"] = np.where(one, w["idle_w"] * idle, 0.0)
+    t["idle_energy_j"] = np.where(device_first, w["idle_w"] * idle, 0.0)
     t["energy_j"] = (t["compute_energy_j"] + t["upload_energy_j"] + t["download_energy_j"]
                      + t["idle_energy_j"])
     for c in ("flops", "samples", "tokens"):
@@ -132,12 +146,12 @@ def round_metrics(rounds: Columns, device_rounds: Columns, power: pd.DataFrame) 
     """
     out = dict(rounds)
     d = device_rounds
-    first = first_rows(d["round"], d["device"])
+    first = first_rows(d["round"], d["task"])  # a task's bits and busy times are on each row
     per_row = {c: d[c] for c in ("energy_j", "samples", "tokens", "flops")}
     for c in ("upload_bits", "download_bits"):
         per_row[c] = np.where(first, d[c], 0.0)
     peak = _lookup(power, ["peak_flops_per_s"], d["device"].astype(str))["peak_flops_per_s"]
-    per_row["peak"] = np.where(first, peak, 0.0)
+    per_row["peak"] = np.where(first_rows(d["round"], d["device"]), peak, 0.0)
     per_row["compute"] = np.where(first, d["compute_busy_s"], 0.0)
     per_row["comm"] = np.where(first, d["upload_busy_s"] + d["download_busy_s"], 0.0)
     frame = pd.DataFrame(per_row)

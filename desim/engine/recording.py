@@ -129,7 +129,12 @@ def record_round(
         The round's record.
     """
     round_index, start_s = facts.round_index, facts.start_s
-    cols, det = _merged([_columns(plan, real, dev) for plan, real in parts], order)
+    each, tasks = [], 0
+    for plan, real in parts:  # tasks numbered across the round's dispatches
+        cols, det = _columns(plan, real, dev)
+        each.append(({"task": plan.rows.participant + tasks, **cols}, det))
+        tasks += plan.size
+    cols, det = _merged(each, order)
     _fault_events(result, round_index, cols, det)
     plan = parts[0][0]
     bott_device, bott_block = _bottleneck(plan, cols, det)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``device_rounds`` gained ``task`` (a device may run several tasks in a round)."""
 WALL_CLOCK_COLUMNS = ("solve_wall_s",)
 
 
@@ -59,12 +60,15 @@ class DeviceRounds:
     """The active devices of one round, one entry per block (columnar for speed).
 
     Every attribute is an ``(N,)`` array except ``round``; row ``i`` is the device training
-    block ``block[i]``.
+    block ``block[i]`` in task ``task[i]`` (the round's tasks numbered in dispatch order: the
+    rows of a set of blocks trained in one pass share a task, and a device given lost blocks
+    later in the round runs another task).
     """
 
     round: int
     device: np.ndarray
     block: np.ndarray
+    task: np.ndarray
     bandwidth_hz: np.ndarray
     compute_start_s: np.ndarray
     compute_end_s: np.ndarray

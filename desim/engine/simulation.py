@@ -32,6 +32,7 @@ import simpy
 from desim.allocators.base import Allocator, RoundContext
 from desim.costs.analytic import analytic_flops
 from desim.costs.base import CostModel, Workload
+from desim.costs.multiblock import extra_flops
 from desim.engine.csi import Csi, planner_view
 from desim.engine.driver import RoundDriver
 from desim.engine.driver import oracle_bound_s as oracle_bound_s  # re-exported (its old home)
@@ -135,6 +136,8 @@ class Simulation:
                  else (analytic_flops(self.workload), "analytic") for hw, c in by_class.items()}
         self._flops = np.stack([flops[d.hardware][0] for d in self.devices])
         self.flops_source = {hw: src for hw, (_, src) in flops.items()}
+        # what a block adds to a set's counted step when not its deepest (its weight gradients)
+        self._extra_flops = extra_flops(self.workload)
         try:
             self._server_work_s: np.ndarray | None = self.cost_model.block_costs(
                 self.workload, self.server_hardware
@@ -196,6 +199,7 @@ class Simulation:
             extra_compute_s=extra_s,
             extra_work_s=self._extra_work_s,
             extra_memory_bytes=self._extra_memory,
+            extra_flops=self._extra_flops,
         )
         if self.csi.mode == "snapshot":
             return ctx
