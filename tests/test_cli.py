@@ -30,6 +30,8 @@ def test_run_default_prints_summary_and_writes_tables(tmp_path, capsys):
         (["run", "--allocator", "nope"], 2, "unknown allocator 'nope'; known: "),
         (["run", "--set", "devices.population.count=5"], 2, "5 devices for 12 blocks"),
         (["run", "--set", "devices.population.memory_bytes=1e8"], 3, "block 12"),
+        (["run", "--set", "devices.population.memory_bytes=1e8"], 3,
+         "nothing was written (--set 'run.on_infeasible=\"skip\"' records such a round"),
         (["run", "--set", "garbage"], 2, "expected section.key=value"),
     ],
 )

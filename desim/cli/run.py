@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from desim.cli.consoles import err, out
-from desim.errors import Interrupted
+from desim.errors import InfeasibleError, Interrupted
 
 if TYPE_CHECKING:
     from desim.engine.simulation import Simulation
@@ -98,6 +98,11 @@ def _simulate(sim: Simulation, rounds: int) -> RunResult:
         task = progress.add_task("rounds", total=rounds)
         try:
             return sim.run(on_round=lambda _: progress.advance(task))
+        except InfeasibleError as exc:  # run.on_infeasible = "error" (the default)
+            raise InfeasibleError(
+                f"{exc}; nothing was written (--set 'run.on_infeasible=\"skip\"' records such "
+                "a round as skipped and goes on)"
+            ) from None
         except KeyboardInterrupt:
             done = int(progress.tasks[0].completed)
             raise Interrupted(
