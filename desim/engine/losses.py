@@ -242,8 +242,7 @@ class ReplanLost:
             extra_compute_s=now_ctx.extra_compute_s[:, blocks],
             extra_work_s=now_ctx.extra_work_s[:, blocks],
             extra_memory_bytes=now_ctx.extra_memory_bytes[blocks],
-            extra_flops=now_ctx.extra_flops[blocks] if now_ctx.extra_flops.size else
-            now_ctx.extra_flops,
+            extra_flops=now_ctx.extra_flops[blocks],
             block_flops=now_ctx.block_flops[:, blocks],
             memory_bytes=now_ctx.memory_bytes[blocks],
             upload_bits=now_ctx.upload_bits[blocks],

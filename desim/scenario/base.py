@@ -55,7 +55,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
-def keys_at(model: type[BaseModel], parents: list[str]) -> set[str]:
+def _keys_at(model: type[BaseModel], parents: list[str]) -> set[str]:
     """The keys a scenario may hold at the dotted location ``parents`` of ``model``."""
     models = [model]
     for part in parents:
@@ -67,7 +67,7 @@ def keys_at(model: type[BaseModel], parents: list[str]) -> set[str]:
 def _unknown_key(model: type[BaseModel] | None, loc: str) -> str:
     """``unknown key``, with the closest key ``model`` knows at that location if any."""
     *parents, key = loc.split(".")
-    close = None if model is None else closest(key, keys_at(model, parents))
+    close = None if model is None else closest(key, _keys_at(model, parents))
     return "unknown key" if close is None else f"unknown key (did you mean {close!r}?)"
 
 
